@@ -1,0 +1,46 @@
+"""User-facing error types: a StudioError is a user mistake (exit 2, message + hint, no traceback)."""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """A mistake the user can fix. Printed as one message with where it happened and a hint."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(what)
+        self.what = what
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+
+class ConfigError(StudioError):
+    """A config file is missing, unparsable or does not validate."""
+
+
+class DataError(StudioError):
+    """Input data cannot be read or has the wrong shape."""
+
+
+class EgressBlocked(StudioError):
+    """A non-loopback network connection was attempted while the egress guard is on."""
+
+    def __init__(self, address: str):
+        super().__init__(
+            f"network egress blocked: connection to {address} refused by the offline guard",
+            hint="Expert Studio never talks to the network; everything it needs must be local.",
+        )
+        self.address = address
+
+
+class GateFailed(StudioError):
+    """A regression gate failed (exit 3, so CI pipelines can tell it from a usage error)."""
+
+    exit_code = 3

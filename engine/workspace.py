@@ -1,0 +1,94 @@
+"""Workspace paths and permissions: the only place customer data lives (see docs/concepts.md).
+
+Layout: <root>/registry.sqlite, <root>/models/<name>/ (shared, read-only base models) and
+<root>/tenants/<tenant>/{raw,datasets,runs,evals,tmp}/ with mode 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import StudioError
+from engine.offline import confine_caches
+
+DEFAULT_WORKSPACE = "studio-workspace"
+DEFAULT_TENANT = "default"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TENANT_SUBDIRS = ("raw", "datasets", "runs", "evals", "tmp")
+
+
+def check_name(value: str, what: str) -> str:
+    """Names become directory names: lower-case letters, digits, '.', '_' and '-' only."""
+    if not _NAME_RE.match(value or "") or ".." in value:
+        raise StudioError(
+            f"invalid {what} name {value!r}",
+            hint="use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+class Workspace:
+    """Paths inside one workspace directory. Creating a Workspace creates nothing on disk."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    @classmethod
+    def resolve(cls, path: str | Path | None = None) -> "Workspace":
+        """--workspace beats $STUDIO_WORKSPACE beats ./studio-workspace."""
+        return cls(path or os.environ.get("STUDIO_WORKSPACE") or DEFAULT_WORKSPACE)
+
+    def ensure(self) -> "Workspace":
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "models").mkdir(exist_ok=True, mode=0o755)
+        return self
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def model_dir(self, name: str) -> Path:
+        return self.models_dir / check_name(name, "model")
+
+    def tenant_dir(self, tenant: str, create: bool = True) -> Path:
+        path = self.root / "tenants" / check_name(tenant, "tenant")
+        if create:
+            self.ensure()
+            (self.root / "tenants").mkdir(exist_ok=True, mode=0o700)
+            path.mkdir(exist_ok=True, mode=0o700)
+            os.chmod(path, 0o700)
+            for sub in TENANT_SUBDIRS:
+                (path / sub).mkdir(exist_ok=True, mode=0o700)
+        return path
+
+    def dataset_dir(self, tenant: str, name: str, version: int) -> Path:
+        return self.tenant_dir(tenant) / "datasets" / check_name(name, "dataset") / f"v{version}"
+
+    def run_dir(self, tenant: str, run_id: str) -> Path:
+        return self.tenant_dir(tenant) / "runs" / run_id
+
+    def eval_dir(self, tenant: str, eval_id: str) -> Path:
+        return self.tenant_dir(tenant) / "evals" / eval_id
+
+    def tmp_dir(self, tenant: str) -> Path:
+        return self.tenant_dir(tenant) / "tmp"
+
+    @contextmanager
+    def job_tmp(self, tenant: str) -> Iterator[Path]:
+        """A per-job scratch directory that receives every library cache; removed at the end."""
+        path = self.tmp_dir(tenant) / f"job-{uuid.uuid4().hex[:12]}"
+        confine_caches(path)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
