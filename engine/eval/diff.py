@@ -1,0 +1,274 @@
+"""Eval diff: pair two evals item by item, test the difference, apply the gate, write the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StudioError
+from engine.eval.report import render_report
+from engine.eval.stats import paired_binary_summary
+
+VERDICTS = ("better", "worse", "no_difference")
+REQUIRES = ("better", "not_worse", "none")
+BUCKETS = ("broke", "fixed", "both_wrong", "both_right")
+MISSING_SLICE = "(none)"
+
+_SAME_ITEMS_HINT = "run both evals on the same dataset version and split (and the same limit)"
+
+
+@dataclass
+class DiffResult:
+    stats: dict[str, Any]
+    verdict: str
+    gate_passed: bool
+    out_dir: Path
+    report_path: Path
+
+    @property
+    def stats_path(self) -> Path:
+        return self.out_dir / "stats.json"
+
+    @property
+    def pairs_path(self) -> Path:
+        return self.out_dir / "pairs.jsonl"
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _read_summary(eval_dir: Path) -> dict[str, Any]:
+    path = eval_dir / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StudioError("eval summary not found", where=str(path),
+                          hint="point at an eval directory written by `studio eval`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StudioError(f"cannot read eval summary ({exc.__class__.__name__})",
+                          where=str(path)) from None
+    if not isinstance(data, dict):
+        raise StudioError("eval summary is not a JSON object", where=str(path))
+    return data
+
+
+_ROW_KEYS = ("item_id", "item_hash", "score")
+
+
+def _read_outputs(eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """outputs.jsonl rows keyed by item_id, in file order."""
+    path = eval_dir / "outputs.jsonl"
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise StudioError("eval outputs not found", where=str(path),
+                          hint="point at an eval directory written by `studio eval`") from None
+    with f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise StudioError("line is not valid JSON", where=where) from None
+            if not isinstance(row, dict) or any(k not in row for k in _ROW_KEYS):
+                raise StudioError("output row needs item_id, item_hash and score", where=where)
+            item_id = str(row["item_id"])
+            if item_id in rows:
+                raise StudioError("duplicate item_id in eval outputs", where=where,
+                                  hint="each eval item must appear once")
+            rows[item_id] = row
+    return rows
+
+
+def _check_same_items(base: dict[str, dict[str, Any]], tuned: dict[str, dict[str, Any]]) -> None:
+    base_ids, tuned_ids = set(base), set(tuned)
+    only_base = len(base_ids - tuned_ids)
+    only_tuned = len(tuned_ids - base_ids)
+    changed = sum(1 for i in base_ids & tuned_ids if base[i]["item_hash"] != tuned[i]["item_hash"])
+    if only_base or only_tuned or changed:
+        raise StudioError(
+            "the two evals were not run on the same items: "
+            f"{len(base_ids)} base items, {len(tuned_ids)} tuned items; "
+            f"{only_base} only in base, {only_tuned} only in tuned, "
+            f"{changed} with different content",
+            hint=_SAME_ITEMS_HINT,
+        )
+    if not base_ids:
+        raise StudioError("the evals have no items", hint=_SAME_ITEMS_HINT)
+
+
+# ------------------------------------------------------------------------------------------ logic
+def verdict_for(summary: dict[str, Any], alpha: float) -> str:
+    """'better' / 'worse' when the paired test is significant at alpha, else 'no_difference'."""
+    if summary["p_value"] < alpha:
+        if summary["tuned_score"] > summary["base_score"]:
+            return "better"
+        if summary["tuned_score"] < summary["base_score"]:
+            return "worse"
+    return "no_difference"
+
+
+def gate_passes(verdict: str, require: str) -> bool:
+    if require == "better":
+        return verdict == "better"
+    if require == "not_worse":
+        return verdict != "worse"
+    if require == "none":
+        return True
+    raise StudioError(f"unknown gate requirement '{require}'", where="gate.require",
+                      hint="use 'better', 'not_worse' or 'none'")
+
+
+def bucket_of(base_score: float, tuned_score: float) -> str:
+    base_right, tuned_right = base_score == 1.0, tuned_score == 1.0
+    if base_right and tuned_right:
+        return "both_right"
+    if tuned_right:
+        return "fixed"
+    if base_right:
+        return "broke"
+    return "both_wrong"
+
+
+def _summary(base: list[float], tuned: list[float]) -> dict[str, Any]:
+    try:
+        return paired_binary_summary(base, tuned)
+    except ValueError:
+        raise StudioError("eval scores must be 0 or 1 to compare two evals",
+                          hint="use a pass/fail grader (exact_match or contains)") from None
+
+
+def _slice_value(meta: Any, key: str) -> str:
+    if not isinstance(meta, dict) or meta.get(key) is None:
+        return MISSING_SLICE
+    value = meta[key]
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _label(given: str | None, summary: dict[str, Any], default: str) -> str:
+    if given:
+        return given
+    return str(summary.get("model_ref") or summary.get("eval_id") or default)
+
+
+# ---------------------------------------------------------------------------------------- writing
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def diff_evals(
+    base_dir: Path,
+    tuned_dir: Path,
+    out_dir: Path,
+    *,
+    alpha: float = 0.01,
+    require: str = "better",
+    slice_key: str | None = None,
+    base_label: str | None = None,
+    tuned_label: str | None = None,
+) -> DiffResult:
+    """Compare two evals of the same items; write stats.json, pairs.jsonl and report.html.
+
+    Never raises on a failed gate: the result says whether it passed and the caller decides.
+    """
+    base_dir, tuned_dir, out_dir = Path(base_dir), Path(tuned_dir), Path(out_dir)
+    if not 0.0 < alpha < 1.0:
+        raise StudioError("alpha must be between 0 and 1", where="gate.alpha")
+    if require not in REQUIRES:
+        raise StudioError(f"unknown gate requirement '{require}'", where="gate.require",
+                          hint="use 'better', 'not_worse' or 'none'")
+
+    base_summary, tuned_summary = _read_summary(base_dir), _read_summary(tuned_dir)
+    base_rows, tuned_rows = _read_outputs(base_dir), _read_outputs(tuned_dir)
+    _check_same_items(base_rows, tuned_rows)
+    if (base_summary.get("grader") and tuned_summary.get("grader")
+            and base_summary["grader"] != tuned_summary["grader"]):
+        raise StudioError("the two evals were graded with different grader settings",
+                          hint="run both evals with the same eval.grader section")
+
+    order = list(base_rows)  # base file order: the eval's own stable order
+    base_scores = [float(base_rows[i]["score"]) for i in order]
+    tuned_scores = [float(tuned_rows[i]["score"]) for i in order]
+    overall = _summary(base_scores, tuned_scores)
+    verdict = verdict_for(overall, alpha)
+    passed = gate_passes(verdict, require)
+
+    slices: dict[str, dict[str, Any]] = {}
+    if slice_key:
+        groups: dict[str, list[int]] = {}
+        for idx, item_id in enumerate(order):
+            groups.setdefault(_slice_value(base_rows[item_id].get("meta"), slice_key), []).append(idx)
+        for value in sorted(groups):
+            idxs = groups[value]
+            s = _summary([base_scores[i] for i in idxs], [tuned_scores[i] for i in idxs])
+            s["verdict"] = verdict_for(s, alpha)
+            slices[value] = s
+
+    stats: dict[str, Any] = {
+        "overall": overall,
+        "slice_key": slice_key,
+        "slices": slices,
+        "verdict": verdict,
+        "alpha": alpha,
+        "gate": {"require": require, "alpha": alpha, "passed": passed},
+        "labels": {
+            "base": _label(base_label, base_summary, "base"),
+            "tuned": _label(tuned_label, tuned_summary, "tuned"),
+        },
+        "base_eval_id": base_summary.get("eval_id"),
+        "tuned_eval_id": tuned_summary.get("eval_id"),
+        "dataset": base_summary.get("dataset"),
+        "split": base_summary.get("split"),
+        "grader": base_summary.get("grader"),
+    }
+
+    pairs: list[dict[str, Any]] = []
+    report_pairs: list[dict[str, Any]] = []
+    for item_id, bs, ts in zip(order, base_scores, tuned_scores):
+        b_row, t_row = base_rows[item_id], tuned_rows[item_id]
+        row = {
+            "item_id": item_id,
+            "bucket": bucket_of(bs, ts),
+            "base_score": bs,
+            "tuned_score": ts,
+            "meta": b_row.get("meta") or {},
+        }
+        pairs.append(row)
+        report_pairs.append({
+            **row,
+            "prompt": b_row.get("prompt") or [],
+            "reference": b_row.get("reference", ""),
+            "base_output": b_row.get("output", ""),
+            "tuned_output": t_row.get("output", ""),
+        })
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out_dir / "stats.json",
+                  json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    _write_atomic(out_dir / "pairs.jsonl", _jsonl(pairs))
+    report_path = out_dir / "report.html"
+    _write_atomic(report_path, render_report(stats, report_pairs))
+    return DiffResult(stats=stats, verdict=verdict, gate_passed=passed, out_dir=out_dir,
+                      report_path=report_path)

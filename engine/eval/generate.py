@@ -1,0 +1,59 @@
+"""Batched, deterministic (greedy) generation through a backend; transformers on CPU for now.
+
+Prompts are sorted by length so that each batch pads little, then restored to input order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.progress import Progress
+
+
+class Backend(Protocol):
+    def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
+                 batch_size: int, progress: Progress | None = None) -> list[str]: ...
+
+
+class TransformersBackend:
+    """In-process generation with transformers; a LoRA adapter is merged into the base."""
+
+    def __init__(self, model_dir: Path, adapter_dir: Path | None = None, threads: int | None = None):
+        import torch
+
+        from engine.models.loading import load_causal_lm, load_tokenizer
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = load_causal_lm(model_dir, adapter_dir, merge=True)
+        self.model.eval()
+
+    def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
+                 batch_size: int, progress: Progress | None = None) -> list[str]:
+        import torch
+
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        outputs: list[str] = [""] * len(texts)
+        task = progress.add_task("generate", total=len(texts)) if progress is not None else None
+        eos = self.model.generation_config.eos_token_id
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                          pad_token_id=tok.pad_token_id, eos_token_id=eos)
+            new = out[:, enc["input_ids"].shape[1]:]
+            for i, row in zip(idx, new):
+                outputs[i] = tok.decode(row, skip_special_tokens=True).strip()
+            if progress is not None and task is not None:
+                progress.advance(task, len(idx))
+        return outputs

@@ -1,0 +1,123 @@
+"""Run one eval: a model (store name or run id) on a dataset split, graded, written to evals/<id>/.
+
+An item is a conversation cut before its final assistant turn: the prompt is everything before
+it and the reference is its content. Item ids and hashes let `diff` pair two evals safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from engine.config import EvalSpec
+from engine.errors import StudioError
+from engine.eval.graders import grade
+from engine.hashing import sha256_json
+from engine.registry import Registry
+from engine.workspace import Workspace
+
+
+@dataclass
+class EvalResult:
+    eval_id: str
+    path: Path
+    model_ref: str
+    n: int
+    score: float
+
+
+@dataclass
+class ModelRef:
+    label: str
+    model_dir: Path
+    adapter_dir: Path | None
+    identity: dict[str, Any]
+
+
+def resolve_model(registry: Registry, ref: str, tenant: str) -> ModelRef:
+    """A run id (its adapter on its base model) or a model store name."""
+    run = registry.get_run(ref)
+    if run is not None:
+        if run["tenant"] != tenant:
+            raise StudioError(f"run {ref!r} belongs to another tenant")
+        if run["status"] != "succeeded":
+            raise StudioError(f"run {ref!r} has status {run['status']!r}, not 'succeeded'",
+                              hint="evaluate a finished run (see `studio runs list`)")
+        base = registry.get_model(run["base_model"])
+        if base is None:
+            raise StudioError(f"base model {run['base_model']!r} of run {ref!r} is not in the store")
+        adapter = Path(run["path"]) / "adapter"
+        return ModelRef(ref, Path(base["path"]), adapter,
+                        {"base": base["manifest_sha256"], "run": ref,
+                         "adapter_sha256": (run.get("metrics") or {}).get("adapter_sha256")})
+    model = registry.get_model(ref)
+    if model is None:
+        raise StudioError(f"unknown model or run {ref!r}",
+                          hint="use a name from `studio models list` or a run id from `studio runs list`")
+    return ModelRef(ref, Path(model["path"]), None, {"base": model["manifest_sha256"]})
+
+
+def load_items(dataset: dict[str, Any], split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    path = Path(dataset["path"]) / f"{split}.jsonl"
+    if not path.is_file():
+        raise StudioError(f"dataset has no {split} split", where=str(path))
+    items = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            msgs = rec["messages"]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None:
+                continue
+            prompt, reference = msgs[:last], msgs[last]["content"]
+            items.append({"item_id": rec["id"], "prompt": prompt, "reference": reference,
+                          "meta": rec.get("meta", {}),
+                          "item_hash": sha256_json({"prompt": prompt, "reference": reference})})
+    if not items:
+        raise StudioError(f"the {split} split has no items with an assistant answer", where=str(path))
+    return items[:limit] if limit else items
+
+
+def new_eval_id() -> str:
+    return datetime.now(timezone.utc).strftime("eval-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, model_ref: str,
+             dataset: dict[str, Any], progress: Progress | None = None,
+             backend: Any = None) -> EvalResult:
+    ref = resolve_model(registry, model_ref, tenant)
+    items = load_items(dataset, spec.split, spec.limit)
+    if backend is None:
+        from engine.eval.generate import TransformersBackend
+
+        backend = TransformersBackend(ref.model_dir, ref.adapter_dir)
+    outputs = backend.generate([it["prompt"] for it in items], spec.generation.max_new_tokens,
+                               spec.generation.batch_size, progress)
+    eval_id = new_eval_id()
+    out_dir = ws.eval_dir(tenant, eval_id)
+    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
+    tmp_dir.mkdir(parents=True, mode=0o700)
+    scores = [grade(spec.grader, out, it["reference"]) for out, it in zip(outputs, items)]
+    with (tmp_dir / "outputs.jsonl").open("w", encoding="utf-8") as f:
+        for it, out, score in zip(items, outputs, scores):
+            f.write(json.dumps({**it, "output": out, "score": score}, ensure_ascii=False) + "\n")
+    dataset_ref = f"{dataset['name']}@v{dataset['version']}"
+    summary = {
+        "eval_id": eval_id, "model_ref": model_ref, "model_identity": ref.identity,
+        "dataset": dataset_ref, "dataset_sha256": dataset["sha256"], "split": spec.split,
+        "n": len(items), "score": sum(scores) / len(scores),
+        "grader": spec.grader.model_dump(), "settings": spec.generation.model_dump(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.rename(tmp_dir, out_dir)
+    registry.put_eval(eval_id, tenant, "eval", model_ref, dataset_ref, out_dir,
+                      {"n": summary["n"], "score": summary["score"]})
+    return EvalResult(eval_id, out_dir, model_ref, summary["n"], summary["score"])
