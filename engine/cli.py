@@ -193,7 +193,7 @@ def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")
         for ref in cfg.eval.models:
             res = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=ref,
                            dataset=dataset, progress=progress)
-            out.print(f"eval [bold]{res.eval_id}[/]: {ref} scored {res.score:.3f} on {res.n} items")
+            out.print(f"eval [bold]{res.eval_id}[/]  {ref} scored {res.score:.3f} on {res.n} items")
 
 
 @app.command()

@@ -121,7 +121,7 @@ def _train(cfg: StudioConfig, spec: TrainSpec, model_dir: Path, data_dir: Path, 
         warmup_steps=spec.warmup_ratio, weight_decay=spec.weight_decay,
         max_length=spec.max_seq_len,
         assistant_only_loss=assistant_only,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # (was gradient_checkpointing) off: small models
         logging_steps=1, logging_strategy="steps",
         save_strategy="steps" if spec.save_steps else "epoch",
         save_steps=spec.save_steps or 500, save_total_limit=2, save_only_model=False,

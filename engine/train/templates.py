@@ -12,6 +12,7 @@ final assistant turn only), which TRL renders through the model's own template.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ _CHATML_MARKED = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
+
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
@@ -78,7 +82,7 @@ def plan_template(tokenizer: Any, samples: list[list[dict[str, str]]] = ()) -> T
     own = tokenizer.chat_template
     if not isinstance(own, str):
         return TemplatePlan("last_turn", None, "the model has no chat template")
-    if "{% generation %}" in own or "{%- generation %}" in own:
+    if _GENERATION_TAG.search(own):
         return TemplatePlan("assistant_only", own, "the model's template marks assistant turns")
     marked = chatml_marked_template(tokenizer)
     if marked and renders_identically(tokenizer, own, marked, list(samples)[:3]):
