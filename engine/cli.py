@@ -123,9 +123,8 @@ def datasets_list(tenant: str = TenantOpt) -> None:
     table = Table("dataset", "version", "train", "val", "eval", "rejected", "created")
     for r in _registry(_ws()).list_datasets(tenant):
         c = r["counts"] or {}
-        split = c.get("split", {})
-        table.add_row(r["name"], f"v{r['version']}", *(str(split.get(k, "")) for k in ("train", "val", "eval")),
-                      str(c.get("rejected_total", "")), r["created_at"])
+        table.add_row(r["name"], f"v{r['version']}", *(str(c.get(k, "")) for k in ("train", "val", "eval")),
+                      str(c.get("rejected", "")), r["created_at"])
     out.print(table)
 
 
@@ -145,9 +144,8 @@ def refine(config: Path = typer.Argument(..., help="A config of kind 'refine'.")
 
 
 def _split_text(counts: dict[str, Any]) -> str:
-    split = counts.get("split", {})
-    return ", ".join(f"{k} {split.get(k, 0)}" for k in ("train", "val", "eval")) + \
-        f"; rejected {counts.get('rejected_total', 0)}"
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "eval")) + \
+        f"; rejected {counts.get('rejected', 0)} of {counts.get('input_records', 0)} raw records"
 
 
 @app.command()

@@ -58,8 +58,9 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     model = ensure_model(cfg, ws, registry, progress)
     t = lap("import", t)
     data = refine(cfg, ws, registry, progress)
-    err.print(f"refined {data.name}@v{data.version}: "
-              + ", ".join(f"{k} {v}" for k, v in data.counts.get("split", {}).items()))
+    c = data.counts
+    err.print(f"refined {data.name}@v{data.version}: {c['input_records']} raw records, "
+              f"{c['rejected']} rejected; train {c['train']}, val {c['val']}, eval {c['eval']}")
     t = lap("refine", t)
     dataset = registry.get_dataset(cfg.tenant, data.name, data.version)
     assert dataset is not None

@@ -48,6 +48,9 @@ def test_full_flow_with_separate_verbs(project: dict) -> None:
     res = run(project, "refine", "configs/refine_tickets.yaml")
     assert res.returncode == 0, res.stderr
     assert "brightwave-tickets@v1" in res.stdout
+    assert "rejected" in res.stdout
+    listed = run(project, "datasets", "list")
+    assert listed.returncode == 0 and "brightwave-tickets" in listed.stdout and "v1" in listed.stdout
 
     res = run(project, "train", "configs/sft_lora.yaml", "--dry-run")
     assert res.returncode == 0, res.stderr
