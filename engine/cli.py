@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine import offline
-from engine.console import err, make_progress, out
+from engine.console import err, make_progress, out, quiet_libraries
 from engine.errors import GateFailed, StudioError
 
 app = typer.Typer(name="studio", no_args_is_help=True, add_completion=False,
@@ -293,6 +293,7 @@ def runs_show(run_id: str = typer.Argument(...)) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: offline guard first, then the CLI, then user errors as one message."""
     offline.enforce()
+    quiet_libraries()
     try:
         rc = app(args=argv, prog_name="studio", standalone_mode=False)
     except StudioError as exc:

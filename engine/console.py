@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -26,3 +28,14 @@ def make_progress() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def quiet_libraries() -> None:
+    """Our progress bars replace the libraries' own; their deprecation chatter is not the user's.
+
+    Called by the CLI before any ML library is imported (several read these at import time).
+    """
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for module in ("transformers", "trl", "peft", "accelerate", "datasets", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)

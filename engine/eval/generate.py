@@ -14,7 +14,8 @@ from rich.progress import Progress
 
 class Backend(Protocol):
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
-                 batch_size: int, progress: Progress | None = None) -> list[str]: ...
+                 batch_size: int, progress: Progress | None = None,
+                 label: str = "generate") -> list[str]: ...
 
 
 class TransformersBackend:
@@ -34,7 +35,8 @@ class TransformersBackend:
         self.model.eval()
 
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
-                 batch_size: int, progress: Progress | None = None) -> list[str]:
+                 batch_size: int, progress: Progress | None = None,
+                 label: str = "generate") -> list[str]:
         import torch
 
         tok = self.tokenizer
@@ -42,7 +44,7 @@ class TransformersBackend:
                  for p in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         outputs: list[str] = [""] * len(texts)
-        task = progress.add_task("generate", total=len(texts)) if progress is not None else None
+        task = progress.add_task(label, total=len(texts)) if progress is not None else None
         eos = self.model.generation_config.eos_token_id
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

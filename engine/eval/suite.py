@@ -99,7 +99,8 @@ def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, 
 
         backend = TransformersBackend(ref.model_dir, ref.adapter_dir)
     outputs = backend.generate([it["prompt"] for it in items], spec.generation.max_new_tokens,
-                               spec.generation.batch_size, progress)
+                               spec.generation.batch_size, progress,
+                               label=f"eval {model_ref}"[:40])
     eval_id = new_eval_id()
     out_dir = ws.eval_dir(tenant, eval_id)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")

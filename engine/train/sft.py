@@ -82,7 +82,7 @@ def _train(cfg: StudioConfig, spec: TrainSpec, model_dir: Path, data_dir: Path, 
            progress: Progress | None) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
@@ -138,6 +138,7 @@ def _train(cfg: StudioConfig, spec: TrainSpec, model_dir: Path, data_dir: Path, 
         peft_config=lora_config(spec.lora),
         callbacks=[ProgressCallback(progress, metrics_path)],
     )
+    trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
     t0 = time.monotonic()
     trainer.train()
     train_seconds = time.monotonic() - t0

@@ -27,7 +27,7 @@ class ScriptedBackend:
     def __init__(self, items: list[dict]):
         self.answers = [it["reference"] if i % 2 == 0 else "no idea" for i, it in enumerate(items)]
 
-    def generate(self, prompts, max_new_tokens, batch_size, progress=None):
+    def generate(self, prompts, max_new_tokens, batch_size, progress=None, label="generate"):
         assert len(prompts) == len(self.answers)
         return self.answers
 
