@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    if rc == 130:  # click turns Ctrl-C into a return code when not in standalone mode
+        err.print("[yellow]interrupted[/] — nothing half-written was kept")
     if isinstance(rc, int) and rc:  # typer.Exit(code) is returned, not raised, here
         sys.exit(rc)
 
