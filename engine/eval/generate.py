@@ -31,7 +31,9 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_causal_lm(model_dir, adapter_dir, merge=True)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = "bfloat16" if self.device == "cuda" else "float32"  # bf16 on CPU is ~4x slower
+        self.model = load_causal_lm(model_dir, adapter_dir, dtype=dtype, merge=True).to(self.device)
         self.model.eval()
 
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
@@ -49,7 +51,7 @@ class TransformersBackend:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                      add_special_tokens=False)
+                      add_special_tokens=False).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                           pad_token_id=tok.pad_token_id, eos_token_id=eos)
