@@ -154,24 +154,20 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, data and template; do not train."),
 ) -> None:
     """Train a LoRA SFT run on a dataset version."""
-    from engine.data.pipeline import resolve_dataset
-
     cfg = _load(config)
     _expect_kind(cfg, "train", config)
     ws = _ws()
     registry = _registry(ws)
-    dataset = resolve_dataset(registry, cfg.tenant, cfg.train.dataset)
     with ws.job_tmp(cfg.tenant):
         if dry_run:
             from engine.train.preview import preview
 
-            print(json.dumps(preview(cfg, registry, cfg.train.base_model, dataset), indent=2))
+            print(json.dumps(preview(cfg, registry), indent=2))
             return
-        from engine.train.sft import train_sft
+        from engine.train.launch import train_run
 
         with make_progress() as progress:
-            res = train_sft(cfg, ws, registry, base_model=cfg.train.base_model, dataset=dataset,
-                            progress=progress)
+            res = train_run(cfg, ws, registry, progress=progress)
     out.print(f"run [bold]{res.run_id}[/] finished: {res.metrics['steps']} steps, "
               f"loss {res.metrics['final_loss']}, {res.metrics['train_seconds']} s")
 

@@ -64,7 +64,11 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     t = lap("refine", t)
     dataset = registry.get_dataset(cfg.tenant, data.name, data.version)
     assert dataset is not None
-    run = train_sft(cfg, ws, registry, base_model=model["name"], dataset=dataset, progress=progress)
+    train_cfg = cfg.model_copy(deep=True)  # the run records exactly which version it trained on
+    train_cfg.train.base_model = model["name"]
+    train_cfg.train.dataset = f"{data.name}@v{data.version}"
+    train_cfg._path = cfg.path
+    run = train_sft(train_cfg, ws, registry, progress=progress)
     t = lap("train", t)
     base_eval = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=model["name"],
                          dataset=dataset, progress=progress)

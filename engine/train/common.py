@@ -1,30 +1,35 @@
-"""Shared training plumbing: run ids, PEFT config, dataset loading, progress/metrics callback."""
+"""Shared training plumbing: run dirs and manifests, model/adapter loading, TRL arguments, progress."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rich.progress import Progress
 from transformers import TrainerCallback
 
 from engine.config import LoraSpec
-from engine.errors import DataError
+from engine.errors import DataError, StudioError
 
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def lora_config(spec: LoraSpec, use_dora: bool = False) -> Any:
+def lora_config(spec: LoraSpec, use_dora: bool = False, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=spec.target_modules, task_type="CAUSAL_LM", use_dora=use_dora)
+                      target_modules=spec.target_modules, task_type=task_type, use_dora=use_dora)
 
 
 def read_conversations(path: Path) -> list[list[dict[str, str]]]:
@@ -75,3 +80,160 @@ class ProgressCallback(TrainerCallback):
             f.write(json.dumps(row) + "\n")
         if self.progress is not None and self.task is not None and "loss" in logs:
             self.progress.update(self.task, description=f"train loss {logs['loss']:.3f}")
+
+
+# ------------------------------------------------------------------------------------ run dirs
+@dataclass
+class RunHandle:
+    """A registered run in progress: recipes fill `metrics` and write into `adapter_dir`."""
+
+    run_id: str
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+
+@contextmanager
+def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
+                data_info: dict[str, Any], run_id: str | None = None) -> Iterator[RunHandle]:
+    """Create, register and finish a run directory around a recipe's training code.
+
+    On success: manifest.json (config, data and base-model hashes, output hashes, metrics,
+    environment) and status 'succeeded'. On an exception: status 'failed' or 'interrupted'
+    (Ctrl-C), no manifest, and the exception propagates.
+    """
+    from engine.hashing import file_manifest, sha256_json
+    from engine.repro.manifest import environment_section
+
+    spec = cfg.train
+    run_id = run_id or new_run_id()
+    run_dir = ws.run_dir(cfg.tenant, run_id)
+    run_dir.mkdir(parents=True, mode=0o700)
+    resolved = cfg.model_dump(mode="json")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir)
+    handle = RunHandle(run_id, run_dir, {})
+    try:
+        yield handle
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        registry.finish_run(run_id, status, {"error": exc.__class__.__name__})
+        raise
+    outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
+    manifest = {
+        "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
+        "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
+        "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
+        "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
+                       "source_sha256": base_model["source_sha256"]},
+        "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
+        "metrics": handle.metrics,
+        **environment_section(),
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
+                                           encoding="utf-8")
+    registry.finish_run(run_id, "succeeded", handle.metrics)
+
+
+# ---------------------------------------------------------------------------------- model load
+def device_setup(spec: Any) -> bool:
+    """Threads for CPU torch; returns True when training on CUDA."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    return bool(torch.cuda.is_available())
+
+
+def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
+                            auto_class: str = "AutoModelForCausalLM",
+                            num_labels: int | None = None) -> tuple[Any, Any]:
+    """(model, peft_config or None) for spec.adapter: lora, dora, qlora (4/8-bit base) or full."""
+    import torch
+    import transformers
+
+    kwargs: dict[str, Any] = {"local_files_only": True,
+                              "dtype": torch.bfloat16 if use_cuda else torch.float32}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    if spec.adapter == "qlora":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise StudioError("adapter 'qlora' needs the bitsandbytes package",
+                              hint="pip install 'expert-studio[gpu]' (bitsandbytes>=0.50.2)") from None
+        from transformers import BitsAndBytesConfig
+
+        q = spec.quant
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                               bnb_4bit_use_double_quant=q.double_quant,
+                               bnb_4bit_compute_dtype=kwargs["dtype"])
+            if q.bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
+    model = getattr(transformers, auto_class).from_pretrained(model_dir, **kwargs)
+    if spec.adapter == "full":
+        return model, None
+    if spec.adapter == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    task = "SEQ_CLS" if num_labels is not None else "CAUSAL_LM"
+    return model, lora_config(spec.lora, use_dora=spec.adapter == "dora", task_type=task)
+
+
+def common_args(cfg: Any, run_dir: Path, use_cuda: bool) -> dict[str, Any]:
+    """TrainingArguments shared by every TRL config class (SFTConfig, DPOConfig, …)."""
+    spec = cfg.train
+    return dict(
+        output_dir=str(run_dir / "checkpoints"),
+        use_cpu=not use_cuda, bf16=use_cuda, fp16=False,
+        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        num_train_epochs=spec.epochs, max_steps=spec.max_steps,
+        learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=spec.warmup_ratio, weight_decay=spec.weight_decay,
+        activation_checkpointing=False,  # (was gradient_checkpointing) off: small models
+        logging_steps=1, logging_strategy="steps",
+        save_strategy="steps" if spec.save_steps else "epoch",
+        save_steps=spec.save_steps or 500, save_total_limit=2,
+        eval_strategy="no", report_to="none", disable_tqdm=True,
+        seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+    )
+
+
+def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None) -> None:
+    """Save the adapter (or the full model) and record the usual metrics into handle.metrics."""
+    from engine.hashing import sha256_file
+
+    out = handle.adapter_dir if _is_peft(trainer.model) else handle.path / "model"
+    trainer.model.save_pretrained(out)
+    if save_tokenizer is not None:
+        save_tokenizer.save_pretrained(out)
+    history = trainer.state.log_history
+    handle.metrics.update({
+        "steps": trainer.state.global_step,
+        "train_loss": _last(history, "train_loss"),
+        "final_loss": _last(history, "loss"),
+    })
+    weights = out / ("adapter_model.safetensors" if out == handle.adapter_dir else "model.safetensors")
+    if weights.is_file():
+        handle.metrics["adapter_sha256" if out == handle.adapter_dir else "model_sha256"] = sha256_file(weights)
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    for row in reversed(history):
+        if key in row:
+            return round(float(row[key]), 6)
+    return None

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from engine.config import StudioConfig
-from engine.errors import StudioError
 from engine.registry import Registry
-from engine.train.common import read_conversations
+from engine.train.data import load_training_data
+from engine.train.sft import base_model_row
 from engine.train.templates import plan_template
 
 
-def preview(cfg: StudioConfig, registry: Registry, base_model: str | None,
-            dataset: dict[str, Any]) -> dict[str, Any]:
+def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    model = registry.get_model(base_model or "")
-    if model is None:
-        raise StudioError(f"unknown base model {base_model!r}", hint="see `studio models list`")
-    convs = read_conversations(Path(dataset["path"]) / "train.jsonl")
+    model = base_model_row(cfg, registry)
+    data = load_training_data(cfg.train, registry, cfg.tenant, "sft", cfg.resolve_path)
+    convs = [r["messages"] for r in data.train]
     tokenizer = AutoTokenizer.from_pretrained(model["path"], local_files_only=True)
     plan = plan_template(tokenizer, convs)
     report: dict[str, Any] = {
         "config": cfg.model_dump(mode="json"),
-        "dataset": f"{dataset['name']}@v{dataset['version']}",
+        "dataset": data.info["ref"],
         "train_examples": len(convs),
         "loss_mode": plan.mode,
         "template_note": plan.reason,

@@ -27,7 +27,7 @@ def setup(tmp_path: Path, workspace, registry, tiny_model_dir: Path):
 
 def test_sft_writes_a_complete_run(setup, workspace, registry) -> None:
     cfg, dataset = setup
-    res = train_sft(cfg, workspace, registry, base_model="smollm2-135m-instruct", dataset=dataset)
+    res = train_sft(cfg, workspace, registry)
     run = registry.get_run(res.run_id)
     assert run["status"] == "succeeded"
     assert (res.adapter_dir / "adapter_model.safetensors").is_file()
@@ -47,7 +47,7 @@ def test_sft_writes_a_complete_run(setup, workspace, registry) -> None:
     assert {"commit", "dirty"} <= manifest["git"].keys()
     assert manifest["hardware"]["cpu_count"] >= 1
     assert manifest["metrics"]["loss_mode"] == "assistant_only"
-    assert "adapter_model.safetensors" in manifest["adapter"]
+    assert "adapter_model.safetensors" in manifest["outputs"]["files"]
     # the adapter ships the serving template, not the training one
     served = (res.adapter_dir / "chat_template.jinja").read_text()
     assert served == (Path(registry.get_model("smollm2-135m-instruct")["path"]) / "chat_template.jinja").read_text()
@@ -55,8 +55,8 @@ def test_sft_writes_a_complete_run(setup, workspace, registry) -> None:
 
 def test_same_seed_gives_bit_identical_adapter(setup, workspace, registry) -> None:
     cfg, dataset = setup
-    a = train_sft(cfg, workspace, registry, base_model="smollm2-135m-instruct", dataset=dataset)
-    b = train_sft(cfg, workspace, registry, base_model="smollm2-135m-instruct", dataset=dataset)
+    a = train_sft(cfg, workspace, registry)
+    b = train_sft(cfg, workspace, registry)
     assert a.metrics["adapter_sha256"] == b.metrics["adapter_sha256"]
     assert a.metrics["final_loss"] == b.metrics["final_loss"]
 
@@ -70,7 +70,7 @@ def test_interrupted_run_is_marked(setup, workspace, registry, monkeypatch) -> N
 
     monkeypatch.setattr(common.ProgressCallback, "on_step_end", boom)
     with pytest.raises(KeyboardInterrupt):
-        train_sft(cfg, workspace, registry, base_model="smollm2-135m-instruct", dataset=dataset)
+        train_sft(cfg, workspace, registry)
     (run,) = registry.list_runs(cfg.tenant)
     assert run["status"] == "interrupted"
     assert not (Path(run["path"]) / "manifest.json").exists()
@@ -78,8 +78,9 @@ def test_interrupted_run_is_marked(setup, workspace, registry, monkeypatch) -> N
 
 def test_unknown_base_model(setup, workspace, registry) -> None:
     cfg, dataset = setup
+    cfg.train.base_model = "nope"
     with pytest.raises(StudioError, match="unknown base model"):
-        train_sft(cfg, workspace, registry, base_model="nope", dataset=dataset)
+        train_sft(cfg, workspace, registry)
     assert registry.list_runs(cfg.tenant) == []
 
 
@@ -87,7 +88,7 @@ def test_dry_run_preview_reports_loss_share(setup, registry) -> None:
     from engine.train.preview import preview
 
     cfg, dataset = setup
-    report = preview(cfg, registry, "smollm2-135m-instruct", dataset)
+    report = preview(cfg, registry)
     assert report["loss_mode"] == "assistant_only"
     assert 0.02 < report["loss_token_share"] < 0.6
     assert report["train_examples"] > 0

@@ -24,7 +24,7 @@ def test_lora_sft_and_eval_on_cuda(tmp_path: Path, workspace, registry, tiny_mod
     dataset = refined_dataset(project, workspace, registry)
     cfg = load_config(project / "configs" / "sft_lora.yaml")
     cfg.train.max_steps = 4
-    res = train_sft(cfg, workspace, registry, base_model="smollm2-135m-instruct", dataset=dataset)
+    res = train_sft(cfg, workspace, registry)
     assert registry.get_run(res.run_id)["status"] == "succeeded"
     with safe_open(str(res.adapter_dir / "adapter_model.safetensors"), "pt") as f:
         assert len(list(f.keys())) > 0

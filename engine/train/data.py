@@ -1,0 +1,295 @@
+"""Training data: every accepted file format converted, in one place, to the rows TRL expects.
+
+Accepted line formats (`train.data_format`, or detected per line with `auto`):
+  openai_chat        {"messages": [{"role", "content"}, ...]}
+  openai_preference  {"input": {"messages": [...]}, "preferred_output": [msg], "non_preferred_output": [msg]}
+  sharegpt           {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}
+  alpaca             {"instruction", "input"?, "output", "system"?}
+  prompt_completion  {"prompt": str|[msgs], "completion": str|[msgs]}
+  trl_preference     {"prompt"?, "chosen", "rejected"}  (strings or message lists)
+  trl_unpaired       {"prompt", "completion", "label": bool}  (KTO; thumbs up/down)
+  trl_prompt         {"prompt", ...extra columns}  (GRPO; extra columns reach the reward functions)
+
+Every bad line is reported with file, line number and reason, and the run refuses to start:
+nothing is silently dropped. Rows come back in one of four shapes (`want`):
+  sft         {"messages": [...]}
+  preference  {"prompt": [...], "chosen": [assistant msg], "rejected": [assistant msg]}
+  unpaired    {"prompt": [...], "completion": [assistant msg], "label": bool}
+  prompt      {"prompt": [...], **extra}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import DataError, StudioError
+from engine.hashing import sha256_file
+
+Want = Literal["sft", "preference", "unpaired", "prompt"]
+Msgs = list[dict[str, str]]
+MAX_REPORTED = 20
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "system": "system", "bot": "assistant", "model": "assistant"}
+_ROLES = {"system", "user", "assistant"}
+
+
+class LineError(ValueError):
+    """A line that cannot be used; the message is the reason (never the line's content)."""
+
+
+@dataclass
+class TrainingData:
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)  # ref, sha256, files: {name: sha256}
+
+
+# ------------------------------------------------------------------------------------ messages
+def _msgs(value: Any, what: str) -> Msgs:
+    if isinstance(value, str):
+        raise LineError(f"{what} must be a list of messages here")
+    if not isinstance(value, list) or not value:
+        raise LineError(f"{what} must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise LineError(f"{what}[{i}] needs a role of system, user or assistant")
+        if not isinstance(m.get("content"), str):
+            raise LineError(f"{what}[{i}].content must be a string")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _as_prompt(value: Any, what: str = "prompt") -> Msgs:
+    if isinstance(value, str):
+        if not value.strip():
+            raise LineError(f"{what} is empty")
+        return [{"role": "user", "content": value}]
+    msgs = _msgs(value, what)
+    if msgs[-1]["role"] == "assistant":
+        raise LineError(f"{what} must not end with an assistant message")
+    return msgs
+
+
+def _as_reply(value: Any, what: str) -> Msgs:
+    if isinstance(value, str):
+        if not value.strip():
+            raise LineError(f"{what} is empty")
+        return [{"role": "assistant", "content": value}]
+    msgs = _msgs(value, what)
+    if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+        raise LineError(f"{what} must be one assistant message")
+    return msgs
+
+
+def _check_conversation(msgs: Msgs) -> Msgs:
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise LineError("conversation has no assistant message")
+    if msgs[-1]["role"] != "assistant":
+        raise LineError("conversation must end with an assistant message")
+    return msgs
+
+
+# ------------------------------------------------------------------------------------- formats
+def detect(row: dict[str, Any]) -> str:
+    if "messages" in row:
+        return "openai_chat"
+    if "preferred_output" in row or "non_preferred_output" in row:
+        return "openai_preference"
+    if "conversations" in row:
+        return "sharegpt"
+    if "instruction" in row:
+        return "alpaca"
+    if "chosen" in row or "rejected" in row:
+        return "trl_preference"
+    if "label" in row and "completion" in row:
+        return "trl_unpaired"
+    if "completion" in row:
+        return "prompt_completion"
+    if "prompt" in row:
+        return "trl_prompt"
+    raise LineError("unrecognised record: no messages, conversations, instruction, prompt, "
+                    "chosen/rejected or preferred_output field")
+
+
+def _from_sharegpt(row: dict[str, Any]) -> Msgs:
+    conv = row.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise LineError("conversations must be a non-empty list")
+    msgs = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict) or turn.get("from") not in _SHAREGPT_ROLES:
+            raise LineError(f"conversations[{i}].from must be one of {sorted(_SHAREGPT_ROLES)}")
+        if not isinstance(turn.get("value"), str):
+            raise LineError(f"conversations[{i}].value must be a string")
+        msgs.append({"role": _SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
+    return msgs
+
+
+def _from_alpaca(row: dict[str, Any]) -> Msgs:
+    instruction, output = row.get("instruction"), row.get("output")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise LineError("instruction must be a non-empty string")
+    if not isinstance(output, str) or not output.strip():
+        raise LineError("output must be a non-empty string")
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise LineError("input must be a string")
+    msgs: Msgs = []
+    if isinstance(row.get("system"), str) and row["system"].strip():
+        msgs.append({"role": "system", "content": row["system"]})
+    msgs.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+    msgs.append({"role": "assistant", "content": output})
+    return msgs
+
+
+def convert(row: Any, fmt: str, want: Want) -> dict[str, Any]:
+    """One parsed JSON line in format `fmt` ('auto' detects) -> one row of shape `want`."""
+    if not isinstance(row, dict):
+        raise LineError("line is not a JSON object")
+    fmt = detect(row) if fmt == "auto" else fmt
+    if fmt in ("openai_chat", "sharegpt", "alpaca"):
+        msgs = _msgs(row.get("messages"), "messages") if fmt == "openai_chat" else (
+            _from_sharegpt(row) if fmt == "sharegpt" else _from_alpaca(row))
+        return _conversation_to(_check_conversation(msgs), want, row)
+    if fmt == "prompt_completion":
+        if "prompt" not in row or "completion" not in row:
+            raise LineError("prompt_completion needs prompt and completion")
+        prompt, reply = _as_prompt(row["prompt"]), _as_reply(row["completion"], "completion")
+        if want == "sft":
+            return {"messages": prompt + reply}
+        if want == "unpaired" and "label" in row:
+            return _unpaired(prompt, reply, row["label"])
+        if want == "prompt":
+            return _prompt_row(prompt, row, drop=("prompt", "completion"))
+        raise LineError(f"prompt/completion records cannot be used for {want} training")
+    if fmt in ("openai_preference", "trl_preference"):
+        if fmt == "openai_preference":
+            inp = row.get("input")
+            if not isinstance(inp, dict):
+                raise LineError("input must be an object with messages")
+            prompt = _as_prompt(inp.get("messages"), "input.messages")
+            chosen = _as_reply(row.get("preferred_output"), "preferred_output")
+            rejected = _as_reply(row.get("non_preferred_output"), "non_preferred_output")
+        else:
+            chosen_raw, rejected_raw = row.get("chosen"), row.get("rejected")
+            if chosen_raw is None or rejected_raw is None:
+                raise LineError("a preference record needs chosen and rejected")
+            if "prompt" in row:
+                prompt = _as_prompt(row["prompt"])
+                chosen, rejected = _as_reply(chosen_raw, "chosen"), _as_reply(rejected_raw, "rejected")
+            else:  # implicit prompt: chosen/rejected are full conversations sharing a prefix
+                c, r = _msgs(chosen_raw, "chosen"), _msgs(rejected_raw, "rejected")
+                if c[:-1] != r[:-1] or c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
+                    raise LineError("implicit-prompt chosen/rejected must share all but a final assistant message")
+                prompt, chosen, rejected = c[:-1], [c[-1]], [r[-1]]
+        if want == "preference":
+            return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if want == "unpaired":  # a pair gives one thumbs-up and one thumbs-down example
+            return {"pair": [_unpaired(prompt, chosen, True), _unpaired(prompt, rejected, False)]}
+        if want == "sft":
+            return {"messages": prompt + chosen}
+        return _prompt_row(prompt, row, drop=("prompt", "chosen", "rejected", "input",
+                                               "preferred_output", "non_preferred_output"))
+    if fmt == "trl_unpaired":
+        prompt = _as_prompt(row.get("prompt"))
+        reply = _as_reply(row.get("completion"), "completion")
+        if want == "unpaired":
+            return _unpaired(prompt, reply, row.get("label"))
+        if want == "prompt":
+            return _prompt_row(prompt, row, drop=("prompt", "completion", "label"))
+        raise LineError(f"unpaired (thumbs up/down) records cannot be used for {want} training")
+    if fmt == "trl_prompt":
+        if want != "prompt":
+            raise LineError(f"prompt-only records cannot be used for {want} training")
+        return _prompt_row(_as_prompt(row.get("prompt")), row, drop=("prompt",))
+    raise LineError(f"unknown data format {fmt!r}")
+
+
+def _conversation_to(msgs: Msgs, want: Want, row: dict[str, Any]) -> dict[str, Any]:
+    if want == "sft":
+        return {"messages": msgs}
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    if want == "prompt":
+        extra = {k: v for k, v in row.items() if k not in ("messages", "conversations", "instruction",
+                                                            "input", "output", "system")}
+        return {"prompt": msgs[:last], "answer": msgs[last]["content"], **extra}
+    if want == "unpaired" and "label" in row:
+        return _unpaired(msgs[:last], [msgs[last]], row["label"])
+    raise LineError(f"plain conversations cannot be used for {want} training "
+                    "(it needs chosen/rejected pairs or thumbs-up/down labels)")
+
+
+def _unpaired(prompt: Msgs, reply: Msgs, label: Any) -> dict[str, Any]:
+    if isinstance(label, str) and label.lower() in ("up", "down", "thumbs_up", "thumbs_down"):
+        label = label.lower() in ("up", "thumbs_up")
+    if not isinstance(label, bool):
+        raise LineError("label must be true/false (or 'up'/'down')")
+    return {"prompt": prompt, "completion": reply, "label": label}
+
+
+def _prompt_row(prompt: Msgs, row: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+    return {"prompt": prompt, **{k: v for k, v in row.items() if k not in drop}}
+
+
+# ---------------------------------------------------------------------------------------- files
+def load_examples(path: str | Path, want: Want, fmt: str = "auto") -> list[dict[str, Any]]:
+    """Every line of a JSONL file as a `want` row; DataError listing every bad line otherwise."""
+    p = Path(path)
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    try:
+        f = p.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("training data file not found", where=str(p)) from None
+    except OSError as exc:
+        raise DataError(f"cannot open training data ({exc.__class__.__name__})", where=str(p)) from None
+    with f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out = convert(json.loads(line), fmt, want)
+                except json.JSONDecodeError as exc:
+                    errors.append(f"{p.name}:{lineno}: not valid JSON ({exc.msg})")
+                    continue
+                except LineError as exc:
+                    errors.append(f"{p.name}:{lineno}: {exc}")
+                    continue
+                rows.extend(out["pair"] if "pair" in out else [out])
+        except UnicodeDecodeError:
+            raise DataError("training data is not UTF-8 text", where=str(p)) from None
+    if errors:
+        shown = errors[:MAX_REPORTED]
+        more = f"\n… and {len(errors) - len(shown)} more bad lines" if len(errors) > len(shown) else ""
+        raise DataError(f"{len(errors)} bad line(s); training refuses to start:\n" + "\n".join(shown) + more,
+                        where=str(p), hint="fix or remove these lines; see docs/training-data.md")
+    if not rows:
+        raise DataError("training data has no records", where=str(p))
+    return rows
+
+
+def load_training_data(spec: Any, registry: Any, tenant: str, want: Want,
+                       resolve_path: Any = Path) -> TrainingData:
+    """Rows for a recipe from `train.data` (a file) or `train.dataset` (a refined version)."""
+    if spec.data:
+        path = Path(resolve_path(spec.data))
+        rows = load_examples(path, want, spec.data_format)
+        return TrainingData(rows, [], {"ref": path.name, "sha256": sha256_file(path),
+                                       "files": {path.name: sha256_file(path)}})
+    if not spec.dataset:
+        raise StudioError("no training data: set train.dataset or train.data")
+    from engine.data.pipeline import resolve_dataset
+    from engine.hashing import file_manifest
+
+    row = resolve_dataset(registry, tenant, spec.dataset)
+    root = Path(row["path"])
+    train = load_examples(root / "train.jsonl", want, "auto")
+    val_path = root / "val.jsonl"
+    val = load_examples(val_path, want, "auto") if val_path.stat().st_size else []
+    return TrainingData(train, val, {"ref": f"{row['name']}@v{row['version']}", "sha256": row["sha256"],
+                                     "files": file_manifest(root), "dataset": row})
