@@ -162,7 +162,10 @@ def train(
         if dry_run:
             from engine.train.preview import preview
 
-            print(json.dumps(preview(cfg, registry), indent=2))
+            report = preview(cfg, registry)
+            print(json.dumps(report, indent=2))
+            if report.get("gate", "passed") != "passed":
+                raise StudioError(f"template/mask gate {report['gate']}", where=str(config))
             return
         from engine.train.launch import train_run
 

@@ -1,4 +1,4 @@
-"""`studio train --dry-run`: the resolved config, the template plan and the loss mask, no training."""
+"""`studio train --dry-run`: the resolved config, the template plan and the mask gate report, no training."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 from engine.config import StudioConfig
 from engine.registry import Registry
+from engine.errors import StudioError
 from engine.train.data import load_training_data
+from engine.train.gate import check_gate, mask_report
 from engine.train.sft import base_model_row
 from engine.train.templates import plan_template
 
@@ -27,13 +29,11 @@ def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
         "template_note": plan.reason,
     }
     if plan.mode == "assistant_only" and convs:
-        trained = total = 0
-        for conv in convs[:200]:
-            enc = tokenizer.apply_chat_template(conv, chat_template=plan.template, tokenize=True,
-                                                return_dict=True, return_assistant_tokens_mask=True)
-            mask = enc["assistant_masks"]
-            trained += sum(mask)
-            total += len(mask)
-        report["loss_token_share"] = round(trained / max(total, 1), 4)
-        report["mean_tokens_per_example"] = round(total / min(len(convs), 200), 1)
+        report["mask"] = mask_report(tokenizer, plan.template, tokenizer.chat_template, convs)
+        report["loss_token_share"] = report["mask"]["loss_token_share"]
+        try:
+            check_gate(report["mask"])
+            report["gate"] = "passed"
+        except StudioError as exc:
+            report["gate"] = f"FAILED: {exc.what}"
     return report

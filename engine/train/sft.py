@@ -22,6 +22,7 @@ from engine.registry import Registry
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
                                  load_model_for_training, to_last_turn, tracked_run)
 from engine.train.data import load_training_data
+from engine.train.gate import check_gate, mask_report
 from engine.train.templates import plan_template
 from engine.workspace import Workspace
 
@@ -63,7 +64,10 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     convs = [r["messages"] for r in data.train]
     plan = plan_template(tokenizer, convs)
     assistant_only = spec.assistant_only_loss and plan.mode == "assistant_only"
+    mask = None
     if assistant_only:
+        mask = mask_report(tokenizer, plan.template, serving_template, convs)
+        check_gate(mask)  # refuses before any weights are loaded
         tokenizer.chat_template = plan.template
         rows, val_rows = data.train, data.val
     else:  # prompt/completion: TRL masks the prompt and renders through the serving template
@@ -91,7 +95,8 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         run.metrics.update({"train_examples": len(rows),
                             "loss_mode": "assistant_only" if assistant_only else "last_turn",
                             "template_note": plan.reason, "adapter": spec.adapter,
-                            "packing": spec.packing})
+                            "packing": spec.packing,
+                            "loss_token_share": mask["loss_token_share"] if mask else None})
         if val_rows:
             run.metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 6)
         tokenizer.chat_template = serving_template  # ship the serving template with the weights
