@@ -233,6 +233,21 @@ def _print_diff(stats: dict[str, Any]) -> None:
               f"verdict [bold]{stats['verdict']}[/]")
 
 
+@app.command()
+def export(
+    run_id: str = typer.Argument(..., help="A finished run."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights."),
+    tenant: str = TenantOpt,
+) -> None:
+    """Export a run's adapter, or with --merge one merged safetensors model (with lineage)."""
+    from engine.train.export import export_run
+
+    ws = _ws()
+    with ws.job_tmp(tenant):
+        path = export_run(ws, _registry(ws), run_id, tenant, merge=merge)
+    out.print(f"exported {'merged model' if merge else 'adapter'} of {run_id} to {path}")
+
+
 # ------------------------------------------------------------------------------------ pipeline
 @app.command()
 def run(

@@ -223,6 +223,9 @@ def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None)
         "train_loss": _last(history, "train_loss"),
         "final_loss": _last(history, "loss"),
     })
+    from engine.train.plot import write_loss_plot
+
+    write_loss_plot(handle.path)
     weights = out / ("adapter_model.safetensors" if out == handle.adapter_dir else "model.safetensors")
     if weights.is_file():
         handle.metrics["adapter_sha256" if out == handle.adapter_dir else "model_sha256"] = sha256_file(weights)

@@ -33,6 +33,7 @@ def test_sft_writes_a_complete_run(setup, workspace, registry) -> None:
     assert (res.adapter_dir / "adapter_model.safetensors").is_file()
     assert (res.adapter_dir / "adapter_config.json").is_file()
     assert (res.path / "config.yaml").is_file()
+    assert (res.path / "loss.svg").is_file()
     assert any((res.path / "checkpoints").glob("checkpoint-*"))
     rows = [json.loads(l) for l in (res.path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]

@@ -1,0 +1,66 @@
+"""`studio export RUN`: a run's adapter, or base + adapter merged into one safetensors model.
+
+Exports stay inside the tenant's run directory (runs/<id>/export/{adapter,merged}/): a tuned
+model carries the tenant's data and never goes into the shared model store. Each export has a
+manifest with the sha256 of every file and its lineage (base model, dataset version, run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StudioError
+from engine.hashing import file_manifest, sha256_json
+from engine.registry import Registry, now_iso
+from engine.workspace import Workspace
+
+
+def export_run(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
+               merge: bool) -> Path:
+    run = registry.get_run(run_id)
+    if run is None or run["tenant"] != tenant:
+        raise StudioError(f"unknown run {run_id!r} for tenant {tenant!r}", hint="see `studio runs list`")
+    if run["status"] != "succeeded":
+        raise StudioError(f"run {run_id!r} has status {run['status']!r}; only finished runs export")
+    run_dir = Path(run["path"])
+    adapter = run_dir / "adapter"
+    base = registry.get_model(run["base_model"])
+    if base is None:
+        raise StudioError(f"base model {run['base_model']!r} of run {run_id!r} is not in the store")
+    kind = "merged" if merge else "adapter"
+    target = run_dir / "export" / kind
+    if not adapter.is_dir():
+        if (run_dir / "model").is_dir():
+            raise StudioError(f"run {run_id!r} trained all weights: runs/{run_id}/model is already a "
+                              "complete model", hint="use that directory directly")
+        raise StudioError(f"run {run_id!r} has no adapter directory")
+    tmp = target.with_name(f".{kind}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, mode=0o700)
+    try:
+        if merge:
+            from engine.models.loading import load_causal_lm, load_tokenizer
+
+            model = load_causal_lm(base["path"], adapter, merge=True)
+            model.save_pretrained(tmp, safe_serialization=True)
+            load_tokenizer(adapter).save_pretrained(tmp)
+        else:
+            shutil.copytree(adapter, tmp, dirs_exist_ok=True)
+        files = file_manifest(tmp)
+        manifest: dict[str, Any] = {
+            "kind": kind, "run_id": run_id, "created_at": now_iso(), "files": files,
+            "files_sha256": sha256_json(files),
+            "lineage": {"base_model": base["name"], "base_manifest_sha256": base["manifest_sha256"],
+                        "dataset": run["dataset"], "run": run_id, "method": run["method"]},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
