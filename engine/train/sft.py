@@ -16,11 +16,13 @@ from typing import Any
 from rich.progress import Progress
 
 from engine.config import StudioConfig
+from engine.console import err
 from engine.errors import StudioError
 from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
                                  load_model_for_training, to_last_turn, tracked_run)
+from engine.train import preflight
 from engine.train.data import load_training_data
 from engine.train.gate import check_gate, mask_report
 from engine.train.templates import plan_template
@@ -44,7 +46,8 @@ def base_model_row(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
 
 
 def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
-              progress: Progress | None = None, run_id: str | None = None) -> TrainResult:
+              progress: Progress | None = None, run_id: str | None = None,
+              force: bool = False) -> TrainResult:
     """Train one SFT run; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
@@ -89,9 +92,20 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
+        est = preflight.estimate(trainer, spec, use_cuda, longest)
+        err.print(est.line())
+        preflight.check_fits(est, force)
         t0 = time.monotonic()
         trainer.train()
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
+        run.metrics["preflight"] = {**est.as_dict(), **preflight.compare(
+            est, run.metrics["train_seconds"], preflight.measured_peak_gb(use_cuda),
+            trainer.state.global_step)}
+        p = run.metrics["preflight"]
+        err.print(f"preflight check: {p['actual_seconds_per_step']:.2f} s/step "
+                  f"(estimate off by {p['time_error_pct']}%), peak {p['actual_peak_gb']:.2f} GiB "
+                  f"(estimate off by {p['memory_error_pct']}%)")
         run.metrics.update({"train_examples": len(rows),
                             "loss_mode": "assistant_only" if assistant_only else "last_turn",
                             "template_note": plan.reason, "adapter": spec.adapter,

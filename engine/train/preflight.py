@@ -1,0 +1,190 @@
+"""Preflight: estimate peak memory and time before training starts, and refuse what cannot fit.
+
+Static part (exact, from the instantiated model): weights, trainable parameters, their gradients
+and AdamW state; the baseline is what the process already holds (CPU: resident set; CUDA: the
+allocator's bytes). Measured part (a short probe on the real data): one forward+backward pass on a
+worst-case batch (batch_size x the longest example, capped at max_seq_len) gives the activation
+peak, one on the first real batch gives the time per step. After the run, `compare` reports how
+far off the estimate was. On CPU the peak is the process's resident-set high-water mark (reset
+through /proc/self/clear_refs), on CUDA the allocator's peak.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import StudioError
+
+GB = 1024**3
+
+
+@dataclass
+class Estimate:
+    device: str
+    device_memory_gb: float
+    weights_gb: float
+    trainable_params: int
+    total_params: int
+    grads_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    peak_gb: float
+    seconds_per_step: float
+    steps: int
+    seconds_total: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def line(self) -> str:
+        return (f"preflight: peak ≈ {self.peak_gb:.2f} GiB of {self.device_memory_gb:.1f} GiB "
+                f"({self.device}; weights {self.weights_gb:.2f}, optimizer {self.optimizer_gb:.2f}, "
+                f"activations {self.activations_gb:.2f}); {self.trainable_params:,} trainable of "
+                f"{self.total_params:,} params; ≈ {self.seconds_per_step:.2f} s/step × {self.steps} "
+                f"steps ≈ {self.seconds_total / 60:.1f} min")
+
+
+# ------------------------------------------------------------------------------------- memory
+def _rss_peak_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def device_memory(use_cuda: bool) -> tuple[str, float]:
+    if use_cuda:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return torch.cuda.get_device_name(), total / GB
+    avail = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return "cpu", (avail + _current_rss()) / GB
+
+
+def _current_rss() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+# -------------------------------------------------------------------------------------- probe
+def _probe(model: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, float]:
+    """(seconds, peak extra bytes) of one forward+backward; gradients are cleared afterwards."""
+    import torch
+
+    model.train()
+    batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()
+             if k not in ("assistant_masks",)}
+    if use_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        _reset_rss_peak()
+        base = _current_rss()
+    t0 = time.perf_counter()
+    out = model(**batch, use_cache=False)
+    out.loss.backward()
+    if use_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() if use_cuda else _rss_peak_bytes()) - base
+    model.zero_grad(set_to_none=True)
+    return seconds, max(peak, 0)
+
+
+def _worst_case(batch: dict[str, Any], longest: int) -> dict[str, Any]:
+    """The first batch stretched (by repeating its tokens) to the longest example's length."""
+    import torch
+
+    ids = batch["input_ids"]
+    reps = -(-longest // ids.shape[1])
+    out = {"input_ids": ids.repeat(1, reps)[:, :longest]}
+    out["labels"] = out["input_ids"].clone()
+    out["attention_mask"] = torch.ones_like(out["input_ids"])
+    return out
+
+
+def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int) -> Estimate:
+    model = trainer.model
+    params = list(model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in params)
+    trainable = [p for p in params if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    optimizer = n_trainable * 8  # AdamW: two fp32 moments per trainable parameter
+    first = next(iter(trainer.get_train_dataloader()))
+    seconds, _ = _probe(model, first, use_cuda)
+    longest = min(longest_tokens, spec.max_seq_len)
+    if "input_ids" in first and first["input_ids"].dim() == 2 and not spec.packing:
+        _, act = _probe(model, _worst_case(first, longest), use_cuda)
+    else:  # packed: one row of batch_size * max_seq_len tokens at most
+        _, act = _probe(model, first, use_cuda)
+    steps = trainer.state.max_steps or 0
+    if not steps:
+        per_epoch = -(-len(trainer.get_train_dataloader()) // spec.grad_accum)
+        steps = spec.max_steps if spec.max_steps > 0 else int(per_epoch * spec.epochs + 0.999)
+    device, mem = device_memory(use_cuda)
+    if use_cuda:
+        import torch
+
+        baseline = torch.cuda.memory_allocated()  # weights and everything already on the GPU
+    else:
+        baseline = _current_rss()  # the whole process: weights, libraries, data
+    peak = baseline + act + optimizer  # the probe's extra memory includes the gradients
+    step_seconds = seconds * 1.15  # the optimizer step and logging on top of forward+backward
+    return Estimate(device, mem, weights / GB, n_trainable, sum(p.numel() for p in params),
+                    grads / GB, optimizer / GB, act / GB, peak / GB, step_seconds, steps,
+                    step_seconds * steps)
+
+
+def check_fits(est: Estimate, force: bool) -> None:
+    if est.peak_gb > est.device_memory_gb * 0.95 and not force:
+        raise StudioError(
+            f"estimated peak memory {est.peak_gb:.1f} GiB exceeds the {est.device_memory_gb:.1f} GiB "
+            f"available on {est.device}",
+            hint="lower batch_size or max_seq_len, use adapter: qlora, or pass --force to try anyway")
+
+
+def measured_peak_gb(use_cuda: bool) -> float:
+    if use_cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / GB
+    return _rss_peak_bytes() / GB
+
+
+def compare(est: Estimate, actual_seconds: float, actual_peak_gb: float, steps: int) -> dict[str, Any]:
+    per_step = actual_seconds / max(steps, 1)
+    return {
+        "estimated_seconds_per_step": round(est.seconds_per_step, 4),
+        "actual_seconds_per_step": round(per_step, 4),
+        "time_error_pct": round(100 * (est.seconds_per_step - per_step) / per_step, 1) if per_step else None,
+        "estimated_peak_gb": round(est.peak_gb, 4),
+        "actual_peak_gb": round(actual_peak_gb, 4),
+        "memory_error_pct": round(100 * (est.peak_gb - actual_peak_gb) / actual_peak_gb, 1)
+        if actual_peak_gb else None,
+    }

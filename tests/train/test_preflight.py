@@ -1,0 +1,46 @@
+"""Preflight: a measured estimate before training, a refusal when it cannot fit, and the error after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import StudioError
+from engine.models.store import import_model
+from engine.train import preflight
+from engine.train.sft import train_sft
+from tests.helpers import make_project, refined_dataset
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, workspace, registry, tiny_model_dir: Path):
+    project = make_project(tmp_path / "proj", tickets=40)
+    import_model(workspace, registry, str(tiny_model_dir), "smollm2-135m-instruct")
+    refined_dataset(project, workspace, registry)
+    cfg = load_config(project / "configs" / "sft_lora.yaml")
+    cfg.train.max_steps = 3
+    return cfg
+
+
+def test_estimate_is_recorded_and_compared(cfg, workspace, registry) -> None:
+    res = train_sft(cfg, workspace, registry)
+    p = res.metrics["preflight"]
+    assert p["device"] == "cpu" and p["steps"] == 3
+    assert 0 < p["trainable_params"] < p["total_params"]  # LoRA trains a small share
+    assert p["optimizer_gb"] == pytest.approx(p["trainable_params"] * 8 / 1024**3, rel=1e-2)
+    assert p["peak_gb"] > p["weights_gb"] > 0
+    assert p["seconds_per_step"] > 0 and p["actual_seconds_per_step"] > 0
+    assert p["memory_error_pct"] is not None and abs(p["memory_error_pct"]) < 90
+
+
+def test_refuses_when_it_cannot_fit_unless_forced(cfg, workspace, registry, monkeypatch) -> None:
+    monkeypatch.setattr(preflight, "device_memory", lambda use_cuda: ("cpu", 0.001))
+    with pytest.raises(StudioError, match="exceeds the 0.0 GiB available") as info:
+        train_sft(cfg, workspace, registry)
+    assert "--force" in str(info.value)
+    (run,) = registry.list_runs("default")
+    assert run["status"] == "failed"
+    res = train_sft(cfg, workspace, registry, force=True)
+    assert registry.get_run(res.run_id)["status"] == "succeeded"
