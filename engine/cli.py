@@ -152,8 +152,14 @@ def _split_text(counts: dict[str, Any]) -> str:
 def train(
     config: Path = typer.Argument(..., help="A config of kind 'train'."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, data and template; do not train."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                         help="Continue this unfinished run from its last checkpoint."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
+                                        help="Train with N processes on this machine (torchrun)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Start even when the preflight estimate exceeds the device's memory."),
 ) -> None:
-    """Train a LoRA SFT run on a dataset version."""
+    """Train a run on a dataset version (--resume continues one, --nproc N runs N processes)."""
     cfg = _load(config)
     _expect_kind(cfg, "train", config)
     ws = _ws()
@@ -170,7 +176,10 @@ def train(
         from engine.train.launch import train_run
 
         with make_progress() as progress:
-            res = train_run(cfg, ws, registry, progress=progress)
+            res = train_run(cfg, ws, registry, progress=progress, resume=resume, nproc=nproc,
+                            force=force)
+    if res is None:  # one worker of several: the launching command reports
+        return
     out.print(f"run [bold]{res.run_id}[/] finished: {res.metrics['steps']} steps, "
               f"loss {res.metrics['final_loss']}, {res.metrics['train_seconds']} s")
 

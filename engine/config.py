@@ -189,7 +189,7 @@ class TrainSpec(Strict):
     grad_accum: int = Field(default=1, ge=1)
     max_seq_len: int = Field(default=512, ge=16)
     assistant_only_loss: bool = True
-    packing: bool = Field(default=False, description="padding-free packing (sft)")
+    packing: bool = Field(default=False, description="padding-free packing (sft, dpo)")
     save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch")
 

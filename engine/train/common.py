@@ -6,7 +6,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +62,12 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = time.monotonic()
+        from engine.train.resume import MARKER
+
+        if state.global_step == 0 and (self.metrics_path.parent / MARKER).is_file():
+            raise StudioError("this training method cannot be resumed yet (its recipe does not "
+                              "pass run.resume_from to trainer.train)",
+                              hint="start a new run with `studio train CONFIG`")
         if self.progress is not None:
             self.task = self.progress.add_task("train", total=state.max_steps,
                                                completed=state.global_step)
@@ -72,7 +78,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kw: Any) -> None:
-        if not logs:
+        if not logs or not state.is_world_process_zero:  # one writer with several processes
             return
         row = {"step": state.global_step, "epoch": state.epoch,
                "elapsed_s": round(time.monotonic() - self.t0, 3), **logs}
@@ -90,6 +96,7 @@ class RunHandle:
     run_id: str
     path: Path
     metrics: dict[str, Any]
+    resume_from: str | None = None  # checkpoint for trainer.train(resume_from_checkpoint=…), see resume.py
 
     @property
     def adapter_dir(self) -> Path:
@@ -107,39 +114,56 @@ def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
 
     On success: manifest.json (config, data and base-model hashes, output hashes, metrics,
     environment) and status 'succeeded'. On an exception: status 'failed' or 'interrupted'
-    (Ctrl-C), no manifest, and the exception propagates.
+    (Ctrl-C), no manifest, and the exception propagates. A run dir with a resume marker
+    (`studio train --resume`) is continued instead of created (engine/train/resume.py). With
+    several processes only rank 0 touches the registry, the run dir files and the manifest.
     """
     from engine.hashing import file_manifest, sha256_json
     from engine.repro.manifest import environment_section
+    from engine.train import resume
+    from engine.train.distributed import is_main_process, world_size
 
     spec = cfg.train
     run_id = run_id or new_run_id()
     run_dir = ws.run_dir(cfg.tenant, run_id)
-    run_dir.mkdir(parents=True, mode=0o700)
+    main = is_main_process()
     resolved = cfg.model_dump(mode="json")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir)
-    handle = RunHandle(run_id, run_dir, {})
-    try:
-        yield handle
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        registry.finish_run(run_id, status, {"error": exc.__class__.__name__})
-        raise
-    outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
-    manifest = {
-        "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
-        "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
-        "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
-        "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
-                       "source_sha256": base_model["source_sha256"]},
-        "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
-        "metrics": handle.metrics,
-        **environment_section(),
-    }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
-                                           encoding="utf-8")
-    registry.finish_run(run_id, "succeeded", handle.metrics)
+    checkpoint = resume.pending_checkpoint(run_dir)
+    handle = RunHandle(run_id, run_dir, {}, resume_from=str(checkpoint) if checkpoint else None)
+    if checkpoint is not None:
+        resume.check_inputs(run_dir, data_info, base_model)
+    elif main:
+        run_dir.mkdir(parents=True, mode=0o700, exist_ok=world_size() > 1)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+        resume.record_inputs(run_dir, data_info, base_model, world_size())
+        registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir)
+    with resume.run_lock(run_dir) if main else nullcontext():  # dies with the process (SIGKILL too)
+        if checkpoint is not None and main:
+            handle.metrics["resumed_from_step"] = resume.reopen(registry, run_id, run_dir, checkpoint)
+        try:
+            yield handle
+        except BaseException as exc:
+            if main:
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                registry.finish_run(run_id, status, {"error": exc.__class__.__name__})
+            raise
+        if not main:
+            return
+        outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
+        manifest = {
+            "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
+            "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
+            "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
+            "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
+                           "source_sha256": base_model["source_sha256"]},
+            "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
+            "metrics": handle.metrics,
+            **environment_section(),
+        }
+        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
+                                               encoding="utf-8")
+        resume.clear_marker(run_dir)
+        registry.finish_run(run_id, "succeeded", handle.metrics)
 
 
 # ---------------------------------------------------------------------------------- model load
@@ -149,7 +173,10 @@ def device_setup(spec: Any) -> bool:
 
     import torch
 
-    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    from engine.train.distributed import local_world_size
+
+    # processes on one machine share its cores
+    torch.set_num_threads(spec.threads or max(1, (os.cpu_count() or 1) // local_world_size()))
     return bool(torch.cuda.is_available())
 
 
@@ -210,11 +237,25 @@ def common_args(cfg: Any, run_dir: Path, use_cuda: bool) -> dict[str, Any]:
 
 
 def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None) -> None:
-    """Save the adapter (or the full model) and record the usual metrics into handle.metrics."""
-    from engine.hashing import sha256_file
+    """Save the adapter (or the full model) and record the usual metrics into handle.metrics.
 
+    With several processes every rank records its weight hash (ranks/rank<k>.json) and only the
+    process that should save writes the weights.
+    """
+    from engine.hashing import sha256_file
+    from engine.train.distributed import record_rank_state
+
+    ranks = record_rank_state(trainer, handle.path)
+    if ranks is not None:
+        handle.metrics["distributed"] = ranks
+        if ranks.get("in_sync") is False:
+            raise RuntimeError("training processes ended with different weights")
+    # sharded weights (FSDP, ZeRO-3) are gathered by every rank together, for rank 0 to write
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if ranks and ranks["sharded"] else None
+    if not trainer.args.should_save:
+        return
     out = handle.adapter_dir if _is_peft(trainer.model) else handle.path / "model"
-    trainer.model.save_pretrained(out)
+    trainer.model.save_pretrained(out, state_dict=state_dict)
     if save_tokenizer is not None:
         save_tokenizer.save_pretrained(out)
     history = trainer.state.log_history

@@ -15,7 +15,8 @@ nothing is silently dropped. Rows come back in one of four shapes (`want`):
   sft         {"messages": [...]}
   preference  {"prompt": [...], "chosen": [assistant msg], "rejected": [assistant msg]}
   unpaired    {"prompt": [...], "completion": [assistant msg], "label": bool}
-  prompt      {"prompt": [...], **extra}
+  prompt      {"prompt": [...], "answer": str (when the record has a reference reply), **extra}
+A UTF-8 byte-order mark is accepted; any other undecodable line is reported like a bad line.
 """
 
 from __future__ import annotations
@@ -135,12 +136,15 @@ def _from_alpaca(row: dict[str, Any]) -> Msgs:
         raise LineError("instruction must be a non-empty string")
     if not isinstance(output, str) or not output.strip():
         raise LineError("output must be a non-empty string")
-    extra = row.get("input") or ""
-    if not isinstance(extra, str):
+    extra, system = row.get("input", ""), row.get("system", "")
+    if not isinstance(extra, str | None):
         raise LineError("input must be a string")
+    if not isinstance(system, str | None):
+        raise LineError("system must be a string")
+    extra = extra or ""
     msgs: Msgs = []
-    if isinstance(row.get("system"), str) and row["system"].strip():
-        msgs.append({"role": "system", "content": row["system"]})
+    if system and system.strip():
+        msgs.append({"role": "system", "content": system})
     msgs.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
     msgs.append({"role": "assistant", "content": output})
     return msgs
@@ -164,7 +168,7 @@ def convert(row: Any, fmt: str, want: Want) -> dict[str, Any]:
         if want == "unpaired" and "label" in row:
             return _unpaired(prompt, reply, row["label"])
         if want == "prompt":
-            return _prompt_row(prompt, row, drop=("prompt", "completion"))
+            return _prompt_row(prompt, row, drop=("prompt", "completion"), answer=reply[0]["content"])
         raise LineError(f"prompt/completion records cannot be used for {want} training")
     if fmt in ("openai_preference", "trl_preference"):
         if fmt == "openai_preference":
@@ -186,6 +190,9 @@ def convert(row: Any, fmt: str, want: Want) -> dict[str, Any]:
                 if c[:-1] != r[:-1] or c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
                     raise LineError("implicit-prompt chosen/rejected must share all but a final assistant message")
                 prompt, chosen, rejected = c[:-1], [c[-1]], [r[-1]]
+                if not prompt or prompt[-1]["role"] == "assistant":
+                    raise LineError("implicit-prompt chosen/rejected need a prompt (ending with a user "
+                                    "message) before the final assistant message")
         if want == "preference":
             return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         if want == "unpaired":  # a pair gives one thumbs-up and one thumbs-down example
@@ -193,7 +200,8 @@ def convert(row: Any, fmt: str, want: Want) -> dict[str, Any]:
         if want == "sft":
             return {"messages": prompt + chosen}
         return _prompt_row(prompt, row, drop=("prompt", "chosen", "rejected", "input",
-                                               "preferred_output", "non_preferred_output"))
+                                               "preferred_output", "non_preferred_output"),
+                           answer=chosen[0]["content"])
     if fmt == "trl_unpaired":
         prompt = _as_prompt(row.get("prompt"))
         reply = _as_reply(row.get("completion"), "completion")
@@ -213,6 +221,8 @@ def _conversation_to(msgs: Msgs, want: Want, row: dict[str, Any]) -> dict[str, A
     if want == "sft":
         return {"messages": msgs}
     last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    if want in ("prompt", "unpaired") and not msgs[:last]:
+        raise LineError(f"conversation has no prompt before its final assistant message ({want} training)")
     if want == "prompt":
         extra = {k: v for k, v in row.items() if k not in ("messages", "conversations", "instruction",
                                                             "input", "output", "system")}
@@ -231,8 +241,11 @@ def _unpaired(prompt: Msgs, reply: Msgs, label: Any) -> dict[str, Any]:
     return {"prompt": prompt, "completion": reply, "label": label}
 
 
-def _prompt_row(prompt: Msgs, row: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
-    return {"prompt": prompt, **{k: v for k, v in row.items() if k not in drop}}
+def _prompt_row(prompt: Msgs, row: dict[str, Any], drop: tuple[str, ...],
+                answer: str | None = None) -> dict[str, Any]:
+    """GRPO row: the prompt, the reference `answer` where the record has one, the other columns."""
+    out: dict[str, Any] = {"prompt": prompt} if answer is None else {"prompt": prompt, "answer": answer}
+    return {**out, **{k: v for k, v in row.items() if k not in drop}}
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -242,27 +255,29 @@ def load_examples(path: str | Path, want: Want, fmt: str = "auto") -> list[dict[
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     try:
-        f = p.open(encoding="utf-8")
+        f = p.open("rb")
     except FileNotFoundError:
         raise DataError("training data file not found", where=str(p)) from None
     except OSError as exc:
         raise DataError(f"cannot open training data ({exc.__class__.__name__})", where=str(p)) from None
     with f:
-        try:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    out = convert(json.loads(line), fmt, want)
-                except json.JSONDecodeError as exc:
-                    errors.append(f"{p.name}:{lineno}: not valid JSON ({exc.msg})")
-                    continue
-                except LineError as exc:
-                    errors.append(f"{p.name}:{lineno}: {exc}")
-                    continue
-                rows.extend(out["pair"] if "pair" in out else [out])
-        except UnicodeDecodeError:
-            raise DataError("training data is not UTF-8 text", where=str(p)) from None
+        for lineno, raw in enumerate(f, 1):
+            try:  # a byte-order mark (Windows editors, spreadsheet exports) is not an error
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError:
+                errors.append(f"{p.name}:{lineno}: not UTF-8 text (save the file as UTF-8)")
+                continue
+            if not line.strip():
+                continue
+            try:
+                out = convert(json.loads(line), fmt, want)
+            except json.JSONDecodeError as exc:
+                errors.append(f"{p.name}:{lineno}: not valid JSON ({exc.msg})")
+                continue
+            except LineError as exc:
+                errors.append(f"{p.name}:{lineno}: {exc}")
+                continue
+            rows.extend(out["pair"] if "pair" in out else [out])
     if errors:
         shown = errors[:MAX_REPORTED]
         more = f"\n… and {len(errors) - len(shown)} more bad lines" if len(errors) > len(shown) else ""
@@ -290,6 +305,6 @@ def load_training_data(spec: Any, registry: Any, tenant: str, want: Want,
     root = Path(row["path"])
     train = load_examples(root / "train.jsonl", want, "auto")
     val_path = root / "val.jsonl"
-    val = load_examples(val_path, want, "auto") if val_path.stat().st_size else []
+    val = load_examples(val_path, want, "auto") if val_path.is_file() and val_path.stat().st_size else []
     return TrainingData(train, val, {"ref": f"{row['name']}@v{row['version']}", "sha256": row["sha256"],
                                      "files": file_manifest(root), "dataset": row})

@@ -93,7 +93,7 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         )
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
         t0 = time.monotonic()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
         history = trainer.state.log_history
         run.metrics.update({

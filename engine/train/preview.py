@@ -17,6 +17,12 @@ def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     model = base_model_row(cfg, registry)
+    from engine.train.vlm import is_vlm_model
+
+    if is_vlm_model(model["path"]):  # images are validated by the vision recipe before training
+        return {"config": cfg.model_dump(mode="json"), "method": cfg.train.method,
+                "modality": "vision", "loss_mode": "vision recipe (engine/train/vlm.py)",
+                "gate": "passed"}
     if cfg.train.method != "sft":  # preference/GRPO data is rendered by TRL from prompt + replies
         want = {"kto": "unpaired", "grpo": "prompt"}.get(cfg.train.method, "preference")
         data = load_training_data(cfg.train, registry, cfg.tenant, want, cfg.resolve_path)

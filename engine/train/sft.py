@@ -97,7 +97,7 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         err.print(est.line())
         preflight.check_fits(est, force)
         t0 = time.monotonic()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
         run.metrics["preflight"] = {**est.as_dict(), **preflight.compare(
             est, run.metrics["train_seconds"], preflight.measured_peak_gb(use_cuda),
