@@ -59,6 +59,7 @@ class ProgressCallback(TrainerCallback):
         self.metrics_path = metrics_path
         self.task: Any = None
         self.t0 = time.monotonic()
+        self._last_tokens: tuple[float, float] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = time.monotonic()
@@ -80,8 +81,13 @@ class ProgressCallback(TrainerCallback):
                **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:  # one writer with several processes
             return
-        row = {"step": state.global_step, "epoch": state.epoch,
-               "elapsed_s": round(time.monotonic() - self.t0, 3), **logs}
+        elapsed = time.monotonic() - self.t0
+        row = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 3), **logs}
+        tokens = logs.get("num_tokens")  # cumulative (all processes), logged by TRL's trainers
+        if tokens is not None and self._last_tokens is not None and elapsed > self._last_tokens[0]:
+            row["tokens_per_s"] = round((tokens - self._last_tokens[1]) / (elapsed - self._last_tokens[0]), 1)
+        if tokens is not None:
+            self._last_tokens = (elapsed, tokens)
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self.progress is not None and self.task is not None and "loss" in logs:
@@ -205,6 +211,8 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
                                bnb_4bit_use_double_quant=q.double_quant,
                                bnb_4bit_compute_dtype=kwargs["dtype"])
             if q.bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
+        if use_cuda:  # bitsandbytes quantizes while placing the weights on the GPU
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = getattr(transformers, auto_class).from_pretrained(model_dir, **kwargs)
     if spec.adapter == "full":
         return model, None

@@ -38,6 +38,8 @@ def test_sft_writes_a_complete_run(setup, workspace, registry) -> None:
     rows = [json.loads(l) for l in (res.path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 3 and all(l > 0 for l in losses)
+    assert all(r["tokens_per_s"] > 0 for r in rows[1:] if "loss" in r)  # per step, after the first
+    assert all("grad_norm" in r and "learning_rate" in r for r in rows if "loss" in r)
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["seed"] == cfg.seed
     assert manifest["dataset"]["sha256"] == dataset["sha256"]
