@@ -22,6 +22,7 @@ from engine.config import StudioConfig
 from engine.errors import StudioError
 from engine.hashing import sha256_text
 from engine.registry import Registry
+from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
                                  load_model_for_training, tracked_run)
 from engine.train.data import load_training_data
@@ -31,7 +32,8 @@ from engine.workspace import Workspace
 
 
 def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
-               progress: Progress | None = None, run_id: str | None = None) -> TrainResult:
+               progress: Progress | None = None, run_id: str | None = None,
+                force: bool = False) -> TrainResult:
     """Train one GRPO run; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
@@ -92,9 +94,12 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        est = preflight.before_training(trainer, spec, use_cuda, force, probe="none")
         t0 = time.monotonic()
         trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
+        run.metrics["preflight"] = preflight.after_training(
+            est, run.metrics["train_seconds"], trainer.state.global_step, use_cuda)
         history = trainer.state.log_history
         run.metrics.update({
             "train_examples": len(rows), "adapter": spec.adapter,

@@ -35,6 +35,9 @@ class Estimate:
     seconds_per_step: float
     steps: int
     seconds_total: float
+    steps_per_epoch: int
+    seconds_per_epoch: float
+    probe: str
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -43,8 +46,10 @@ class Estimate:
         return (f"preflight: peak ≈ {self.peak_gb:.2f} GiB of {self.device_memory_gb:.1f} GiB "
                 f"({self.device}; weights {self.weights_gb:.2f}, optimizer {self.optimizer_gb:.2f}, "
                 f"activations {self.activations_gb:.2f}); {self.trainable_params:,} trainable of "
-                f"{self.total_params:,} params; ≈ {self.seconds_per_step:.2f} s/step × {self.steps} "
-                f"steps ≈ {self.seconds_total / 60:.1f} min")
+                f"{self.total_params:,} params; "
+                + (f"≈ {self.seconds_per_step:.2f} s/step × {self.steps} steps ≈ "
+                   f"{self.seconds_total / 60:.1f} min ({self.seconds_per_epoch / 60:.1f} min/epoch)"
+                   if self.probe != "none" else "time not estimated (no probe for this method)"))
 
 
 # ------------------------------------------------------------------------------------- memory
@@ -128,7 +133,39 @@ def _worst_case(batch: dict[str, Any], longest: int) -> dict[str, Any]:
     return out
 
 
-def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int) -> Estimate:
+def _probe_step(trainer: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, float]:
+    """(seconds, peak extra bytes) of the trainer's own loss on one batch, forward and backward,
+    without an optimizer step; gradients and the metrics it logged are cleared afterwards."""
+    import torch
+
+    if use_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        _reset_rss_peak()
+        base = _current_rss()
+    t0 = time.perf_counter()
+    trainer.model.train()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    loss.backward()
+    if use_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() if use_cuda else _rss_peak_bytes()) - base
+    trainer.model.zero_grad(set_to_none=True)
+    for store in (getattr(trainer, "_metrics", None) or {}).values():  # TRL's per-step metric lists
+        if hasattr(store, "clear"):
+            store.clear()
+    return seconds, max(peak, 0)
+
+
+def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None = None,
+             probe: str = "forward") -> Estimate:
+    """probe: 'forward' (causal-LM batches: worst-case length measured), 'step' (the trainer's
+    own training step on the first batch: preference, reward, vision) or 'none' (GRPO, whose
+    steps generate: weights and optimizer state only, time unknown)."""
     model = trainer.model
     params = list(model.parameters())
     weights = sum(p.numel() * p.element_size() for p in params)
@@ -136,16 +173,20 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int) -> Es
     n_trainable = sum(p.numel() for p in trainable)
     grads = sum(p.numel() * p.element_size() for p in trainable)
     optimizer = n_trainable * 8  # AdamW: two fp32 moments per trainable parameter
-    first = next(iter(trainer.get_train_dataloader()))
-    seconds, _ = _probe(model, first, use_cuda)
-    longest = min(longest_tokens, spec.max_seq_len)
-    if "input_ids" in first and first["input_ids"].dim() == 2 and not spec.packing:
-        _, act = _probe(model, _worst_case(first, longest), use_cuda)
-    else:  # packed: one row of batch_size * max_seq_len tokens at most
-        _, act = _probe(model, first, use_cuda)
+    seconds, act = 0.0, float(grads)
+    if probe == "forward":
+        first = next(iter(trainer.get_train_dataloader()))
+        seconds, _ = _probe(model, first, use_cuda)
+        longest = min(longest_tokens or spec.max_seq_len, spec.max_seq_len)
+        if "input_ids" in first and first["input_ids"].dim() == 2 and not spec.packing:
+            _, act = _probe(model, _worst_case(first, longest), use_cuda)
+        else:  # packed: one row of batch_size * max_seq_len tokens at most
+            _, act = _probe(model, first, use_cuda)
+    elif probe == "step":
+        seconds, act = _probe_step(trainer, next(iter(trainer.get_train_dataloader())), use_cuda)
+    per_epoch = -(-len(trainer.get_train_dataloader()) // spec.grad_accum)
     steps = trainer.state.max_steps or 0
     if not steps:
-        per_epoch = -(-len(trainer.get_train_dataloader()) // spec.grad_accum)
         steps = spec.max_steps if spec.max_steps > 0 else int(per_epoch * spec.epochs + 0.999)
     device, mem = device_memory(use_cuda)
     if use_cuda:
@@ -158,7 +199,30 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int) -> Es
     step_seconds = seconds * 1.15  # the optimizer step and logging on top of forward+backward
     return Estimate(device, mem, weights / GB, n_trainable, sum(p.numel() for p in params),
                     grads / GB, optimizer / GB, act / GB, peak / GB, step_seconds, steps,
-                    step_seconds * steps)
+                    step_seconds * steps, per_epoch, step_seconds * per_epoch, probe)
+
+
+def before_training(trainer: Any, spec: Any, use_cuda: bool, force: bool, *,
+                    probe: str = "forward", longest_tokens: int | None = None) -> Estimate:
+    """Estimate, print, and refuse (unless force) a run that cannot fit — before train()."""
+    from engine.console import err
+
+    est = estimate(trainer, spec, use_cuda, longest_tokens, probe)
+    err.print(est.line())
+    check_fits(est, force)
+    return est
+
+
+def after_training(est: Estimate, train_seconds: float, steps: int, use_cuda: bool) -> dict[str, Any]:
+    """The estimate next to what happened, printed and returned for the run's metrics."""
+    from engine.console import err
+
+    result = {**est.as_dict(), **compare(est, train_seconds, measured_peak_gb(use_cuda), steps)}
+    time_note = (f"{result['actual_seconds_per_step']:.2f} s/step (estimate off by "
+                 f"{result['time_error_pct']}%)") if est.probe != "none" else "time not estimated"
+    err.print(f"preflight check: {time_note}, peak {result['actual_peak_gb']:.2f} GiB "
+              f"(estimate off by {result['memory_error_pct']}%)")
+    return result
 
 
 def check_fits(est: Estimate, force: bool) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 from rich.progress import Progress
 
 from engine.config import StudioConfig
-from engine.console import err
 from engine.errors import StudioError
 from engine.hashing import sha256_text
 from engine.registry import Registry
@@ -93,19 +92,12 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         )
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
         longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
-        est = preflight.estimate(trainer, spec, use_cuda, longest)
-        err.print(est.line())
-        preflight.check_fits(est, force)
+        est = preflight.before_training(trainer, spec, use_cuda, force, longest_tokens=longest)
         t0 = time.monotonic()
         trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
-        run.metrics["preflight"] = {**est.as_dict(), **preflight.compare(
-            est, run.metrics["train_seconds"], preflight.measured_peak_gb(use_cuda),
-            trainer.state.global_step)}
-        p = run.metrics["preflight"]
-        err.print(f"preflight check: {p['actual_seconds_per_step']:.2f} s/step "
-                  f"(estimate off by {p['time_error_pct']}%), peak {p['actual_peak_gb']:.2f} GiB "
-                  f"(estimate off by {p['memory_error_pct']}%)")
+        run.metrics["preflight"] = preflight.after_training(
+            est, run.metrics["train_seconds"], trainer.state.global_step, use_cuda)
         run.metrics.update({"train_examples": len(rows),
                             "loss_mode": "assistant_only" if assistant_only else "last_turn",
                             "template_note": plan.reason, "adapter": spec.adapter,

@@ -24,6 +24,7 @@ from engine.config import StudioConfig
 from engine.errors import StudioError
 from engine.hashing import file_manifest, sha256_text
 from engine.registry import Registry
+from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
                                  load_model_for_training, lora_config, to_last_turn, tracked_run)
 from engine.train.data import Want
@@ -126,7 +127,8 @@ def _image_token_error(exc: ValueError, spec: Any) -> StudioError | None:
 
 
 def train_vlm(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
-              progress: Progress | None = None, run_id: str | None = None) -> TrainResult:
+              progress: Progress | None = None, run_id: str | None = None,
+                force: bool = False) -> TrainResult:
     """Train one SFT or DPO run of a vision-language model; registered first, finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
@@ -198,8 +200,9 @@ def train_vlm(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                                  train_dataset=train_ds, eval_dataset=val_ds, peft_config=peft_config,
                                  callbacks=[ProgressCallback(progress, run.metrics_path)])
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
-        t0 = time.monotonic()
         try:
+            est = preflight.before_training(trainer, spec, use_cuda, force, probe="step")
+            t0 = time.monotonic()
             trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
             if val_ds is not None:
                 run.metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 6)
@@ -209,6 +212,8 @@ def train_vlm(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                 raise
             raise friendly from None
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
+        run.metrics["preflight"] = preflight.after_training(
+            est, run.metrics["train_seconds"], trainer.state.global_step, use_cuda)
         run.metrics.update({
             "train_examples": len(rows), "images": data.info.get("images", 0),
             "modality": "vision", "adapter": spec.adapter, "lora_scope": lora_scope,

@@ -51,6 +51,8 @@ def test_grpo_writes_a_complete_run_with_named_rewards(cfg, workspace, registry)
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["method"] == "grpo"
     assert manifest["metrics"]["steps"] == 2
+    assert manifest["metrics"]["preflight"]["probe"] == "none"  # GRPO steps generate: memory only
+    assert manifest["metrics"]["preflight"]["optimizer_gb"] > 0
     assert set(manifest["metrics"]["rewards"]) == {"exact_route", "route_similarity", "house_format"}
     assert manifest["metrics"]["rewards"]["route_similarity"]["weight"] == 0.5
     assert manifest["dataset"]["ref"] == "triage_prompts.jsonl"

@@ -97,6 +97,9 @@ def test_preference_method_trains_the_adapter(project, workspace, registry, meth
     res = train(cfg, workspace, registry)
     check_run(res, cfg, registry, method)
     metrics = res.metrics
+    # preflight measured the method's own loss on a real batch before training
+    assert metrics["preflight"]["probe"] == "step" and metrics["preflight"]["seconds_per_step"] > 0
+    assert metrics["preflight"]["activations_gb"] > 0 and metrics["preflight"]["steps"] == metrics["steps"]
     assert metrics["loss_type"] == {"dpo": "sigmoid", "kto": "kto", "orpo": "orpo", "cpo": "sigmoid",
                                     "simpo": "simpo"}[method]
     if method == "kto":  # binary feedback: both thumbs are present and counted
