@@ -291,10 +291,12 @@ def runs_list(tenant: str = TenantOpt, as_json: bool = typer.Option(False, "--js
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("run", "status", "method", "base model", "dataset", "final loss", "created")
+    table = Table("run", "status", "method", "base model", "parent run", "dataset", "final loss",
+                  "created")
     for r in rows:
         loss = (r["metrics"] or {}).get("final_loss")
-        table.add_row(r["run_id"], r["status"], r["method"], r["base_model"], r["dataset"],
+        table.add_row(r["run_id"], r["status"], r["method"], r["base_model"], r.get("parent_run") or "",
+                      r["dataset"],
                       "" if loss is None else f"{loss:.4f}", r["created_at"])
     out.print(table)
 

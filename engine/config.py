@@ -173,6 +173,9 @@ class TrainSpec(Strict):
     base_model: str | None = Field(default=None, description="model store name (standalone train)")
     dataset: str | None = Field(default=None, description="'name' (latest) or 'name@vN'")
     data: str | None = Field(default=None, description="a JSONL file in any accepted format, instead of dataset")
+    parent_run: str | None = Field(
+        default=None, description="start from this run's weights (its adapter merged into the base), "
+        "e.g. DPO on top of an SFT run")
     data_format: Literal["auto", "openai_chat", "openai_preference", "sharegpt", "alpaca",
                          "prompt_completion", "trl_preference", "trl_unpaired", "trl_prompt"] = "auto"
     lora: LoraSpec = Field(default_factory=LoraSpec)

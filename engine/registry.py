@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS datasets (
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, method TEXT NOT NULL, base_model TEXT NOT NULL,
     dataset TEXT NOT NULL, status TEXT NOT NULL, path TEXT NOT NULL, created_at TEXT NOT NULL,
-    finished_at TEXT, metrics TEXT
+    finished_at TEXT, metrics TEXT, parent_run TEXT
 );
 CREATE TABLE IF NOT EXISTS evals (
     eval_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, model_ref TEXT NOT NULL,
@@ -55,6 +55,9 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "parent_run" not in columns:  # registries created before runs had lineage
+                db.execute("ALTER TABLE runs ADD COLUMN parent_run TEXT")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -115,12 +118,13 @@ class Registry:
 
     # runs -----------------------------------------------------------------------------------
     def put_run(self, run_id: str, tenant: str, method: str, base_model: str, dataset: str,
-                path: Path) -> None:
+                path: Path, parent_run: str | None = None) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, tenant, method, base_model, dataset, status, path, "
+                "created_at, finished_at, metrics, parent_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, tenant, method, base_model, dataset, "running", str(path), now_iso(),
-                 None, None),
+                 None, None, parent_run),
             )
 
     def finish_run(self, run_id: str, status: str, metrics: dict[str, Any] | None = None) -> None:

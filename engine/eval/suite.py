@@ -54,7 +54,15 @@ def resolve_model(registry: Registry, ref: str, tenant: str) -> ModelRef:
         if base is None:
             raise StudioError(f"base model {run['base_model']!r} of run {ref!r} is not in the store")
         adapter = Path(run["path"]) / "adapter"
-        return ModelRef(ref, Path(base["path"]), adapter,
+        start = Path(base["path"])
+        if run.get("parent_run"):  # trained on top of another run: start from its weights
+            from engine.train.export import parent_weights
+
+            start, _ = parent_weights(registry, run["parent_run"], tenant, run["base_model"])
+        if not adapter.is_dir() and (Path(run["path"]) / "model").is_dir():  # full fine-tuning
+            return ModelRef(ref, Path(run["path"]) / "model", None,
+                            {"base": base["manifest_sha256"], "run": ref})
+        return ModelRef(ref, start, adapter,
                         {"base": base["manifest_sha256"], "run": ref,
                          "adapter_sha256": (run.get("metrics") or {}).get("adapter_sha256")})
     model = registry.get_model(ref)

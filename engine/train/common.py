@@ -142,7 +142,8 @@ def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
         run_dir.mkdir(parents=True, mode=0o700, exist_ok=world_size() > 1)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
         resume.record_inputs(run_dir, data_info, base_model, world_size())
-        registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir)
+        registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir,
+                         parent_run=base_model.get("parent_run"))
     with resume.run_lock(run_dir) if main else nullcontext():  # dies with the process (SIGKILL too)
         if checkpoint is not None and main:
             handle.metrics["resumed_from_step"] = resume.reopen(registry, run_id, run_dir, checkpoint)
@@ -161,7 +162,8 @@ def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
             "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
             "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
             "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
-                           "source_sha256": base_model["source_sha256"]},
+                           "source_sha256": base_model["source_sha256"],
+                           "parent_run": base_model.get("parent_run")},
             "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
             "metrics": handle.metrics,
             **environment_section(),

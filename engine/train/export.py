@@ -19,7 +19,7 @@ from engine.registry import Registry, now_iso
 from engine.workspace import Workspace
 
 
-def export_run(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
+def export_run(ws: Workspace | None, registry: Registry, run_id: str, tenant: str, *,
                merge: bool) -> Path:
     run = registry.get_run(run_id)
     if run is None or run["tenant"] != tenant:
@@ -45,7 +45,10 @@ def export_run(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
         if merge:
             from engine.models.loading import load_causal_lm, load_tokenizer
 
-            model = load_causal_lm(base["path"], adapter, merge=True)
+            start = base["path"]
+            if run.get("parent_run"):  # the adapter was trained on the parent run's weights
+                start, _ = parent_weights(registry, run["parent_run"], tenant, run["base_model"])
+            model = load_causal_lm(start, adapter, merge=True)
             model.save_pretrained(tmp, safe_serialization=True)
             load_tokenizer(adapter).save_pretrained(tmp)
         else:
@@ -55,7 +58,8 @@ def export_run(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
             "kind": kind, "run_id": run_id, "created_at": now_iso(), "files": files,
             "files_sha256": sha256_json(files),
             "lineage": {"base_model": base["name"], "base_manifest_sha256": base["manifest_sha256"],
-                        "dataset": run["dataset"], "run": run_id, "method": run["method"]},
+                        "dataset": run["dataset"], "run": run_id, "method": run["method"],
+                        "parent_run": run.get("parent_run")},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
@@ -64,3 +68,29 @@ def export_run(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def parent_weights(registry: Registry, run_id: str, tenant: str, base_model: str) -> tuple[Path, str]:
+    """(model directory, content hash) of a finished run's weights, to train on top of them.
+
+    An adapter run is merged into its base once (runs/<id>/export/merged/, reused afterwards);
+    a full fine-tuning run's model/ is used as it is.
+    """
+    run = registry.get_run(run_id)
+    if run is None or run["tenant"] != tenant:
+        raise StudioError(f"unknown parent run {run_id!r} for tenant {tenant!r}",
+                          where="train.parent_run", hint="see `studio runs list`")
+    if run["status"] != "succeeded":
+        raise StudioError(f"parent run {run_id!r} has status {run['status']!r}, not 'succeeded'",
+                          where="train.parent_run")
+    if run["base_model"] != base_model:
+        raise StudioError(f"parent run {run_id!r} was trained on {run['base_model']!r}, not {base_model!r}",
+                          where="train.parent_run", hint="set train.base_model to the parent's base model")
+    run_dir = Path(run["path"])
+    if (run_dir / "model").is_dir():
+        return run_dir / "model", sha256_json(file_manifest(run_dir / "model"))
+    merged = run_dir / "export" / "merged"
+    if not (merged / "manifest.json").is_file():
+        merged = export_run(None, registry, run_id, tenant, merge=True)
+    manifest = json.loads((merged / "manifest.json").read_text(encoding="utf-8"))
+    return merged, manifest["files_sha256"]

@@ -37,10 +37,18 @@ class TrainResult:
 
 
 def base_model_row(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
+    """The base model's registry row; with train.parent_run, the parent run's merged weights
+    (path and hash) in its place, so every recipe starts from where the parent ended."""
     name = (cfg.train.base_model if cfg.train else None) or (cfg.model.name if cfg.model else None)
     row = registry.get_model(name or "")
     if row is None:
         raise StudioError(f"unknown base model {name!r}", hint="see `studio models list`")
+    parent = cfg.train.parent_run if cfg.train else None
+    if parent:
+        from engine.train.export import parent_weights
+
+        path, digest = parent_weights(registry, parent, cfg.tenant, row["name"])
+        row = {**row, "path": str(path), "manifest_sha256": digest, "parent_run": parent}
     return row
 
 
