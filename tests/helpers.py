@@ -43,3 +43,12 @@ def studio(*args: str, cwd: Path, home: Path | None = None, timeout: int = 900,
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def interruptible() -> None:
+    """preexec_fn for a child that must receive Ctrl-C: shells running jobs in the background
+    (CI runners among them) start children with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt. Restore the default so the child installs its own handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

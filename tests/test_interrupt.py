@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import make_project, studio
+from tests.helpers import interruptible, make_project, studio
 
 
 def test_sigint_during_training(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -25,7 +25,17 @@ def test_sigint_during_training(tmp_path: Path, tiny_model_dir: Path) -> None:
     (project / "configs" / "long.yaml").write_text(yaml.safe_dump(cfg))
 
     proc = subprocess.Popen([sys.executable, "-m", "engine", "train", "configs/long.yaml"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
+    try:
+        _interrupt(proc, project)
+    finally:
+        if proc.poll() is None:  # never leave a 100,000-step run behind
+            proc.kill()
+            proc.communicate()
+
+
+def _interrupt(proc: subprocess.Popen, project: Path) -> None:
     runs = project / "studio-workspace" / "tenants" / "default" / "runs"
     deadline = time.monotonic() + 180
     while not list(runs.glob("*/metrics.jsonl")):  # training has started stepping

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from engine.errors import StudioError
-from tests.helpers import ROOT, make_project, studio
+from tests.helpers import ROOT, interruptible, make_project, studio
 
 STEPS = 8
 
@@ -123,14 +123,20 @@ def test_ctrl_c_stops_every_process(project: Path) -> None:
     tmp = project / "studio-workspace" / "tenants" / "default" / "tmp"
     scratch_before = set(tmp.iterdir())  # a SIGKILLed process cannot remove its scratch dir
     proc = subprocess.Popen([sys.executable, "-m", "engine", "train", "configs/long.yaml", "--nproc", "2"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     while not [p for p in _runs(project).iterdir() if p not in before and (p / "metrics.jsonl").exists()]:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a long run behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     (run_dir,) = [p for p in _runs(project).iterdir() if p not in before]
