@@ -176,12 +176,10 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None
     seconds, act = 0.0, float(grads)
     if probe == "forward":
         first = next(iter(trainer.get_train_dataloader()))
-        seconds, _ = _probe(model, first, use_cuda)
+        seconds, act = _probe(model, first, use_cuda)  # packed: already the worst case's shape
         longest = min(longest_tokens or spec.max_seq_len, spec.max_seq_len)
         if "input_ids" in first and first["input_ids"].dim() == 2 and not spec.packing:
             _, act = _probe(model, _worst_case(first, longest), use_cuda)
-        else:  # packed: one row of batch_size * max_seq_len tokens at most
-            _, act = _probe(model, first, use_cuda)
     elif probe == "step":
         seconds, act = _probe_step(trainer, next(iter(trainer.get_train_dataloader())), use_cuda)
     per_epoch = -(-len(trainer.get_train_dataloader()) // spec.grad_accum)
