@@ -44,3 +44,10 @@ def test_refuses_when_it_cannot_fit_unless_forced(cfg, workspace, registry, monk
     assert run["status"] == "failed"
     res = train_sft(cfg, workspace, registry, force=True)
     assert registry.get_run(res.run_id)["status"] == "succeeded"
+
+
+def test_packed_sft_run_with_preflight(cfg, workspace, registry) -> None:
+    cfg.train.packing = True
+    res = train_sft(cfg, workspace, registry)
+    assert res.metrics["packing"] is True and res.metrics["preflight"]["activations_gb"] > 0
+    assert registry.get_run(res.run_id)["status"] == "succeeded"
