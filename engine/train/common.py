@@ -18,7 +18,7 @@ from rich.progress import Progress
 from transformers import TrainerCallback
 
 from engine.config import LoraSpec
-from engine.errors import DataError, StudioError
+from engine.errors import StudioError
 
 
 def new_run_id() -> str:
@@ -30,19 +30,6 @@ def lora_config(spec: LoraSpec, use_dora: bool = False, task_type: str = "CAUSAL
 
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                       target_modules=spec.target_modules, task_type=task_type, use_dora=use_dora)
-
-
-def read_conversations(path: Path) -> list[list[dict[str, str]]]:
-    """The `messages` of every record of a dataset split file."""
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                out.append(json.loads(line)["messages"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"line {lineno}: not a dataset record with 'messages'",
-                                where=str(path), hint="re-create the dataset with `studio refine`") from None
-    return out
 
 
 def to_last_turn(messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -271,8 +258,8 @@ def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None)
     history = trainer.state.log_history
     handle.metrics.update({
         "steps": trainer.state.global_step,
-        "train_loss": _last(history, "train_loss"),
-        "final_loss": _last(history, "loss"),
+        "train_loss": last_logged(history, "train_loss"),
+        "final_loss": last_logged(history, "loss"),
     })
     from engine.train.plot import write_loss_plot
 
@@ -286,7 +273,7 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def _last(history: list[dict[str, Any]], key: str) -> float | None:
+def last_logged(history: list[dict[str, Any]], key: str) -> float | None:
     for row in reversed(history):
         if key in row:
             return round(float(row[key]), 6)

@@ -24,7 +24,7 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, tracked_run)
+                                 last_logged, load_model_for_training, tracked_run)
 from engine.train.data import load_training_data
 from engine.train.rewards import build_rewards, check_columns
 from engine.train.sft import TrainResult, base_model_row
@@ -104,9 +104,9 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         run.metrics.update({
             "train_examples": len(rows), "adapter": spec.adapter,
             "num_generations": grpo.num_generations, "max_completion_len": grpo.max_completion_len,
-            "rewards": {fn.__name__: {"weight": w, "final_mean": _last(history, f"rewards/{fn.__name__}/mean")}
+            "rewards": {fn.__name__: {"weight": w, "final_mean": last_logged(history, f"rewards/{fn.__name__}/mean")}
                         for fn, w in zip(rewards, weights)},
-            "final_reward": _last(history, "reward"),
+            "final_reward": last_logged(history, "reward"),
         })
         if data.val:
             run.metrics["val_examples_unused"] = len(data.val)  # GRPO evaluation would need generation
@@ -116,9 +116,3 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     out = run.adapter_dir if run.adapter_dir.is_dir() else run.path / "model"
     return TrainResult(run.run_id, run.path, out, run.metrics)
 
-
-def _last(history: list[dict], key: str) -> float | None:
-    for row in reversed(history):
-        if key in row:
-            return round(float(row[key]), 6)
-    return None

@@ -96,13 +96,11 @@ def _current_rss() -> int:
 
 
 # -------------------------------------------------------------------------------------- probe
-def _probe(model: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, float]:
-    """(seconds, peak extra bytes) of one forward+backward; gradients are cleared afterwards."""
+def _measure(step: Any, use_cuda: bool) -> tuple[float, float]:
+    """(seconds, peak extra bytes) of `step()`: wall time and the memory high-water mark above
+    what was held before (CUDA allocator, or the process's resident set on CPU)."""
     import torch
 
-    model.train()
-    batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()
-             if k not in ("assistant_masks",)}
     if use_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -111,14 +109,22 @@ def _probe(model: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, fl
         _reset_rss_peak()
         base = _current_rss()
     t0 = time.perf_counter()
-    out = model(**batch, use_cache=False)
-    out.loss.backward()
+    step()
     if use_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() if use_cuda else _rss_peak_bytes()) - base
-    model.zero_grad(set_to_none=True)
     return seconds, max(peak, 0)
+
+
+def _probe(model: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, float]:
+    """One causal-LM forward+backward; gradients are cleared afterwards."""
+    model.train()
+    batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()
+             if k not in ("assistant_masks",)}
+    result = _measure(lambda: model(**batch, use_cache=False).loss.backward(), use_cuda)
+    model.zero_grad(set_to_none=True)
+    return result
 
 
 def _worst_case(batch: dict[str, Any], longest: int) -> dict[str, Any]:
@@ -134,31 +140,20 @@ def _worst_case(batch: dict[str, Any], longest: int) -> dict[str, Any]:
 
 
 def _probe_step(trainer: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, float]:
-    """(seconds, peak extra bytes) of the trainer's own loss on one batch, forward and backward,
-    without an optimizer step; gradients and the metrics it logged are cleared afterwards."""
-    import torch
+    """The trainer's own loss on one batch, forward and backward, without an optimizer step;
+    gradients and the metrics it logged are cleared afterwards."""
+    def step() -> None:
+        trainer.model.train()
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        loss.backward()
 
-    if use_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        _reset_rss_peak()
-        base = _current_rss()
-    t0 = time.perf_counter()
-    trainer.model.train()
-    with trainer.compute_loss_context_manager():
-        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
-    loss.backward()
-    if use_cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if use_cuda else _rss_peak_bytes()) - base
+    result = _measure(step, use_cuda)
     trainer.model.zero_grad(set_to_none=True)
     for store in (getattr(trainer, "_metrics", None) or {}).values():  # TRL's per-step metric lists
         if hasattr(store, "clear"):
             store.clear()
-    return seconds, max(peak, 0)
+    return result
 
 
 def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None = None,
