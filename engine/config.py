@@ -49,37 +49,109 @@ class CsvColumns(Strict):
 
 
 class SpeakerMap(Strict):
-    user: list[str] = Field(default_factory=lambda: ["customer", "client", "user"])
-    assistant: list[str] = Field(default_factory=lambda: ["agent", "support", "assistant"])
+    """Speaker labels (case-insensitive) → role. Ingest maps every turn through this."""
+
+    user: list[str] = Field(default_factory=lambda: ["customer", "client", "user", "visitor"])
+    assistant: list[str] = Field(default_factory=lambda: ["agent", "support", "assistant",
+                                                          "operator"])
+    system: list[str] = Field(default_factory=lambda: ["system"])
+    bot: list[str] = Field(default_factory=lambda: ["bot", "chatbot", "automated"])
+    tool: list[str] = Field(default_factory=lambda: ["tool", "api", "function", "webhook"])
+
+
+class FieldMap(Strict):
+    """Dotted paths into nested JSON chat exports (format json_chat). Owned by ingest/json_chat.py."""
+
+    records: str | None = Field(default=None, description="path to the list of conversations "
+                                "when the file is one JSON document (none: JSONL, one per line)")
+    id: str | None = None
+    turns: str = "messages"
+    speaker: str = "author"
+    text: str = "text"
+    meta: list[str] = Field(default_factory=list)
+    customer_name: str | None = None
+
+
+INPUT_FORMATS = ("openai_jsonl", "sharegpt", "alpaca", "csv_tickets", "json_chat", "transcript",
+                 "email")
 
 
 class InputSpec(Strict):
     path: str
-    format: Literal["openai_jsonl", "csv_tickets"]
+    format: Literal["openai_jsonl", "sharegpt", "alpaca", "csv_tickets", "json_chat",
+                    "transcript", "email"]
     columns: CsvColumns | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
+    fields: FieldMap | None = None
     speakers: SpeakerMap = Field(default_factory=SpeakerMap)
 
     @model_validator(mode="after")
     def _columns_for_csv(self) -> "InputSpec":
         if self.format == "csv_tickets" and self.columns is None:
             raise ValueError("format 'csv_tickets' needs a 'columns' mapping")
+        if self.format == "json_chat" and self.fields is None:
+            self.fields = FieldMap()
         return self
 
 
 class NormalizeSpec(Strict):
     unicode_form: Literal["NFC", "NFKC"] = "NFKC"
     collapse_whitespace: bool = True
+    strip_html: bool = True
+    fix_mojibake: bool = True
+
+
+class TurnsSpec(Strict):
+    """Conversation clean-up (stages/turns.py)."""
+
+    merge_consecutive: bool = True
+    strip_signatures: bool = True
+    strip_quoted: bool = True
+    strip_boilerplate: bool = True
+    boilerplate: list[str] = Field(default_factory=list, description="extra regexes, one per "
+                                   "boilerplate line to remove")
+    bot_turns: Literal["drop", "assistant"] = "drop"
+    keep_tool_turns: bool = False
 
 
 class PiiSpec(Strict):
     emails: bool = True
     phones: bool = True
     cards: bool = True
+    ibans: bool = True
+    ips: bool = True
+    addresses: bool = True
+    names: bool = True
+    surrogates: bool = True
+    vault: Literal["encrypted", "discard"] = "discard"
+    vault_key_env: str = "STUDIO_VAULT_KEY"
+
+
+class QualitySpec(Strict):
+    min_turns: int = Field(default=2, ge=1)
+    max_turns: int = Field(default=200, ge=1)
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int = Field(default=100_000, ge=1)
+    max_repetition: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_alpha_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes to keep; "
+                                 "empty keeps every language")
 
 
 class DedupSpec(Strict):
     exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    shingle: int = Field(default=5, ge=1, le=32)
+
+
+class DecontamSpec(Strict):
+    enabled: bool = True
+    ngram: int = Field(default=8, ge=3, le=50)
+    max_overlap: float = Field(default=0.5, gt=0.0, le=1.0)
+    near_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    against: list[str] = Field(default_factory=list, description="extra eval JSONL files")
 
 
 class SplitSpec(Strict):
@@ -93,15 +165,27 @@ class SplitSpec(Strict):
         return self
 
 
+class LlmStagesSpec(Strict):
+    """LLM-assisted stages on a local model (stages/llm/*). Owned by the llm stages."""
+
+    model: str | None = Field(default=None, description="model store name (none: LLM stages off)")
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+
+
 class RefineSpec(Strict):
     dataset: str = Field(description="name of the dataset; each refine writes a new version")
     inputs: list[InputSpec] = Field(min_length=1)
     system_prompt: str | None = Field(default=None, description="added where a conversation has none")
     normalize: NormalizeSpec = Field(default_factory=NormalizeSpec)
+    turns: TurnsSpec = Field(default_factory=TurnsSpec)
     pii: PiiSpec = Field(default_factory=PiiSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
+    decontam: DecontamSpec = Field(default_factory=DecontamSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
-    min_turns: int = Field(default=2, ge=1)
+    llm: LlmStagesSpec = Field(default_factory=LlmStagesSpec)
+    workers: int = Field(default=1, ge=1, le=256, description="processes for the per-record stages")
 
 
 # ---------------------------------------------------------------------------------------- train

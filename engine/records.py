@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+# Ingest may also emit "bot" (automated widget/IVR messages) and "tool" (API/tool noise);
+# the turns stage drops them or maps them onto ROLES (engine/data/stages/turns.py).
+INGEST_ROLES = (*ROLES, "bot", "tool")
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Conversation:
     messages: list[dict[str, str]]
     source: SourceRef
     meta: dict[str, Any] = field(default_factory=dict)
+    # In-flight hints between stages, never written to disk: e.g. {"names": ["Ana Ruiz"]} from a
+    # customer-name column, which the PII stage redacts wherever the name appears.
+    hints: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "messages": self.messages, "meta": self.meta,

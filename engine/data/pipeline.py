@@ -224,7 +224,7 @@ class _Run:
                             add_system_prompt(stream, spec.system_prompt, self.system_prompt_added))
         stream = self.route("normalize", self.normalize(stream))
         stream = self.route("pii", self.pii_stage(stream))
-        stream = self.route("quality", gate(stream, spec.min_turns))
+        stream = self.route("quality", gate(stream, spec.quality.min_turns))
         stream = self.route("dedup", dedup(stream, spec.dedup, self.clusters))
         for name, conv in split(stream, self.seed, spec.split):
             self.stage_counts["split"]["out"] += 1
