@@ -121,7 +121,7 @@ def _probe(model: Any, batch: dict[str, Any], use_cuda: bool) -> tuple[float, fl
     """One causal-LM forward+backward; gradients are cleared afterwards."""
     model.train()
     batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()
-             if k not in ("assistant_masks",)}
+             if k not in ("assistant_masks", "real_tokens")}
     result = _measure(lambda: model(**batch, use_cache=False).loss.backward(), use_cuda)
     model.zero_grad(set_to_none=True)
     return result

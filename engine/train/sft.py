@@ -61,6 +61,9 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from engine.train import row_packing
+    from engine.train.row_packing import RowPackedSFTTrainer
+
     spec = cfg.train
     assert spec is not None
     model_row = base_model_row(cfg, registry)
@@ -91,7 +94,8 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         model, peft_config = load_model_for_training(spec, model_dir, use_cuda)
         args = SFTConfig(**common_args(cfg, run.path, use_cuda), max_length=spec.max_seq_len,
                          assistant_only_loss=assistant_only, packing=spec.packing)
-        trainer = SFTTrainer(
+        trainer_cls = RowPackedSFTTrainer if spec.packing else SFTTrainer
+        trainer = trainer_cls(
             model=model, args=args, processing_class=tokenizer,
             train_dataset=Dataset.from_list(rows),
             eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
@@ -99,6 +103,8 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        if spec.packing:
+            row_packing.install(trainer)  # B packed rows instead of one flattened row (no flash-attn)
         longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
         est = preflight.before_training(trainer, spec, use_cuda, force, longest_tokens=longest)
         t0 = time.monotonic()
