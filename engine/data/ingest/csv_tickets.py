@@ -1,31 +1,32 @@
 """Ingest CSV/TSV support-ticket exports (mapped columns, speaker-prefixed transcripts) into Conversations.
 
 Two shapes, chosen by the `columns` mapping of the input:
-  * `transcript`: one cell holds lines like "Customer: …" / "Agent (Maria): …". The speaker is the
-    text before the first ':' (case-insensitive, a trailing "(name)" ignored), looked up in the
-    input's `speakers` map. Lines without a known speaker continue the previous turn; lines before
-    the first speaker are dropped; consecutive turns of one speaker are merged.
+  * `transcript`: one cell holds lines like "Customer: …" / "Agent (Maria): …", split into turns by
+    engine.data.ingest.speakers.parse_turns (speaker labels through the input's `speakers` map;
+    lines without a known speaker continue the previous turn; lines before the first speaker are
+    dropped; an unknown speaker rejects the row). Consecutive turns of one speaker are merged.
   * `customer` + `agent`: one cell each, giving a user turn and an assistant turn.
-`id` becomes the source id; `meta` columns are copied into Conversation.meta (eval slice keys).
+`id` becomes the source id; `meta` columns are copied into Conversation.meta (eval slice keys);
+`customer_name` goes into Conversation.hints["names"] (for the PII stage, never written out).
+The delimiter is `delimiter` (`"\t"` for TSV; a .tsv/.tab file with none set is tab-separated).
 Every row reports its first physical line number (quoted cells may span lines).
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from engine.config import InputSpec, SpeakerMap
-from engine.data.ingest.openai_jsonl import Advance, check_readable_utf8, record_id
+from engine.data.ingest.common import Advance, check_readable_utf8, record_id
+from engine.data.ingest.speakers import ParsedTurns, parse_turns
 from engine.errors import DataError
 from engine.records import Conversation, Reject, SourceRef
 
 STAGE = "ingest"
 _FIELD_LIMIT = 1 << 26  # 64 MiB per cell: long transcripts exceed csv's 128 KiB default
-_PAREN_SUFFIX = re.compile(r"\s*[(\[][^)\]]*[)\]]\s*$")
 
 csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
 
@@ -35,22 +36,6 @@ def delimiter_for(path: str | Path, spec: InputSpec) -> str:
     if "delimiter" not in spec.model_fields_set and Path(path).suffix.lower() in (".tsv", ".tab"):
         return "\t"
     return spec.delimiter
-
-
-def _speaker_table(speakers: SpeakerMap) -> dict[str, str]:
-    table = {name.strip().casefold(): "assistant" for name in speakers.assistant}
-    table.update({name.strip().casefold(): "user" for name in speakers.user})
-    return table
-
-
-def _speaker_of(line: str, table: dict[str, str]) -> tuple[str, str] | None:
-    """(role, rest of line) when the line starts with a known speaker prefix."""
-    head, sep, rest = line.partition(":")
-    if not sep or len(head) > 64:
-        return None
-    key = _PAREN_SUFFIX.sub("", head).strip().strip("*_").strip().casefold()
-    role = table.get(key)
-    return (role, rest.strip()) if role else None
 
 
 def merge_turns(turns: list[tuple[str, str]]) -> list[dict[str, str]]:
@@ -66,18 +51,15 @@ def merge_turns(turns: list[tuple[str, str]]) -> list[dict[str, str]]:
     return merged
 
 
+def _cell_turns(text: str, speakers: SpeakerMap) -> ParsedTurns:
+    return parse_turns(list(enumerate(text.splitlines(), start=1)), speakers)
+
+
 def parse_transcript(text: str, speakers: SpeakerMap) -> list[dict[str, str]]:
-    """Split a 'Customer: …' / 'Agent: …' transcript cell into chat messages."""
-    table = _speaker_table(speakers)
-    turns: list[list[str]] = []  # [role, content]
-    for line in text.splitlines():
-        found = _speaker_of(line, table)
-        if found is not None:
-            turns.append([found[0], found[1]])
-        elif turns:
-            turns[-1][1] += "\n" + line
-        # lines before the first known speaker (headers, notes) have no speaker: dropped
-    return merge_turns([(role, content.strip()) for role, content in turns])
+    """Split a 'Customer: …' / 'Agent: …' transcript cell into merged chat messages
+    ([] when it has no known speaker or an unknown one)."""
+    parsed = _cell_turns(text, speakers)
+    return merge_turns([(t.role, t.text) for t in parsed.turns])
 
 
 def _open(path: Path) -> TextIO:
@@ -96,7 +78,8 @@ def _required_columns(spec: InputSpec) -> list[tuple[str, str]]:
     """(mapping key, column name) for every mapped column."""
     cols = spec.columns
     assert cols is not None
-    pairs = [(key, getattr(cols, key)) for key in ("id", "transcript", "customer", "agent")]
+    pairs = [(key, getattr(cols, key))
+             for key in ("id", "transcript", "customer", "agent", "customer_name")]
     out = [(key, name) for key, name in pairs if name]
     out += [("meta", name) for name in cols.meta]
     return out
@@ -188,8 +171,16 @@ def read_csv_tickets(path: str | Path, spec: InputSpec, *, label: str | None = N
             sid = cell(cols.id).strip() or None
             rid = record_id(file, start, sid)
             src = SourceRef(file, start, sid)
+            names: list[str] = []
             if cols.transcript:
-                messages = parse_transcript(cell(cols.transcript), spec.speakers)
+                parsed = _cell_turns(cell(cols.transcript), spec.speakers)
+                if parsed.unknown_line is not None:
+                    yield Reject(source=src, stage=STAGE, reason="unknown_speaker",
+                                 detail=f"cell line {parsed.unknown_line}: speaker not in 'speakers'",
+                                 record_id=rid)
+                    continue
+                messages = merge_turns([(t.role, t.text) for t in parsed.turns])
+                names = parsed.names
             else:
                 messages = merge_turns([("user", cell(cols.customer).strip()),
                                         ("assistant", cell(cols.agent).strip())])
@@ -198,4 +189,10 @@ def read_csv_tickets(path: str | Path, spec: InputSpec, *, label: str | None = N
                              detail="no turn with a known speaker and text", record_id=rid)
                 continue
             meta = {name: cell(name).strip() for name in cols.meta}
-            yield Conversation(id=rid, messages=messages, source=src, meta=meta)
+            customer = cell(cols.customer_name).strip()
+            if customer and customer not in names:
+                names = [customer, *names]
+            conv = Conversation(id=rid, messages=messages, source=src, meta=meta)
+            if names:
+                conv.hints["names"] = names
+            yield conv

@@ -1,120 +1,88 @@
 """Ingest OpenAI chat JSONL (one {"messages": [...], "id"?, "metadata"?} per line) into Conversations.
 
 Streaming, one line at a time. A line that is not JSON becomes a `bad_json` reject, a line with the
-wrong shape a `bad_schema` reject, a line that is not UTF-8 a `bad_encoding` reject — always with
-its 1-based line number and never with the line's text. Blank lines are skipped. A file that cannot
-be opened, is UTF-16 or binary, or has no line that decodes as UTF-8 is a `DataError` naming it.
+wrong shape a `bad_schema` reject, a line that is not UTF-8 a `bad_encoding` reject, a message
+whose role is not known an `unknown_speaker` reject — always with its 1-based line number and never
+with the line's text. Roles: system, user and assistant are kept; "developer" is a system message;
+"tool", "function" and "ipython" messages come through as role "tool" (the turns stage drops or
+keeps them); any other role is looked up in the input's `speakers` map. Blank lines are skipped.
+A file that cannot be opened, is UTF-16 or binary, or has no line that decodes as UTF-8 is a
+`DataError` naming it.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError
-from engine.hashing import sha256_text
-from engine.records import ROLES, Conversation, Reject, SourceRef
+from engine.config import SpeakerMap
+from engine.data.ingest.common import (  # noqa: F401  (re-exported: older import paths)
+    Advance,
+    Bad,
+    check_readable,
+    check_readable_utf8,
+    json_lines,
+    record_id,
+    reject,
+    source_id,
+    valid_unicode,
+)
+from engine.data.ingest.speakers import role_for
+from engine.records import Conversation, Reject, SourceRef
 
 STAGE = "ingest"
-_HEAD_BYTES = 1 << 16
-
-Advance = Callable[[int], None]
-
-
-def record_id(file: str, line: int | None, source_id: str | None) -> str:
-    """Stable, unique record id: the first 16 hex digits of sha256("file:line:source-id")."""
-    return sha256_text(f"{file}:{'' if line is None else line}:{source_id or ''}")[:16]
+FIXED_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+               "tool": "tool", "function": "tool", "ipython": "tool"}
 
 
-def _read_head(path: str | Path) -> bytes:
-    """The first bytes of a file; DataError (naming the file) if it cannot be opened, or is
-    UTF-16 or binary."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            head = f.read(_HEAD_BYTES)
-    except FileNotFoundError:
-        raise DataError("input file not found", where=str(path),
-                        hint="relative input paths resolve against the config file's folder") from None
-    except IsADirectoryError:
-        raise DataError("input path is a directory, not a file", where=str(path)) from None
-    except OSError as exc:
-        raise DataError(f"cannot open input file ({exc.__class__.__name__})", where=str(path)) from None
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
-        raise DataError("input file is not UTF-8 text (looks like UTF-16 or binary)", where=str(path),
-                        hint="re-export the file as UTF-8")
-    return head
+def map_role(label: str, speakers: SpeakerMap | None, fixed: dict[str, str]) -> str | None:
+    role = fixed.get(label.strip().casefold())
+    if role is None and speakers is not None:
+        role = role_for(label, speakers)
+    return role
 
 
-def check_readable(path: str | Path) -> None:
-    """Raise DataError (naming the file) unless it can be opened and is not UTF-16 or binary."""
-    _read_head(path)
-
-
-def check_readable_utf8(path: str | Path) -> None:
-    """Like check_readable, and the first 64 KiB must decode as UTF-8."""
-    head = _read_head(path)
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"input file is not UTF-8 text (invalid byte at offset {exc.start})",
-                        where=str(path), hint="re-export the file as UTF-8") from None
-
-
-def _source_id(obj: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(id, error): ids may be strings or integers."""
-    value = obj.get("id")
-    if value is None:
-        return None, None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None, "id is not a string or integer"
-    text = str(value).strip()
-    return (text or None), None
-
-
-def parse_record(obj: Any) -> tuple[list[dict[str, str]], str | None, dict[str, Any]] | str:
-    """Validate one decoded JSON object: (messages, source id, meta), or an error detail string.
-
-    The detail names positions and rules only, never the offending values.
-    """
+def parse_record(obj: Any, speakers: SpeakerMap | None = None
+                 ) -> tuple[list[dict[str, str]], str | None, dict[str, Any]] | Bad:
+    """Validate one decoded JSON object: (messages, source id, meta), or why it is unusable."""
     if not isinstance(obj, dict):
-        return "line is not a JSON object"
-    sid, err = _source_id(obj)
+        return Bad("bad_schema", "line is not a JSON object")
+    sid, err = source_id(obj.get("id"))
     if err:
-        return err
+        return Bad("bad_schema", err)
     messages = obj.get("messages")
     if not isinstance(messages, list):
-        return "no 'messages' list"
+        return Bad("bad_schema", "no 'messages' list")
     if not messages:
-        return "'messages' is empty"
+        return Bad("bad_schema", "'messages' is empty")
     out: list[dict[str, str]] = []
     for i, msg in enumerate(messages, start=1):
         if not isinstance(msg, dict):
-            return f"message {i} is not an object"
-        role = msg.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            return f"message {i}: unknown role (expected one of {', '.join(ROLES)})"
+            return Bad("bad_schema", f"message {i} is not an object")
+        label = msg.get("role")
+        if not isinstance(label, str):
+            return Bad("bad_schema", f"message {i}: role is not a string")
+        role = map_role(label, speakers, FIXED_ROLES)
+        if role is None:
+            return Bad("unknown_speaker", f"message {i}: unknown role (not system, user, assistant, "
+                       "tool or a label in 'speakers')")
         content = msg.get("content")
         if not isinstance(content, str):
-            return f"message {i}: content is not a string"
+            return Bad("bad_schema", f"message {i}: content is not a string")
         out.append({"role": role, "content": content})
     meta = obj.get("metadata", {})
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        return "'metadata' is not an object"
-    try:  # lone surrogates from \ud800-style escapes cannot be written back out as UTF-8
-        json.dumps([out, meta], ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, TypeError, ValueError):
-        return "invalid unicode (lone surrogate escape)"
+        return Bad("bad_schema", "'metadata' is not an object")
+    if not valid_unicode([out, meta]):
+        return Bad("bad_schema", "invalid unicode (lone surrogate escape)")
     return out, sid, dict(meta)
 
 
-def read_openai_jsonl(path: str | Path, *, label: str | None = None,
-                      advance: Advance | None = None) -> Iterator[Conversation | Reject]:
+def read_openai_jsonl(path: str | Path, *, label: str | None = None, advance: Advance | None = None,
+                      speakers: SpeakerMap | None = None) -> Iterator[Conversation | Reject]:
     """Yield a Conversation per good line and a Reject per bad line, in file order.
 
     `label` is the file name recorded in SourceRef (default: the file's name); `advance(n)` is
@@ -122,45 +90,16 @@ def read_openai_jsonl(path: str | Path, *, label: str | None = None,
     """
     p = Path(path)
     file = label or p.name
-    check_readable(p)
-    decoded = undecodable = 0
-    with open(p, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if advance is not None:
-                advance(1)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                undecodable += 1
-                yield Reject(source=SourceRef(file, line_no), stage=STAGE, reason="bad_encoding",
-                             detail=f"invalid UTF-8 byte at column {exc.start + 1}")
-                continue
-            text = text.rstrip("\r\n")
-            if line_no == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip():
-                continue
-            decoded += 1
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:  # exc.msg is a fixed parser message, no data
-                yield Reject(source=SourceRef(file, line_no), stage=STAGE, reason="bad_json",
-                             detail=f"{exc.msg} at column {exc.colno}")
-                continue
-            except RecursionError:
-                yield Reject(source=SourceRef(file, line_no), stage=STAGE, reason="bad_json",
-                             detail="nesting too deep")
-                continue
-            parsed = parse_record(obj)
-            if isinstance(parsed, str):
-                sid = _source_id(obj)[0] if isinstance(obj, dict) else None
-                src = SourceRef(file, line_no, sid)
-                yield Reject(source=src, stage=STAGE, reason="bad_schema", detail=parsed,
-                             record_id=record_id(file, line_no, sid))
-                continue
-            messages, sid, meta = parsed
-            yield Conversation(id=record_id(file, line_no, sid), messages=messages,
-                               source=SourceRef(file, line_no, sid), meta=meta)
-    if undecodable and not decoded:
-        raise DataError(f"input file is not UTF-8 text (none of its {undecodable} lines decode)",
-                        where=str(path), hint="re-export the file as UTF-8")
+    for item in json_lines(p, file, advance):
+        if isinstance(item, Reject):
+            yield item
+            continue
+        line_no, obj = item
+        parsed = parse_record(obj, speakers)
+        if isinstance(parsed, Bad):
+            sid = source_id(obj.get("id"))[0] if isinstance(obj, dict) else None
+            yield reject(file, line_no, parsed.reason, parsed.detail, sid=sid)
+            continue
+        messages, sid, meta = parsed
+        yield Conversation(id=record_id(file, line_no, sid), messages=messages,
+                           source=SourceRef(file, line_no, sid), meta=meta)
