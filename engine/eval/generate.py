@@ -1,6 +1,8 @@
 """Batched, deterministic (greedy) generation through a backend; transformers on CPU for now.
 
 Prompts are sorted by length so that each batch pads little, then restored to input order.
+`choice_logprobs` scores single-token answers (e.g. "1".."5") as the next token after a chat
+prompt, for judges that must always return a parseable score.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ class Backend(Protocol):
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
                  batch_size: int, progress: Progress | None = None,
                  label: str = "generate") -> list[str]: ...
+
+    def choice_logprobs(self, prompts: list[list[dict[str, str]]], choices: list[str],
+                        batch_size: int = 8) -> list[list[float]]: ...
 
 
 class TransformersBackend:
@@ -61,3 +66,44 @@ class TransformersBackend:
             if progress is not None and task is not None:
                 progress.advance(task, len(idx))
         return outputs
+
+    def choice_token_ids(self, choices: list[str]) -> list[int]:
+        """The token id of each choice; ValueError when a choice is not exactly one token."""
+        ids = []
+        for choice in choices:
+            toks = self.tokenizer.encode(choice, add_special_tokens=False)
+            if len(toks) != 1:
+                raise ValueError(f"choice {choice!r} is {len(toks)} tokens for this tokenizer, "
+                                 "need exactly one")
+            ids.append(toks[0])
+        return ids
+
+    def choice_logprobs(self, prompts: list[list[dict[str, str]]], choices: list[str],
+                        batch_size: int = 8) -> list[list[float]]:
+        """log P(choice | chat prompt + generation prompt) for each single-token choice.
+
+        One forward pass per batch; left padding with position ids from the attention mask, so
+        a prompt scores the same in any batch (up to float rounding).
+        """
+        import torch
+
+        tok = self.tokenizer
+        ids = torch.tensor(self.choice_token_ids(choices))
+        texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(self.device)
+            mask = enc["attention_mask"]
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(input_ids=enc["input_ids"], attention_mask=mask,
+                                    position_ids=positions, use_cache=False,
+                                    logits_to_keep=1).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[:, ids.to(logits.device)].cpu()
+            for i, row in zip(idx, logprobs.tolist()):
+                out[i] = row
+        return out

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 import engine.data.pipeline as pipeline
+import engine.data.record_stages as record_stages
 from engine.config import StudioConfig, load_config
 from engine.data.ingest.openai_jsonl import record_id
 from engine.data.pipeline import parse_dataset_ref, refine, resolve_dataset
@@ -77,11 +78,11 @@ def test_refine_writes_a_registered_dataset_version(tmp_path: Path, workspace: W
 
     assert (result.tenant, result.name, result.version) == ("acme", "support", 1)
     assert result.path == workspace.dataset_dir("acme", "support", 1)
-    assert sorted(p.name for p in result.path.iterdir()) == sorted([*OUTPUTS, "card.json"])
+    assert sorted(p.name for p in result.path.iterdir()) == sorted([*OUTPUTS, "card.json", "card.html"])
     assert dataset_entries(workspace) == ["v1"]
-    assert result.counts == {"input_records": 24, "rejected": 13, "train": result.counts["train"],
+    assert result.counts == {"input_records": 24, "rejected": 12, "train": result.counts["train"],
                              "val": result.counts["val"], "eval": result.counts["eval"]}
-    assert result.counts["train"] + result.counts["val"] + result.counts["eval"] == 11
+    assert result.counts["train"] + result.counts["val"] + result.counts["eval"] == 12
 
     row = registry.get_dataset("acme", "support", 1)
     assert row is not None and row["path"] == str(result.path)
@@ -91,32 +92,35 @@ def test_refine_writes_a_registered_dataset_version(tmp_path: Path, workspace: W
 
     records = all_records(result.path)
     assert sorted(records) == sorted([
-        "T-1001", "T-1002", "T-1007", "T-1010", "T-1013", "support_tickets.jsonl:16",
+        "T-1001", "T-1002", "T-1005", "T-1007", "T-1010", "T-1013", "support_tickets.jsonl:16",
         "C-2001", "C-2002", "C-2005", "P-1", "P-4",
     ])
-    # PII redacted exactly; order numbers, dates and an invalid card number kept
+    # PII redacted exactly, with surrogates numbered across the whole refine (the same phone
+    # number in two files is one placeholder); order numbers, dates and an invalid card kept
     t1001 = records["T-1001"]["messages"]
     assert t1001[0] == {"role": "system", "content": SYSTEM}
     assert t1001[1]["content"] == ("Hi, my router keeps dropping the wifi connection every evening. "
-                                   "You can email me at <EMAIL> or call <PHONE>. Order #482913.")
+                                   "You can email me at <EMAIL_1> or call <PHONE_1>. Order #482913.")
     assert records["T-1002"]["messages"][1]["content"] == (
-        "I was charged twice on my card <CARD>. My old card 1234 5678 9012 3456 was cancelled last month.")
+        "I was charged twice on my card <CARD_1>. My old card 1234 5678 9012 3456 was cancelled last month.")
     # a conversation with its own system message keeps it; whitespace normalized
     assert records["T-1007"]["messages"] == [
         {"role": "system", "content": "You are the billing desk of Acme Telecom."},
-        {"role": "user", "content": "Hello there! My number changed:\n\nnew one is <PHONE>. Office: <PHONE>."},
+        {"role": "user", "content": "Hello there! My number changed:\n\nnew one is <PHONE_2>. Office: <PHONE_3>."},
         {"role": "assistant", "content": "Thanks! I updated your contact number.\n\nAnything else?"},
-        {"role": "user", "content": "Also my US line, <PHONE>."},
+        {"role": "user", "content": "Also my US line, <PHONE_4>."},
         {"role": "assistant", "content": "Added that one as well."},
     ]
     assert records["T-1010"]["messages"][1]["content"] == (
         "Can I move the delivery of order #99812 to 2024-03-05 at 14:30?")
     assert records["T-1013"]["messages"][1]["content"] == (
-        "Please reset my password. Reach me at <PHONE> or <EMAIL>")
+        "Please reset my password. Reach me at <PHONE_2> or <EMAIL_2>")
     assert records["C-2005"]["messages"][1:] == [
-        {"role": "user", "content": "Please call me back on <PHONE>.\nAny time after 5pm."},
+        {"role": "user", "content": "Please call me back on <PHONE_2>.\nAny time after 5pm."},
         {"role": "assistant", "content": "Will do, we'll call you after 5pm."},
     ]
+    # a tool turn (an API call in the chat log) is dropped by the turns stage, the chat kept
+    assert [m["role"] for m in records["T-1005"]["messages"]] == ["system", "user", "assistant"]
     assert records["C-2001"]["meta"] == {"channel": "chat", "product": "router"}
     assert records["P-1"]["meta"] == {"queue": "billing"}
     assert records["T-1001"]["id"] == record_id("support_tickets.jsonl", 1, "T-1001")
@@ -135,12 +139,11 @@ def test_rejects_carry_line_numbers_reasons_and_no_customer_text(tmp_path: Path,
     assert [(r["source"]["file"], r["source"]["line"], r["stage"], r["reason"]) for r in rejects] == [
         ("support_tickets.jsonl", 3, "ingest", "bad_json"),
         ("support_tickets.jsonl", 4, "dedup", "exact_duplicate"),
-        ("support_tickets.jsonl", 6, "ingest", "bad_schema"),
         ("support_tickets.jsonl", 7, "quality", "no_final_assistant_turn"),
         ("support_tickets.jsonl", 9, "ingest", "bad_schema"),
         ("support_tickets.jsonl", 10, "ingest", "bad_schema"),
         ("support_tickets.jsonl", 12, "quality", "too_few_turns"),
-        ("support_tickets.jsonl", 13, "quality", "no_user_turn"),
+        ("support_tickets.jsonl", 13, "quality", "too_few_turns"),
         ("support_tickets.jsonl", 15, "ingest", "bad_schema"),
         ("tickets.csv", 11, "ingest", "empty_transcript"),
         ("tickets.csv", 12, "ingest", "empty_transcript"),
@@ -163,30 +166,37 @@ def test_card_and_lineage(tmp_path: Path, workspace: Workspace, registry: Regist
     assert card["refine_config_sha256"] == sha256_json(cfg.refine.model_dump(mode="json"))
     assert card["created_at"] and card["ingest_started_at"] <= card["created_at"]
     assert card["inputs"] == [
-        {"file": "support_tickets.jsonl", "format": "openai_jsonl", "delimiter": None, "lines": 16, "records": 10,
-         "rejected": 9, "kept": 6, "sha256": sha256_file(FIXTURES / "support_tickets.jsonl")},
+        {"file": "support_tickets.jsonl", "format": "openai_jsonl", "delimiter": None, "lines": 16, "records": 11,
+         "rejected": 8, "kept": 7, "sha256": sha256_file(FIXTURES / "support_tickets.jsonl")},
         {"file": "tickets.csv", "format": "csv_tickets", "delimiter": ",", "lines": 17, "records": 3,
          "rejected": 2, "kept": 3, "sha256": sha256_file(FIXTURES / "tickets.csv")},
         {"file": "pairs.tsv", "format": "csv_tickets", "delimiter": "\t", "lines": 5, "records": 3,
          "rejected": 2, "kept": 2, "sha256": sha256_file(FIXTURES / "pairs.tsv")},
     ]
-    assert card["rejects"] == {"bad_json": 1, "bad_schema": 4, "empty_transcript": 3, "exact_duplicate": 1,
-                               "no_final_assistant_turn": 1, "no_user_turn": 1, "too_few_turns": 2}
-    assert card["pii"] == {"email": 4, "phone": 7, "card": 1}
+    assert card["rejects"] == {"bad_json": 1, "bad_schema": 3, "empty_transcript": 3, "exact_duplicate": 1,
+                               "no_final_assistant_turn": 1, "too_few_turns": 3}
+    assert card["pii"] == {"email": 4, "phone": 7, "card": 1, "iban": 0, "ip": 0, "address": 0,
+                           "person": 0}
     stages = card["stages"]
-    assert stages["ingest"] == {"in": 24, "out": 16, "rejected": 8}
-    assert stages["system_prompt"] == {"in": 16, "out": 16, "rejected": 0, "added": 15}
-    assert stages["quality"] == {"in": 16, "out": 12, "rejected": 4}
-    assert stages["dedup"] == {"in": 12, "out": 11, "rejected": 1, "clusters": 1}
-    assert stages["split"]["out"] == 11
-    assert sum(card["splits"].values()) == 11 and card["splits"] == {
+    assert stages["ingest"] == {"in": 24, "out": 17, "rejected": 7}
+    assert stages["system_prompt"] == {"in": 17, "out": 17, "rejected": 0, "added": 16}
+    assert stages["turns"] == {"in": 17, "out": 17, "rejected": 0, "merged": 1, "tool_dropped": 1}
+    assert stages["quality"] == {"in": 17, "out": 13, "rejected": 4}
+    assert stages["dedup"] == {"in": 13, "out": 12, "rejected": 1, "clusters": 1}
+    assert stages["split"]["out"] == 12
+    train_val = card["splits"]["train"] + card["splits"]["val"]
+    assert stages["decontam"] == {"in": train_val, "out": train_val, "rejected": 0,
+                                  "eval_items_indexed": card["splits"]["eval"]}
+    assert stages["judge"]["skipped"] and stages["rewrite"]["skipped"]  # no LLM stages configured
+    assert sum(card["splits"].values()) == 12 and card["splits"] == {
         s: result.counts[s] for s in ("train", "val", "eval")}
     assert card["outputs"] == {f: sha256_file(result.path / f) for f in OUTPUTS}
 
     lineage = read_jsonl(result.path / "lineage.jsonl")
     records = all_records(result.path)
     assert [(e["source"]["file"], e["source"]["line"]) for e in lineage] == [  # input order
-        ("support_tickets.jsonl", 1), ("support_tickets.jsonl", 2), ("support_tickets.jsonl", 8),
+        ("support_tickets.jsonl", 1), ("support_tickets.jsonl", 2), ("support_tickets.jsonl", 6),
+        ("support_tickets.jsonl", 8),
         ("support_tickets.jsonl", 11), ("support_tickets.jsonl", 14), ("support_tickets.jsonl", 16),
         ("tickets.csv", 2), ("tickets.csv", 8), ("tickets.csv", 14), ("pairs.tsv", 2), ("pairs.tsv", 5),
     ]
@@ -227,21 +237,22 @@ def test_failure_mid_write_leaves_no_version_and_no_registry_row(
         tmp_path: Path, workspace: Workspace, registry: Registry, monkeypatch: pytest.MonkeyPatch,
         exc: BaseException) -> None:
     cfg = make_config(tmp_path)
-    real_gate = pipeline.gate
+    real_process = record_stages.process
+    calls = []
 
-    def exploding_gate(records, min_turns):  # type: ignore[no-untyped-def]
-        for i, item in enumerate(real_gate(records, min_turns)):
-            if i == 5:
-                raise exc
-            yield item
+    def exploding(conv, spec):  # type: ignore[no-untyped-def]
+        calls.append(conv.id)
+        if len(calls) == 5:
+            raise exc
+        return real_process(conv, spec)
 
-    monkeypatch.setattr(pipeline, "gate", exploding_gate)
+    monkeypatch.setattr(record_stages, "process", exploding)
     with pytest.raises(type(exc)):
         refine(cfg, workspace, registry)
     assert dataset_entries(workspace) == []  # no v1, no hidden partial directory
     assert registry.list_datasets("acme") == []
 
-    monkeypatch.setattr(pipeline, "gate", real_gate)
+    monkeypatch.setattr(record_stages, "process", real_process)
     assert refine(cfg, workspace, registry).version == 1
     assert dataset_entries(workspace) == ["v1"]
 
