@@ -140,7 +140,7 @@ def refine(config: Path = typer.Argument(..., help="A config of kind 'refine'.")
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         res = do_refine(cfg, ws, _registry(ws), progress)
     out.print(f"dataset [bold]{res.name}@v{res.version}[/]: {_split_text(res.counts)}")
-    out.print(f"card: {res.path / 'card.json'}")
+    out.print(f"card: {res.path / 'card.html'} (data: {res.path / 'card.json'})")
 
 
 def _split_text(counts: dict[str, Any]) -> str:
