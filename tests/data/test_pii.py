@@ -139,6 +139,7 @@ def test_positives(text: str, kind: str, surface: str) -> None:
     "350 5th Avenue, New York, NY 10118",
     "12 Main St",
     "4 Privet Drive",
+    "1729 Orchard Drive, Austin, TX 78701",  # "…hard Drive" is not a disk
     "88 Harbour Rd, Suite 200",
     "9 Elm Ct",
     "1500 Sunset Blvd",

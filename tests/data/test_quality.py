@@ -77,6 +77,14 @@ def test_normal_support_conversations_pass(good: Conversation) -> None:
     assert duplicate_line_share(texts) < 0.2 and repeated_trigram_share(texts) < 0.3
 
 
+def test_echo_sessions_are_rejected() -> None:
+    """A widget test session where the "agent" repeats the visitor teaches nothing."""
+    echo = chat("test test 123 asdf", "Test test 123  asdf")
+    assert check(echo, QualitySpec()) == ("echo", "1 assistant turns, each repeating a customer turn")
+    answered = chat("test test 123 asdf", "Hello! This is Brightwave support, how can I help?")
+    assert check(answered, QualitySpec()) is None
+
+
 def test_shape_reasons_in_order() -> None:
     ok = conv("ok", ("system", "s"), ("user", "Where is my order?"), ("assistant", "It ships today."))
     cases = {

@@ -161,8 +161,8 @@ _ADDRESS_FORMS = (
                 r"chemin|impasse|quai|route|cours|passage)\b"), re.compile(_ADDRESS_FR)),
 )
 _HAS_DIGIT = re.compile(r"\d")
-_NOT_A_STREET = re.compile(r"(?i:google|one|hard|flash|usb|thumb|disk|external|network|ssd|solid state)"
-                           r" Drive$")
+_NOT_A_STREET = re.compile(r"(?i:\b(?:google|one|hard|flash|usb|thumb|disk|external|network|ssd|"
+                           r"solid state))\s+Drive$")  # "12 Orchard Drive" is a street
 
 # ---------------------------------------------------------------------------------- persons
 # Anna, O'Neil, D'Angelo, McDonald, Anne-Marie, Zoë — not "I'm", not ALL-CAPS words

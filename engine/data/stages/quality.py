@@ -17,6 +17,8 @@ language codes, never text):
                                    covered by word 3-grams occurring more than once within their
                                    turn (needs >= 30 words). A normal support thread stays far
                                    below 0.5; a bot loop, a log pasted twice, "lol lol lol…" does not
+  echo                             every assistant turn repeats a customer turn (test sessions,
+                                   copy-paste loops: "test test 123" / "test test 123")
   wrong_language                   `languages` is set and the user+assistant text is confidently
                                    in another language (engine.data.stages.language); text too
                                    short or ambiguous to tell is never rejected for its language
@@ -164,6 +166,10 @@ def check(conv: Conversation, spec: QualitySpec | int) -> tuple[str, str] | None
     if max(lines, grams) > spec.max_repetition:
         kind = "repeated lines" if lines >= grams else "repeated 3-grams"
         return "repetitive", f"{kind} {max(lines, grams):.2f} above {spec.max_repetition}"
+    said = {" ".join(m["content"].split()).casefold() for m in turns if m["role"] == "user"}
+    replies = [" ".join(m["content"].split()).casefold() for m in turns if m["role"] == "assistant"]
+    if all(r in said for r in replies):  # test sessions, copy-paste loops: nothing to learn
+        return "echo", f"{len(replies)} assistant turns, each repeating a customer turn"
     if spec.languages:
         code, prob = language.detect(joined)
         if not language.accepted(code, spec.languages):
