@@ -20,6 +20,8 @@ from typing import Any
 
 import jinja2
 
+from engine.eval.report import message_text
+
 TEMPLATE = "card.html.jinja"
 # Where stages sit in the funnel; stages the card has but this list lacks go before "split".
 STAGE_ORDER = ("ingest", "system_prompt", "normalize", "turns", "pii", "quality", "dedup",
@@ -69,15 +71,6 @@ def _num(value: Any) -> int | float:
 def _bar(value: Any, top: Any) -> float:
     """Width in percent of a CSS bar for value against the largest value of its table."""
     return round(100.0 * _num(value) / top, 1) if _num(top) > 0 else 0.0
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal content parts: keep the text parts
-        return "\n".join(str(p.get("text", "")) for p in content
-                         if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else str(content)
 
 
 def _clip(text: str) -> str:
@@ -275,7 +268,7 @@ def example_groups(examples: list[dict[str, Any]] | None,
                 "stage": str(ex.get("stage") or ""),
                 "source": _source_label(ex.get("source")),
                 "messages": [{"role": str(m.get("role", "")) if isinstance(m, dict) else "",
-                              "content": _clip(_text(m.get("content") if isinstance(m, dict) else m))}
+                              "content": _clip(message_text(m.get("content") if isinstance(m, dict) else m))}
                              for m in ex.get("messages") or []],
             } for ex in items[:MAX_EXAMPLES_PER_REASON]],
         })

@@ -51,11 +51,12 @@ def last_user_message(prompt: Any) -> str:
     if isinstance(prompt, list):
         for msg in reversed(prompt):
             if isinstance(msg, dict) and msg.get("role") == "user":
-                return _text(msg.get("content"))
+                return message_text(msg.get("content"))
     return ""
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """Message content — a string or multimodal parts (their text parts) — as plain text."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # multimodal content parts: keep the text parts
@@ -65,7 +66,7 @@ def _text(content: Any) -> str:
 
 
 def _clip(text: Any) -> str:
-    text = _text(text)
+    text = message_text(text)
     if len(text) > MAX_TEXT_CHARS:
         return text[:MAX_TEXT_CHARS] + f"\n… ({len(text) - MAX_TEXT_CHARS} more characters)"
     return text

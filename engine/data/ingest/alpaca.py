@@ -21,7 +21,7 @@ from engine.data.ingest.common import (
     conversations,
     json_records,
     source_id,
-    valid_unicode,
+    with_metadata,
 )
 from engine.records import Conversation, Reject
 
@@ -65,12 +65,7 @@ def parse_alpaca(obj: Any) -> Parsed | Bad:
     if fields["input"] and fields["input"].strip():
         prompt += "\n\n" + fields["input"]
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": fields["output"]}]
-    meta = obj.get("metadata") or {}
-    if not isinstance(meta, dict):
-        return Bad("bad_schema", "'metadata' is not an object", sid)
-    if not valid_unicode([messages, meta]):
-        return Bad("bad_schema", "invalid unicode (lone surrogate escape)", sid)
-    return Parsed(messages, sid, dict(meta))
+    return with_metadata(messages, obj, sid)
 
 
 def read_alpaca(path: str | Path, spec: InputSpec, *, label: str | None = None,

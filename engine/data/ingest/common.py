@@ -189,6 +189,16 @@ def get_path(obj: Any, path: str | Sequence[str]) -> Any:
     return obj
 
 
+def with_metadata(messages: list[dict[str, str]], obj: dict[str, Any], sid: str | None) -> Parsed | Bad:
+    """A parsed record with the line's optional `metadata` object, after the unicode check."""
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        return Bad("bad_schema", "'metadata' is not an object", sid)
+    if not valid_unicode([messages, meta]):
+        return Bad("bad_schema", "invalid unicode (lone surrogate escape)", sid)
+    return Parsed(messages, sid, dict(meta))
+
+
 def valid_unicode(obj: Any) -> bool:
     """False when a string holds a lone surrogate (a '\\ud800' escape) that UTF-8 cannot encode."""
     try:

@@ -23,7 +23,7 @@ from engine.data.ingest.common import (
     conversations,
     json_records,
     source_id,
-    valid_unicode,
+    with_metadata,
 )
 from engine.data.ingest.openai_jsonl import map_role
 from engine.records import Conversation, Reject
@@ -77,12 +77,7 @@ def parse_sharegpt(obj: Any, speakers: SpeakerMap) -> Parsed | Bad:
         if isinstance(msg, Bad):
             return msg._replace(sid=sid)
         messages.append(msg)
-    meta = obj.get("metadata") or {}
-    if not isinstance(meta, dict):
-        return Bad("bad_schema", "'metadata' is not an object", sid)
-    if not valid_unicode([messages, meta]):
-        return Bad("bad_schema", "invalid unicode (lone surrogate escape)", sid)
-    return Parsed(messages, sid, dict(meta))
+    return with_metadata(messages, obj, sid)
 
 
 def read_sharegpt(path: str | Path, spec: InputSpec, *, label: str | None = None,
