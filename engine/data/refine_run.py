@@ -200,18 +200,20 @@ class RefineRun:
                 if isinstance(item, Conversation):
                     self.per_file[inp.label]["records"] += 1
                     self.stage_counts["ingest"]["out"] += 1
-                else:
-                    self.reject(item)
-                    continue
-                yield item
+                yield item  # rejects too: written in input order, after the records before them
             advance.flush()
             if self.progress is not None and task is not None:
                 self.progress.update(task, completed=inp.lines)
 
-    def record_stages(self, stream: Iterable[Conversation]) -> Iterator[Conversation]:
-        """system_prompt → normalize → turns → quality → PII (detection possibly in workers)."""
+    def record_stages(self, stream: Iterable[Conversation | Reject]) -> Iterator[Conversation]:
+        """system_prompt → normalize → turns → quality → PII (detection possibly in workers).
+
+        Ingest rejects travel through the workers' queue unchanged, so rejects.jsonl keeps
+        input order whatever the number of workers."""
         for out in record_stages.run(stream, self.spec, self.spec.workers):
-            assert not isinstance(out, Reject)  # ingest rejects were routed before
+            if isinstance(out, Reject):
+                self.reject(out)
+                continue
             for stage in ("system_prompt", "normalize", "turns"):
                 self.stage_counts[stage]["out"] += 1
             self.events.update(out.events)
