@@ -13,20 +13,30 @@ the same arguments give byte-identical files. Writes into OUT_DIR:
   support_mail.mbox    e-mail threads (customer ⇄ support): signatures with phone numbers and
                        street addresses, "Sent from my iPhone", quoted replies ("> …" and Outlook
                        "-----Original Message-----"), disclaimers, multipart/alternative mails
-  call_transcripts.txt phone-call transcripts, one block per call ("=== Call BW-… ===" header,
-                       "Caller:" line, "[hh:mm:ss] Agent: …" lines, "[inaudible]" fillers)
+  call_transcripts.txt phone-call transcripts: a "=====" line, then "Call BW-… | date | product",
+                       then "[hh:mm:ss] Agent: …" lines; the caller is "Customer" or named in the
+                       speaker label ("[10:02:20] Maria Garcia: …"); "[inaudible]", hold events
   helpdesk_export.jsonl OpenAI messages JSONL ({"id", "messages", "metadata"})
   eval_items.jsonl     held-out eval items (OpenAI messages, ids EV-…); some are also planted
                        in the training files above, verbatim or lightly edited
-  truth.json           what was planted: every PII string by type, the ids of clean records,
-                       exact and near duplicates (with their originals), junk records by kind,
-                       contaminated records (with their eval item), per-record details
+  truth.json           what was planted: counts per kind and records per file; ids of `clean`
+                       records (refine must keep them) and `pii_free` ones among them;
+                       `exact_duplicates` / `near_duplicates` ({id, of, edit}: typo, extra_sentence,
+                       greeting); `junk` ({id, kind}: empty, base64, mash, german, spanish,
+                       no_agent_reply, tool_only, repetitive); `contaminated` ({id, eval_id, edit});
+                       `pii` (every planted string by type: emails, phones, cards, ibans, ipv4,
+                       ipv6, addresses = the street line, names = full names, first_names);
+                       `records` (per ticket id: file, kind, details, its own PII strings)
 
-Every record carries its ticket id (BW-…) in the source id field of its format. Planted PII is
-fictional and generated (Luhn-valid cards, mod-97-valid IBANs, documentation-style numbers).
+Every record carries its ticket id (BW-…) where its format's ingest takes the source id from
+(CSV ticket_id, conversation.ref, the mbox Subject "[Ticket BW-…]", the "Call BW-…" header line,
+the JSONL id). Planted PII is fictional and generated (Luhn-valid cards, mod-97-valid IBANs).
+Distinct clean records are kept measurably apart (template alternatives, filler words, per-customer
+writing habits) so that near-duplicate and contamination checks have a clear margin; the tests in
+tests/scripts/test_make_noisy_data.py pin those margins.
 
     python scripts/make_noisy_data.py data/noisy --conversations 400 --seed 7
-    python scripts/make_noisy_data.py /tmp/big --conversations 100000 --scale   # streaming
+    python scripts/make_noisy_data.py big-corpus --conversations 100000 --scale   # streaming
 
 --scale streams with constant memory: truth.json then holds counts only (no per-record lists).
 """
@@ -75,6 +85,9 @@ CONTAM_EDITS = ("verbatim", "typo", "verbatim", "greeting")
 PII_TYPES = ("emails", "phones", "cards", "ibans", "ipv4", "ipv6", "addresses", "names",
              "first_names")
 SUPPORT = "support@brightwave-home.example"
+HELP_URL = "https://help.brightwave-home.example"
+BOT_HELLO = "<p>Hi! I&#39;m <b>Brighty</b>. An agent will join shortly.</p>"
+TOOL_HTML = "<pre>{&quot;lookup&quot;: &quot;customer&quot;, &quot;found&quot;: true}</pre>"
 SYSTEM = "You are the Brightwave Home support assistant."
 
 FIRST = [*S.FIRST, "Ingrid", "Rahul", "Amara", "Diego", "Hannah", "Oskar", "Leila", "Marco",
@@ -101,7 +114,8 @@ for the {product} [renewed/was renewed/auto-renewed] [even though/although] I ca
 [The/My] {product} [I ordered/from order {order}] [is/was] [supposed/meant/due] to [arrive/be here]
 [on/by] {weekday}, [still/and still] nothing. | [Your/The] [website/site/app] [says/shows]
 [dispatched/shipped] [but/yet] {carrier} [has no record/says they never got it] of order {order}. |
-[I've been/I have been/Been] waiting {days} days for [the/my] {product}, [really/and it is/which is] [not
+[I've been/I have been/Been] waiting {days} days for [the/my] {product}, [really/and it is/which is]
+[not
 good enough/disappointing/ridiculous].
 @problem RETURNS
 [The/My] {product} [stopped working/died/broke] after {days} days[, I want/. I want/. Can I] [to
@@ -118,20 +132,23 @@ help].
 [The/My] {product} [makes/is making] a [clicking/humming/beeping] [sound/noise] [every/about every]
 {n} [minutes/seconds]. | [Since/After] [the/your] [update/firmware update] [to/] {fw} [the/my]
 {product} [won't/does not/doesn't] [respond/connect/show up]. | [My/The] {product}
-[schedule/automation/routine] [stopped running/doesn't run/stopped working] [at/after] [night/sunset/{n}
+[schedule/automation/routine] [stopped running/doesn't run/stopped working] [at/after]
+[night/sunset/{n}
 pm].
 @problem SALES-INQUIRY
 [Do you/Does Brightwave] [ship/deliver/sell] [to/in] [Ireland/Canada/Norway/Switzerland]? [I/We]
-[want/would like] [the/a few] [{product} units/{product}s]. | [Is there/Will there be] [a/any] [Black
-Friday/holiday/student] [discount/deal/offer] on the {product} [this year/at the moment]? | [Can/Could] I
+[want/would like] [the/a few] [{product} units/{product}s]. | [Is there/Will there be] [a/any]
+[Black
+Friday/holiday/student] [discount/deal/offer] on the {product} [this year/at the moment]? |
+[Can/Could] I
 [pre-order/reserve] {n} [{product} units/{product}s] [for/before] {month}?
 @context BILLING-REFUND
 The charge of ${amount} [shows up/appears/is listed] twice on my statement from {date}. | I paid
 with
 [the/my] card ending in {last4} if that helps. | Your chat bot [told me/said] the refund takes
 {days}
-days but it [has been/is] [longer/way longer/{n} weeks now]. | I only ordered one {product}, not
-{n}. |
+days but it [has been/is] [longer/way longer/{n} weeks now]. | I only [ordered/bought/wanted] one
+{product}, not {n}. |
 My bank says the second payment of ${amount} [is not/isn't] pending any more, it went through on
 {date}. | The discount code {code} was not applied either, so I overpaid by ${amount}.
 @context SHIPPING-DELAY
@@ -146,39 +163,46 @@ to contact the sender, so here I am. | I took {n} hours off work on {weekday} to
 courier.
 @context RETURNS
 The {product} has a [crack/dent/scratch] along the [side/top/front] and makes a [buzzing/rattling]
-noise. | I still have the original box and all the [cables/parts/screws]. | I bought it {days} days
-ago, so I should still be inside the return window. | It would not fit the bracket in my {room} at
+noise. | I still have the original box and all the [cables/parts/screws]. | I [bought/ordered/got]
+it {days} days ago, so I [should still be/am still/think I'm still] [inside/within] the return
+[window/period]. | It [would not/does not/won't] fit the [bracket/mount/wall plate] in my {room} at
 all.
-| The colour is also different from the photos on the {store} listing. | My {relative} bought me the
-same thing on {date}, so I have two now.
+| The colour is also [different from/nothing like] the [photos/pictures] on the {store}
+[listing/page]. | My {relative} [bought/gave] me the same [thing/one] on {date}, so I have two now.
 @context ACCOUNT-ACCESS
 I tried the reset link {n} times on [both/] my phone and [my/] laptop. | The app just says 'session
 expired' and [sends/kicks] me back to the login [page/screen] after {n} seconds. | I have {n}
-devices on
-this account and none of them can be controlled now. | My old [work/university] address was closed
+[devices/gadgets] on this account and none of them [can be controlled/respond] [now/any more]. | My
+old [work/university] address was closed
 when
 I [changed jobs/graduated] in {month}. | The verification text goes to a number I gave up on {date}.
 |
 Support article {code} did not help, the button it mentions is not in app version {fw}.
 @context TECH-SUPPORT
-It is on firmware {fw} and my router is a {router}. | I already [power-cycled/restarted/rebooted] it
+[It is/It's] on firmware {fw} and [my router is/the router is/I use] a {router}. | I already
+[power-cycled/restarted/rebooted] it
 {n} times and moved it closer to the router. | The device is in the {room}, about {n} metres from
 the
-[access point/router/mesh node]. | [Everything else/Every other device] [on my network/at home] works fine, even the old
+[access point/router/mesh node]. | [Everything else/Every other device] [on my network/at home]
+works fine, even the old
 {product2}.
-| It started right after the {weekday} night update, the log shows error {code}. | I switched the
-{router} to the 2.4 GHz band like the guide says, no change.
+| It started right after the {weekday} night update, the log shows error {code}. | I
+[switched/moved/set] the {router} to the 2.4 GHz band like the guide says, [no change/nothing
+changed/still the same].
 @context SALES-INQUIRY
 We are [furnishing/renovating/fitting out] {n} [flats/apartments/holiday homes] and want the same
 setup in each. | A [colleague/friend/neighbour] recommended the {product} after using it for {n}
-months. | Budget-wise we are looking at [roughly/about/under] ${amount} per unit. | We would need
-delivery before {date} if possible. | We already run {n} {product2} units from you at our {room}
+months. | Budget-wise we are looking at [roughly/about/under] ${amount} per unit. | We [would/will]
+need [delivery/them] before {date} if [possible/you can]. | We already run {n} {product2} units from
+you at our {room}
 showroom. | Our facilities team asked for the spec sheet with reference {code}.
 @generic
-I have been a customer for {n} years and never had an issue before. | I set it up last {weekday}
-following the quick-start guide. | Honestly I am running out of patience here. | I hope someone can
+I [have been/'ve been] a customer for {n} years and never had [an issue/a problem/any trouble]
+before. | I set it up last {weekday} [following/using/with] the quick-start guide. | Honestly I am
+running out of patience here. | I hope someone can
 sort this out before {weekday}. | My {relative} already called once but got disconnected after {n}
-minutes. | I attached a screenshot but not sure it came through. | The Brightwave app is on version
+minutes. | I attached a [screenshot/photo/video] but [not sure/I don't know if] it came through. |
+The Brightwave app is on version
 {fw} from the app store. | I'm writing from my {relative}'s laptop because mine is in repair. |
 This is my {ordinal} message about it. | We are moving house on {date} so the timing is tight. |
 [Thanks/Thank you] in advance. | [Not sure/No idea] if this is the right [place/address] to ask.
@@ -226,19 +250,20 @@ is not/It's not/Not] pending, both payments went through on {date}.
 @follow SHIPPING-DELAY
 The last scan was at the {carrier} depot [on/in {city} on] {date}. | The postcode is correct, I
 [checked/double-checked] the confirmation e-mail. | I was home all {weekday} and nobody [rang/came
-by/knocked]. | Reception has nothing and there is no safe-place photo in the app.
+by/knocked]. | Reception has nothing and there is no [safe-place/delivery] photo in the app.
 @follow RETURNS
 I would prefer a refund please, I am going with [a different model/another brand/the Pro version]. |
 An exchange is fine if you can ship it [this week/before {weekday}/soon]. | Photos are attached, the
-serial is {code}. | Yes, I have the receipt from {date}.
+serial is {code}. | Yes, I [have/still have/kept] the receipt from {date}.
 @follow ACCOUNT-ACCESS
 The last time it worked was [around/on/maybe] {date}. | I registered with my old [address/work
-address/e-mail], it is probably that one. | It says version {fw}. | Nothing in spam, I checked {n}
-times.
+address/e-mail], it is probably that one. | It says version {fw}. | Nothing in [spam/junk], I
+checked {n} times.
 @follow TECH-SUPPORT
 It is blinking [orange/red/white], roughly every {n} seconds. | The app says firmware {fw}, and the
-{router} was rebooted [this morning/last night/an hour ago]. | Restarting the router helps for about
-{n} hours, then it drops again. | Maybe {n} metres, there [is one wall/are two walls] in between.
+{router} was rebooted [this morning/last night/an hour ago]. | Restarting the [router/hub] helps for
+[about/maybe] {n} hours, then it drops again. | Maybe {n} metres, there [is one wall/are two walls]
+in between.
 @follow SALES-INQUIRY
 Around {n} units, ideally delivered before {date}. | It is for our [property management/holiday
 rental/small office] business. | Our own team will install them over {n} weekends. | We use [Google
@@ -377,17 +402,6 @@ def luhn_digit(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def luhn_ok(number: str) -> bool:
-    digits = [c for c in number if c.isdigit()]
-    return len(digits) >= 12 and luhn_digit("".join(digits[:-1])) == digits[-1]
-
-
-def iban_ok(iban: str) -> bool:
-    compact = iban.replace(" ", "").upper()
-    moved = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
-
-
 def make_card(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.15:  # Amex 15 digits, grouped 4-6-5
@@ -476,12 +490,14 @@ _DRAW = {
     "amount": lambda r: f"{r.randint(19, 499)}.{r.choice(['00', '49', '95', '99'])}",
     "credit": lambda r: r.choice(["10", "15", "20", "25"]), "month": lambda r: r.choice(MONTHS),
     "date": lambda r: f"{r.randint(1, 28)} {r.choice(MONTHS)}",
-    "last4": lambda r: f"{r.randint(0, 9999):04d}", "code": lambda r: f"{r.choice('ABEKRX')}{r.randint(100, 9999)}",
+    "last4": lambda r: f"{r.randint(0, 9999):04d}",
+    "code": lambda r: f"{r.choice('ABEKRX')}{r.randint(100, 9999)}",
     "fw": lambda r: f"{r.randint(2, 5)}.{r.randint(0, 19)}.{r.randint(0, 9)}",
     "router": lambda r: r.choice(ROUTERS), "room": lambda r: r.choice(ROOMS),
     "carrier": lambda r: r.choice(CARRIERS), "store": lambda r: r.choice(["Amazon", "website", "eBay"]),
     "relative": lambda r: r.choice(["sister", "dad", "mum", "partner", "son", "neighbour"]),
-    "ordinal": lambda r: r.choice(["second", "third", "fourth"]), "case": lambda r: f"{r.randint(1000000, 9999999)}",
+    "ordinal": lambda r: r.choice(["second", "third", "fourth"]),
+    "case": lambda r: f"{r.randint(1000000, 9999999)}",
     "weekday": lambda r: r.choice(["Monday", "Tuesday", "Wednesday", "Friday", "Saturday", "Sunday"]),
     "product2": lambda r: r.choice(S.PRODUCTS),
     "city": lambda r: r.choice(["Leeds", "Leipzig", "Lyon", "Cork", "Utrecht"]),
@@ -529,10 +545,12 @@ def _voice(rng: random.Random, text: str, voice: str) -> str:
     """The customer's writing habits: filler words everywhere; casual (lower case, 'u', 'pls', no
     full stops) or typos."""
     words = text.split(" ")
-    for _ in range(len(words) // 10 + (rng.random() < 0.4)):
-        at = rng.randint(1, len(words))
-        if words[at - 1].lower() not in _NO_FILLER_AFTER:
-            words.insert(at, rng.choice(FILLERS))
+    for _ in range(max(1, len(words) // 10 + (rng.random() < 0.4)) if len(words) > 5 else 0):
+        for _try in range(4):  # a spot where a filler reads naturally enough
+            at = rng.randint(1, len(words) - 1)
+            if words[at - 1].lower() not in _NO_FILLER_AFTER:
+                words.insert(at, rng.choice(FILLERS))
+                break
     text = " ".join(words)
     if voice == "casual":
         text = text[0].lower() + text[1:]
@@ -583,8 +601,8 @@ def make_conversation(rng: random.Random, tid: str, fmt: str, *, pii: bool = Tru
     conv = Conv(tid=tid, fmt=fmt, kind="clean", turns=[], name=f"{first} {last}",
                 email=make_email(rng, first, last), product=sl["product"], queue=queue,
                 agent=rng.choice(AGENTS), pii={"names": [f"{first} {last}"]} if pii else {},
-                created=f"2026-{rng.randint(9, 11):02d}-{rng.randint(1, 28):02d}T{rng.randint(7, 21):02d}"
-                        f":{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z")
+                created=f"2026-{rng.randint(9, 11):02d}-{rng.randint(1, 28):02d}T"
+                        f"{rng.randint(7, 21):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z")
     if not pii:
         conv.name = conv.email = ""
     voice = rng.choice(["plain", "plain", "plain", "casual", "typos"])
@@ -661,7 +679,8 @@ def make_junk(rng: random.Random, tid: str, fmt: str, kind: str) -> Conv:
         conv.turns = [t for t in conv.turns if t[0] == "user"][:2]
     elif kind == "tool_only":
         conv.turns = [["bot", "Hi! I'm Brighty, the Brightwave assistant. What can I help with?"],
-                      ["tool", json.dumps({"lookup": "order", "order": sl["order"], "status": "shipped"})],
+                      ["tool", json.dumps({"lookup": "order", "order": sl["order"],
+                                           "status": "shipped"})],
                       ["bot", "The visitor left the chat."]]
     elif kind == "repetitive":
         line = rng.choice(S.QUEUES[conv.queue]).format_map(sl)
@@ -750,7 +769,7 @@ def render_widget(conv: Conv) -> dict[str, Any]:
     st, events = conv.style, []
     if conv.kind != "junk" or conv.detail.get("junk") != "tool_only":
         events.append({"author": {"type": "bot", "name": "Brighty"},
-                       "body": {"html": "<p>Hi! I&#39;m <b>Brighty</b>. An agent will join shortly.</p>"}})
+                       "body": {"html": BOT_HELLO}})
     authors = {"user": {"type": "visitor"}, "assistant": {"type": "agent", "name": conv.agent},
                "bot": {"type": "bot", "name": "Brighty"}, "tool": {"type": "tool", "name": "orders-api"}}
     for i, (role, text) in enumerate(conv.turns):
@@ -762,7 +781,7 @@ def render_widget(conv: Conv) -> dict[str, Any]:
             events.append({"author": authors[role], "body": {"html": _html(chunk, st["plain_html"])}})
         if i == 0 and st["tool"] and role == "user":
             events.append({"author": authors["tool"], "body": {
-                "html": "<pre>{&quot;lookup&quot;: &quot;customer&quot;, &quot;found&quot;: true}</pre>"}})
+                "html": TOOL_HTML}})
     visitor = {"name": conv.name, "email": conv.email} if conv.name else {"name": None}
     return {"conversation": {"ref": conv.tid, "started_at": conv.created, "channel": "chat",
                              "product": conv.product, "visitor": visitor},
@@ -796,7 +815,7 @@ def render_mbox(conv: Conv) -> str:
         date, envelope = _mail_date(conv, k)
         body = text
         if role == "assistant":
-            body += f"\n\nKind regards,\n{conv.agent}\nBrightwave Home Support\nhttps://help.brightwave-home.example"
+            body += f"\n\nKind regards,\n{conv.agent}\nBrightwave Home Support\n{HELP_URL}"
             if st["disclaimer"]:
                 body += ("\n\nCONFIDENTIALITY NOTICE: This e-mail and any attachments are "
                          "confidential and intended solely for the addressee.")
@@ -814,13 +833,15 @@ def render_mbox(conv: Conv) -> str:
                 quoted = "\n".join("> " + ln if ln else ">" for ln in p_text.split("\n"))
                 body += f"\n\nOn {p_date}, {p_sender} wrote:\n{quoted}"
         prev = (sender, date, body)
-        head = [f"From {SUPPORT if role == 'assistant' else conv.email or 'customer@example.com'} {envelope}",
+        envelope_from = SUPPORT if role == "assistant" else conv.email or "customer@example.com"
+        head = [f"From {envelope_from} {envelope}",
                 f"From: {sender}", f"To: {SUPPORT if role == 'user' else cust}",
                 f"Subject: {'Re: ' if k else ''}{subject}", f"Date: {date}",
                 f"Message-ID: <{conv.tid}.{k + 1}@helpdesk.brightwave-home.example>"]
         if k:
             refs = " ".join(f"<{conv.tid}.{j + 1}@helpdesk.brightwave-home.example>" for j in range(k))
-            head += [f"In-Reply-To: <{conv.tid}.{k}@helpdesk.brightwave-home.example>", f"References: {refs}"]
+            head += [f"In-Reply-To: <{conv.tid}.{k}@helpdesk.brightwave-home.example>",
+                     f"References: {refs}"]
         head += [f"X-Ticket-ID: {conv.tid}", "MIME-Version: 1.0"]
         safe = "\n".join(">" + ln if ln.startswith("From ") else ln for ln in body.split("\n"))
         if st["multipart"] and role == "assistant":
@@ -852,7 +873,8 @@ def render_txt(conv: Conv) -> str:
             said = said.replace(". ", ". [inaudible] ", 1)
         lines.append(f"[{hh:02d}:{(m + sec // 60) % 60:02d}:{sec % 60:02d}] {who}: {said}")
         if i == 1 and st["tool"]:
-            lines.append(f"[{hh:02d}:{(m + sec // 60) % 60:02d}:{(sec + 2) % 60:02d}] -- caller placed on hold --")
+            stamp = f"{hh:02d}:{(m + sec // 60) % 60:02d}:{(sec + 2) % 60:02d}"
+            lines.append(f"[{stamp}] -- caller placed on hold --")  # an event line, no speaker
     return "\n".join(lines) + "\n"
 
 
