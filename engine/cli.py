@@ -185,19 +185,23 @@ def train(
 
 
 @app.command("eval")
-def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")) -> None:
+def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'."),
+             no_cache: bool = typer.Option(False, "--no-cache",
+                                           help="Generate every output again (eval.cache: false).")
+             ) -> None:
     """Generate and grade each listed model on a dataset split."""
     from engine.data.pipeline import resolve_dataset
     from engine.eval.suite import run_eval
 
     cfg = _load(config)
     _expect_kind(cfg, "eval", config)
+    spec = cfg.eval.model_copy(update={"cache": False}) if no_cache else cfg.eval
     ws = _ws()
     registry = _registry(ws)
     dataset = resolve_dataset(registry, cfg.tenant, cfg.eval.dataset)
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         for ref in cfg.eval.models:
-            res = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=ref,
+            res = run_eval(spec, ws, registry, tenant=cfg.tenant, model_ref=ref,
                            dataset=dataset, progress=progress)
             out.print(f"eval [bold]{res.eval_id}[/]  {ref} scored {res.score:.3f} on {res.n} items")
 
@@ -209,9 +213,12 @@ def diff(
     tenant: str = TenantOpt,
     alpha: float = typer.Option(0.01, help="Significance level."),
     require: str = typer.Option("better", help="Gate: better | not_worse | none."),
+    margin: float = typer.Option(0.02, help="Non-inferiority margin (not_worse, --per-slice)."),
+    per_slice: bool = typer.Option(False, "--per-slice",
+                                   help="Every slice must also be non-inferior at the margin."),
     slice_key: Optional[str] = typer.Option(None, "--slice", help="Item meta key to slice by."),
 ) -> None:
-    """Paired comparison of two evals: buckets, exact McNemar test, HTML report; gate exit code 3."""
+    """Paired comparison of two evals: buckets, paired tests, HTML report; gate exit code 3."""
     from engine.eval.diff import diff_evals
 
     if require not in ("better", "not_worse", "none"):
@@ -227,12 +234,15 @@ def diff(
         rows.append(row)
     out_dir = ws.eval_dir(tenant, f"diff-{base_eval}-vs-{tuned_eval}")
     res = diff_evals(Path(rows[0]["path"]), Path(rows[1]["path"]), out_dir, alpha=alpha,
-                     require=require, slice_key=slice_key, base_label=rows[0]["model_ref"],
+                     require=require, margin=margin, per_slice=per_slice, slice_key=slice_key,
+                     base_label=rows[0]["model_ref"],
                      tuned_label=rows[1]["model_ref"])
     _print_diff(res.stats)
     out.print(f"report: {res.report_path}")
     if not res.gate_passed:
-        raise GateFailed(f"gate '{require}' failed: verdict {res.verdict}")
+        failed = res.stats["gate"]["failed_slices"]
+        extra = f"; not non-inferior on slices: {', '.join(failed)}" if failed else ""
+        raise GateFailed(f"gate '{require}' failed: verdict {res.verdict}{extra}")
 
 
 def _print_diff(stats: dict[str, Any]) -> None:

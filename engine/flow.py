@@ -77,7 +77,8 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     t = lap("eval", t)
     out_dir = ws.eval_dir(cfg.tenant, f"diff-{base_eval.eval_id}-vs-{tuned_eval.eval_id}")
     result = diff_evals(base_eval.path, tuned_eval.path, out_dir, alpha=cfg.gate.alpha,
-                        require=cfg.gate.require, slice_key=cfg.eval.slice_key,
+                        require=cfg.gate.require, margin=cfg.gate.margin,
+                        per_slice=cfg.gate.per_slice, slice_key=cfg.eval.slice_key,
                         base_label=model["name"], tuned_label=run.run_id)
     lap("diff", t)
     overall = result.stats["overall"]

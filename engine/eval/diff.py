@@ -1,4 +1,14 @@
-"""Eval diff: pair two evals item by item, test the difference, apply the gate, write the results."""
+"""Eval diff: pair two evals item by item, test the difference, apply the gate, write the results.
+
+Binary scores (every score 0 or 1) get the exact McNemar test and a Tango interval; continuous
+scores a paired permutation test and a paired bootstrap CI (engine/eval/stats.py). Slices get
+the same summary with Holm-adjusted p-values across slices. The gate:
+  better     the tuned model is significantly better overall (p < alpha, higher score)
+  not_worse  non-inferiority overall: the lower bound of the 95% CI of (tuned − base) > −margin
+  none       always passes (report only)
+and with per_slice, every slice must also be non-inferior at the margin (a gain on the whole
+suite may not hide a regression on one ticket category).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +22,12 @@ from typing import Any
 
 from engine.errors import StudioError
 from engine.eval.report import render_report
-from engine.eval.stats import paired_binary_summary
+from engine.eval.stats import (
+    holm,
+    non_inferiority,
+    paired_binary_summary,
+    paired_continuous_summary,
+)
 
 VERDICTS = ("better", "worse", "no_difference")
 REQUIRES = ("better", "not_worse", "none")
@@ -114,11 +129,13 @@ def verdict_for(summary: dict[str, Any], alpha: float) -> str:
     return "no_difference"
 
 
-def gate_passes(verdict: str, require: str) -> bool:
+def gate_passes(verdict: str, require: str, non_inferior: bool | None = None) -> bool:
+    """`non_inferior`: the non-inferiority test's decision; without it, not_worse falls back to
+    "not significantly worse"."""
     if require == "better":
         return verdict == "better"
     if require == "not_worse":
-        return verdict != "worse"
+        return non_inferior if non_inferior is not None else verdict != "worse"
     if require == "none":
         return True
     raise StudioError(f"unknown gate requirement '{require}'", where="gate.require",
@@ -126,7 +143,10 @@ def gate_passes(verdict: str, require: str) -> bool:
 
 
 def bucket_of(base_score: float, tuned_score: float) -> str:
-    base_right, tuned_right = base_score == 1.0, tuned_score == 1.0
+    """Binary scores: right means 1. Continuous scores: right means at least 0.5."""
+    base_right, tuned_right = base_score >= 0.5, tuned_score >= 0.5
+    if base_score in (0.0, 1.0) and tuned_score in (0.0, 1.0):
+        base_right, tuned_right = base_score == 1.0, tuned_score == 1.0
     if base_right and tuned_right:
         return "both_right"
     if tuned_right:
@@ -136,12 +156,24 @@ def bucket_of(base_score: float, tuned_score: float) -> str:
     return "both_wrong"
 
 
-def _summary(base: list[float], tuned: list[float]) -> dict[str, Any]:
-    try:
-        return paired_binary_summary(base, tuned)
-    except ValueError:
-        raise StudioError("eval scores must be 0 or 1 to compare two evals",
-                          hint="use a pass/fail grader (exact_match or contains)") from None
+def is_binary(*scores: list[float]) -> bool:
+    return all(x in (0.0, 1.0) for s in scores for x in s)
+
+
+def _summary(base: list[float], tuned: list[float], binary: bool, margin: float,
+             seed: int = 0) -> dict[str, Any]:
+    if any(not 0.0 <= x <= 1.0 for s in (base, tuned) for x in s):
+        raise StudioError("eval scores must lie between 0 and 1 to compare two evals",
+                          hint="graders return scores in [0, 1]")
+    if binary:
+        out = paired_binary_summary(base, tuned)
+    else:
+        out = paired_continuous_summary(base, tuned, seed=seed)
+        buckets = [bucket_of(b, t) for b, t in zip(base, tuned)]
+        out.update({name: buckets.count(name) for name in BUCKETS})
+    out["score_type"] = "binary" if binary else "continuous"
+    out["non_inferiority"] = non_inferiority(base, tuned, margin, binary=binary, seed=seed)
+    return out
 
 
 def _slice_value(meta: Any, key: str) -> str:
@@ -185,6 +217,8 @@ def diff_evals(
     *,
     alpha: float = 0.01,
     require: str = "better",
+    margin: float = 0.02,
+    per_slice: bool = False,
     slice_key: str | None = None,
     base_label: str | None = None,
     tuned_label: str | None = None,
@@ -199,6 +233,11 @@ def diff_evals(
     if require not in REQUIRES:
         raise StudioError(f"unknown gate requirement '{require}'", where="gate.require",
                           hint="use 'better', 'not_worse' or 'none'")
+    if not 0.0 <= margin < 1.0:
+        raise StudioError("margin must be at least 0 and below 1", where="gate.margin")
+    if per_slice and not slice_key:
+        raise StudioError("a per-slice gate needs a slice key", where="gate.per_slice",
+                          hint="set eval.slice_key (or --slice) or turn per_slice off")
 
     base_summary, tuned_summary = _read_summary(base_dir), _read_summary(tuned_dir)
     base_rows, tuned_rows = _read_outputs(base_dir), _read_outputs(tuned_dir)
@@ -211,9 +250,10 @@ def diff_evals(
     order = list(base_rows)  # base file order: the eval's own stable order
     base_scores = [float(base_rows[i]["score"]) for i in order]
     tuned_scores = [float(tuned_rows[i]["score"]) for i in order]
-    overall = _summary(base_scores, tuned_scores)
+    binary = is_binary(base_scores, tuned_scores)
+    overall = _summary(base_scores, tuned_scores, binary, margin)
     verdict = verdict_for(overall, alpha)
-    passed = gate_passes(verdict, require)
+    passed = gate_passes(verdict, require, overall["non_inferiority"]["passed"])
 
     slices: dict[str, dict[str, Any]] = {}
     if slice_key:
@@ -222,9 +262,17 @@ def diff_evals(
             groups.setdefault(_slice_value(base_rows[item_id].get("meta"), slice_key), []).append(idx)
         for value in sorted(groups):
             idxs = groups[value]
-            s = _summary([base_scores[i] for i in idxs], [tuned_scores[i] for i in idxs])
+            s = _summary([base_scores[i] for i in idxs], [tuned_scores[i] for i in idxs], binary,
+                         margin)
             s["verdict"] = verdict_for(s, alpha)
             slices[value] = s
+        adjusted = holm({k: v["p_value"] for k, v in slices.items()})
+        for value, p in adjusted.items():  # Holm across slices: one family of tests
+            slices[value]["p_value_holm"] = p
+            slices[value]["verdict_holm"] = verdict_for({**slices[value], "p_value": p}, alpha)
+    failed_slices = [v for v, s in slices.items() if not s["non_inferiority"]["passed"]]
+    if per_slice and failed_slices:
+        passed = False
 
     stats: dict[str, Any] = {
         "overall": overall,
@@ -232,7 +280,8 @@ def diff_evals(
         "slices": slices,
         "verdict": verdict,
         "alpha": alpha,
-        "gate": {"require": require, "alpha": alpha, "passed": passed},
+        "gate": {"require": require, "alpha": alpha, "margin": margin, "per_slice": per_slice,
+                 "failed_slices": failed_slices if per_slice else [], "passed": passed},
         "labels": {
             "base": _label(base_label, base_summary, "base"),
             "tuned": _label(tuned_label, tuned_summary, "tuned"),

@@ -19,34 +19,74 @@ class Backend(Protocol):
                  batch_size: int, progress: Progress | None = None,
                  label: str = "generate") -> list[str]: ...
 
+    def describe(self) -> dict[str, Any]:
+        """What besides the weights decides the outputs (backend, versions, device, dtype, chat
+        template hash); part of the generation cache key. A backend without it is not cached."""
+        ...
+
     def choice_logprobs(self, prompts: list[list[dict[str, str]]], choices: list[str],
                         batch_size: int = 8) -> list[list[float]]: ...
 
 
 class TransformersBackend:
-    """In-process generation with transformers; a LoRA adapter is merged into the base."""
+    """In-process generation with transformers; a LoRA adapter is merged into the base.
+
+    The weights load on first use of `model`, so a fully cached eval never loads them.
+    """
 
     def __init__(self, model_dir: Path, adapter_dir: Path | None = None, threads: int | None = None):
         import torch
 
-        from engine.models.loading import load_causal_lm, load_tokenizer
+        from engine.models.loading import load_tokenizer
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.model_dir, self.adapter_dir = Path(model_dir), adapter_dir
         self.tokenizer = load_tokenizer(model_dir)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = "bfloat16" if self.device == "cuda" else "float32"  # bf16 on CPU is ~4x slower
-        self.model = load_causal_lm(model_dir, adapter_dir, dtype=dtype, merge=True).to(self.device)
-        self.model.eval()
+        self.dtype = "bfloat16" if self.device == "cuda" else "float32"  # bf16 on CPU is ~4x slower
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from engine.models.loading import load_causal_lm
+
+            self._model = load_causal_lm(self.model_dir, self.adapter_dir, dtype=self.dtype,
+                                         merge=True).to(self.device)
+            self._model.eval()
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        from engine.hashing import sha256_text
+
+        template = self.tokenizer.chat_template
+        return {"backend": "transformers", "transformers": transformers.__version__,
+                "torch": torch.__version__, "device": self.device, "dtype": self.dtype,
+                "chat_template_sha256": sha256_text(template) if isinstance(template, str) else None,
+                "padding_side": self.tokenizer.padding_side}
 
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int,
                  batch_size: int, progress: Progress | None = None,
-                 label: str = "generate") -> list[str]:
+                 label: str = "generate", *, temperature: float = 0.0, seed: int = 0) -> list[str]:
+        """Outputs in input order. Greedy when temperature is 0; otherwise sampled, seeded once
+        per call (a sampled output then depends on the whole prompt list and batch size)."""
         import torch
 
         tok = self.tokenizer
+        sample = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 \
+            else {"do_sample": False}
+        if temperature > 0:
+            torch.manual_seed(seed)
         texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -58,7 +98,7 @@ class TransformersBackend:
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(self.device)
             with torch.inference_mode():
-                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, **sample,
                                           pad_token_id=tok.pad_token_id, eos_token_id=eos)
             new = out[:, enc["input_ids"].shape[1]:]
             for i, row in zip(idx, new):

@@ -73,7 +73,8 @@ def test_better_writes_all_files(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "diff" / "stats.json").read_text())
     assert on_disk == json.loads(json.dumps(res.stats))
     assert on_disk["verdict"] == "better"
-    assert on_disk["gate"] == {"require": "better", "alpha": 0.01, "passed": True}
+    assert on_disk["gate"] == {"require": "better", "alpha": 0.01, "margin": 0.02, "per_slice": False,
+                               "failed_slices": [], "passed": True}
     assert on_disk["labels"] == {"base": "base-model", "tuned": "run-123"}
     assert (on_disk["base_eval_id"], on_disk["tuned_eval_id"]) == ("ev-base", "ev-tuned")
 
@@ -197,11 +198,79 @@ def test_bad_arguments_and_inputs(tmp_path: Path) -> None:
     assert info.value.where and info.value.where.endswith("outputs.jsonl:1")
 
 
-def test_non_binary_scores(tmp_path: Path) -> None:
-    base = write_eval(tmp_path / "base", "a", "m", [{"item_id": "x", "score": 0.5}])
+def test_continuous_scores_use_the_permutation_test_and_bootstrap(tmp_path: Path) -> None:
+    from engine.eval.stats import paired_bootstrap_ci, paired_permutation_test
+
+    base_scores = [0.2 + 0.01 * (i % 7) for i in range(40)]
+    tuned_scores = [min(1.0, b + 0.25 + 0.005 * (i % 3)) for i, b in enumerate(base_scores)]
+    base = write_eval(tmp_path / "base", "a", "m",
+                      [{"item_id": f"i{i}", "score": s} for i, s in enumerate(base_scores)])
+    tuned = write_eval(tmp_path / "tuned", "b", "m",
+                       [{"item_id": f"i{i}", "score": s} for i, s in enumerate(tuned_scores)])
+    res = diff_evals(base, tuned, tmp_path / "diff")
+    o = res.stats["overall"]
+    assert o["score_type"] == "continuous" and o["test"] == "paired_permutation"
+    assert o["p_value"] == pytest.approx(paired_permutation_test(base_scores, tuned_scores, seed=0))
+    assert tuple(o["diff_ci"]) == pytest.approx(paired_bootstrap_ci(base_scores, tuned_scores, seed=0))
+    assert res.verdict == "better" and res.gate_passed
+    assert o["fixed"] == sum(b < 0.5 <= t for b, t in zip(base_scores, tuned_scores))
+
+
+def test_scores_outside_0_1_are_refused(tmp_path: Path) -> None:
+    base = write_eval(tmp_path / "base", "a", "m", [{"item_id": "x", "score": 1.5}])
     tuned = write_eval(tmp_path / "tuned", "b", "m", [{"item_id": "x", "score": 1}])
-    with pytest.raises(StudioError, match="0 or 1"):
+    with pytest.raises(StudioError, match="between 0 and 1"):
         diff_evals(base, tuned, tmp_path / "diff")
+
+
+def _sliced(tmp_path: Path, broke_in_b: int) -> tuple[Path, Path]:
+    """Slice A: 60 items, 20 fixed. Slice B: 40 items, `broke_in_b` broke, the rest both right."""
+    base_rows, tuned_rows = [], []
+    for i in range(60):
+        meta = {"queue": "A"}
+        base_rows.append({"item_id": f"a{i}", "score": 0 if i < 20 else 1, "meta": meta})
+        tuned_rows.append({"item_id": f"a{i}", "score": 1, "meta": meta})
+    for i in range(40):
+        meta = {"queue": "B"}
+        base_rows.append({"item_id": f"b{i}", "score": 1, "meta": meta})
+        tuned_rows.append({"item_id": f"b{i}", "score": 0 if i < broke_in_b else 1, "meta": meta})
+    return (write_eval(tmp_path / "base", "a", "m", base_rows),
+            write_eval(tmp_path / "tuned", "b", "m", tuned_rows))
+
+
+def test_per_slice_non_inferiority_catches_a_hidden_regression(tmp_path: Path) -> None:
+    base, tuned = _sliced(tmp_path, broke_in_b=6)
+    whole = diff_evals(base, tuned, tmp_path / "d1", require="better", slice_key="queue")
+    assert whole.verdict == "better" and whole.gate_passed  # the overall gain hides slice B
+    sliced = diff_evals(base, tuned, tmp_path / "d2", require="better", slice_key="queue",
+                        per_slice=True, margin=0.05)
+    assert not sliced.gate_passed and sliced.stats["gate"]["failed_slices"] == ["B"]
+    b = sliced.stats["slices"]["B"]
+    assert b["non_inferiority"]["low"] < -0.05 and not b["non_inferiority"]["passed"]
+    assert sliced.stats["slices"]["A"]["non_inferiority"]["passed"]
+    # Holm across the two slices: never below the raw p-value
+    for s in sliced.stats["slices"].values():
+        assert s["p_value_holm"] >= s["p_value"]
+
+
+def test_non_inferiority_margin_decides_both_ways(tmp_path: Path) -> None:
+    base, tuned = _sliced(tmp_path, broke_in_b=1)
+    res = diff_evals(base, tuned, tmp_path / "d", require="not_worse", slice_key="queue",
+                     per_slice=True, margin=0.2)
+    low = res.stats["slices"]["B"]["non_inferiority"]["low"]
+    assert res.gate_passed and low > -0.2
+    tight = diff_evals(base, tuned, tmp_path / "d2", require="not_worse", slice_key="queue",
+                       per_slice=True, margin=-low - 1e-6)
+    assert not tight.gate_passed and tight.stats["gate"]["failed_slices"] == ["B"]
+    loose = diff_evals(base, tuned, tmp_path / "d3", require="not_worse", slice_key="queue",
+                       per_slice=True, margin=-low + 1e-6)
+    assert loose.gate_passed
+
+
+def test_per_slice_gate_needs_a_slice_key(tmp_path: Path) -> None:
+    base, tuned = _sliced(tmp_path, broke_in_b=0)
+    with pytest.raises(StudioError, match="slice key"):
+        diff_evals(base, tuned, tmp_path / "d", per_slice=True)
 
 
 def test_duplicate_item_id(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def test_run_eval_writes_outputs_and_summary(dataset: dict, workspace, registry)
     assert res.score == pytest.approx(sum(r["score"] for r in rows) / len(rows))
     assert registry.get_eval(res.eval_id)["summary"]["n"] == len(items)
     assert not list(res.path.parent.glob("*.partial"))
+    # a backend that cannot describe itself is never cached (nothing would identify its outputs)
+    assert summary["cache"] == {"enabled": False, "hits": 0, "misses": len(items), "corrupt": 0}
+    assert json.loads((res.path / "proof.json").read_text())["proof_sha256"] == summary["proof_sha256"]
 
 
 def test_run_eval_with_the_real_tiny_model(dataset: dict, workspace, registry) -> None:
@@ -63,9 +66,15 @@ def test_run_eval_with_the_real_tiny_model(dataset: dict, workspace, registry) -
     res = run_eval(spec, workspace, registry, tenant="default", model_ref="tiny", dataset=dataset)
     rows = [json.loads(l) for l in (res.path / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(isinstance(r["output"], str) for r in rows)
-    again = run_eval(spec, workspace, registry, tenant="default", model_ref="tiny", dataset=dataset)
+    uncached = spec.model_copy(update={"cache": False})  # generate again, not read the cache
+    again = run_eval(uncached, workspace, registry, tenant="default", model_ref="tiny", dataset=dataset)
     rows2 = [json.loads(l) for l in (again.path / "outputs.jsonl").read_text().splitlines()]
     assert [r["output"] for r in rows] == [r["output"] for r in rows2]  # greedy = deterministic
+    summaries = [json.loads((r.path / "summary.json").read_text()) for r in (res, again)]
+    assert summaries[0]["cache"] == {"enabled": True, "hits": 0, "misses": 6, "corrupt": 0}
+    assert summaries[1]["cache"]["enabled"] is False
+    assert summaries[0]["proof_sha256"] == summaries[1]["proof_sha256"]
+    assert (res.path / "proof.json").is_file()
 
 
 def test_model_reference_errors(registry) -> None:
