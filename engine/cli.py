@@ -198,11 +198,21 @@ def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")
     spec = cfg.eval.model_copy(update={"cache": False}) if no_cache else cfg.eval
     ws = _ws()
     registry = _registry(ws)
+    base_dir = config.resolve().parent
+    if spec.suite is not None:  # one eval per (model, task); relative task paths: config's folder
+        from engine.eval.tasks import load_suite, print_result, run_suite
+
+        tasks = load_suite(spec, base_dir, registry, cfg.tenant)  # every task checked first
+        with ws.job_tmp(cfg.tenant), make_progress() as progress:
+            for ref in cfg.eval.models:
+                run_suite(spec, ws, registry, tenant=cfg.tenant, model_ref=ref, cfg_dir=base_dir,
+                          tasks=tasks, progress=progress, on_task=print_result)
+        return
     dataset = resolve_dataset(registry, cfg.tenant, cfg.eval.dataset)
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         for ref in cfg.eval.models:
             res = run_eval(spec, ws, registry, tenant=cfg.tenant, model_ref=ref,
-                           dataset=dataset, progress=progress)
+                           dataset=dataset, progress=progress, base_dir=base_dir)
             out.print(f"eval [bold]{res.eval_id}[/]  {ref} scored {res.score:.3f} on {res.n} items")
 
 

