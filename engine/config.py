@@ -647,6 +647,9 @@ class SuiteSpec(Strict):
         return self
 
 
+
+EvalSpec.model_rebuild()  # `suite` refers to SuiteSpec, defined after EvalSpec
+
 class GateSpec(Strict):
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     require: Literal["better", "not_worse", "none"] = "better"
