@@ -32,12 +32,13 @@ registry row. Same config + seed + input → byte-identical train/val/eval/rejec
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import uuid
-from contextlib import ExitStack
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,10 +77,6 @@ class RefineResult:
 
 def prepare_inputs(cfg: "StudioConfig", spec: "RefineSpec") -> list[InputFile]:
     """Resolve, check (readable, right shape for its format) and hash every input."""
-    from collections import Counter
-
-    import hashlib
-
     out: list[InputFile] = []
     seen: Counter[str] = Counter()
     for inp in spec.inputs:
@@ -131,11 +128,12 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
     final: Path | None = None
     try:
         tmp.mkdir(mode=0o700)
-        with ExitStack() as stack:
-            run = RefineRun(cfg=cfg, spec=spec, ws=ws, registry=registry, out_dir=tmp,
-                            progress=progress)
-            stack.callback(run.close)
+        run = RefineRun(cfg=cfg, spec=spec, ws=ws, registry=registry, out_dir=tmp,
+                        progress=progress)
+        try:
             run.run(inputs)
+        finally:
+            run.close()
         outputs = {f: sha256_file(tmp / f) for f in run.output_files()}
         for _attempt in range(5):
             version = _free_version(registry, ws, tenant, name)

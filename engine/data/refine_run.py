@@ -393,11 +393,12 @@ class RefineRun:
         """Write a surviving record to its split and its lineage entry to its pass's spool."""
         self.splits[split] += 1
         self.per_file[self._input_label(conv.source.file)]["kept"] += 1
-        self.files[f"{split}.jsonl"].write(_dumps(conv.to_dict()))
+        record = conv.to_dict()
+        self.files[f"{split}.jsonl"].write(_dumps(record))
         if self._length_of is not None:
             self.lengths.append(min(self._length_of(conv), 2**32 - 1))
         self.files["lineage_eval" if split == "eval" else "lineage_rest"].write(_dumps({
-            "pos": pos, "id": conv.id, "source": conv.to_dict()["source"], "split": split,
+            "pos": pos, "id": conv.id, "source": record["source"], "split": split,
             "stages": list(STAGES), "changed_by": self.changed_by.pop(conv.id, []),
             "pii": self.pii.per_record.pop(conv.id, {}),
         }))
@@ -429,7 +430,7 @@ class RefineRun:
             name = self.spec.llm.model
         tokenizer = None
         if name:
-            row = self.registry.get_model(name) if hasattr(self.registry, "get_model") else None
+            row = self.registry.get_model(name)
             if row is not None:
                 try:
                     from transformers import AutoTokenizer
