@@ -24,6 +24,7 @@ from engine.train.common import (ProgressCallback, common_args, device_setup, fi
 from engine.train import preflight
 from engine.train.data import load_training_data
 from engine.train.gate import check_gate, mask_report
+from engine.train.labelled_loss import labelled_positions_only
 from engine.train.templates import plan_template
 from engine.workspace import Workspace
 
@@ -108,8 +109,11 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
         est = preflight.before_training(trainer, spec, use_cuda, force, longest_tokens=longest)
         t0 = time.monotonic()
-        trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
+        with labelled_positions_only() as compact:  # CPU: project only positions that carry loss
+            trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start
         run.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
+        run.metrics["loss_positions"] = "labelled" if compact or use_cuda else "all"
+
         run.metrics["preflight"] = preflight.after_training(
             est, run.metrics["train_seconds"], trainer.state.global_step, use_cuda)
         run.metrics.update({"train_examples": len(rows),
@@ -118,7 +122,8 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                             "packing": spec.packing,
                             "loss_token_share": mask["loss_token_share"] if mask else None})
         if val_rows:
-            run.metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 6)
+            with labelled_positions_only():
+                run.metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 6)
         tokenizer.chat_template = serving_template  # ship the serving template with the weights
         finish_training(trainer, run, save_tokenizer=tokenizer)
         run.metrics["chat_template_sha256"] = sha256_text(serving_template or "")
