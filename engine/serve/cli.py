@@ -61,9 +61,11 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
         raise StudioError(f"this command needs a config of kind 'serve', got '{cfg.kind}'", where=str(config))
     spec = cfg.serve.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})
     ws = _ws()
-    with ws.job_tmp(cfg.tenant) as scratch:
-        serve_forever(spec, ws, _registry(ws), scratch, on_ready=_print_ready)
-    err.print("[yellow]gateway stopped[/]")
+    try:
+        with ws.job_tmp(cfg.tenant) as scratch:
+            serve_forever(spec, ws, _registry(ws), scratch, on_ready=_print_ready)
+    finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
+        err.print("[yellow]gateway stopped[/]")
 
 
 def _print_ready(gateway: Any, spec: Any) -> None:
