@@ -75,6 +75,8 @@ class Gateway:
         self.in_flight: dict[str, int] = {}
         self._routes_lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.bound: tuple[str, int] | None = None  # (host, port) once listening
         self.ready = False
 
     # ------------------------------------------------------------------------------ routes
@@ -143,6 +145,7 @@ class Gateway:
                 log.warning("re-reading promotions failed (%s)", exc.__class__.__name__)
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # benchmarks drive the backend on it directly
         await self.backend.start()
         await self.sync_promoted()
         if self.spec.reload_interval_s > 0:
@@ -157,7 +160,10 @@ class Gateway:
                 await self._reloader
             except (asyncio.CancelledError, Exception):
                 pass
-        await self.backend.stop()
+        try:
+            await self.backend.stop()
+        finally:
+            self.usage.close()
 
     # -------------------------------------------------------------------------------- auth
     async def authenticate(self, request: Request) -> KeyInfo:

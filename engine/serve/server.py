@@ -98,11 +98,17 @@ class RunningServer:
 def start_in_thread(spec: ServeSpec, ws: Any, registry: Any, *, access_log: bool = False,
                     timeout: float = 300.0) -> RunningServer:
     """Start the gateway on spec.host (port 0: a free one) in a thread; returns when it is ready."""
+    gateway, app = build(spec, ws, registry)
+    return run_in_thread(gateway, app, spec.host, spec.port, access_log=access_log, timeout=timeout)
+
+
+def run_in_thread(gateway: Any, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                  access_log: bool = False, timeout: float = 300.0) -> RunningServer:
+    """Serve an app built by `create_app` with uvicorn in a daemon thread; returns once it listens."""
     import uvicorn
 
-    port = spec.port or free_port(spec.host)
-    gateway, app = build(spec, ws, registry)
-    server = uvicorn.Server(uvicorn_config(app, spec.host, port, access_log))
+    port = port or free_port(host)
+    server = uvicorn.Server(uvicorn_config(app, host, port, access_log))
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -121,7 +127,7 @@ def start_in_thread(spec: ServeSpec, ws: Any, registry: Any, *, access_log: bool
             server.should_exit = True
             raise TimeoutError("the gateway did not start in time")
         time.sleep(0.05)
-    return RunningServer(server, thread, gateway, f"http://{spec.host}:{port}")
+    return RunningServer(server, thread, gateway, f"http://{host}:{port}")
 
 
 def serve_forever(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None = None,

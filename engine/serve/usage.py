@@ -3,12 +3,18 @@
 Every finished request adds its counts with one UPSERT in one SQLite transaction, so concurrent
 requests (threads, processes, several gateways on one workspace) never lose an increment.
 Only counts are stored; never a prompt or a completion.
+
+Writes go through one long-lived connection in WAL mode with `synchronous=NORMAL`: a commit
+costs ~0.2 ms instead of an fsync (~15 ms), which would otherwise cap a gateway at a few dozen
+requests/s. The database stays consistent on a crash or power loss; after a power loss the last
+few hundred milliseconds of counts can be missing.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,16 +55,23 @@ class UsageStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.executescript(SCHEMA)
+        self._writer: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         return db
 
     def record(self, tenant: str, model: str, *, prompt_tokens: int = 0, completion_tokens: int = 0,
                error: bool = False, day: str | None = None) -> None:
         """Count one request (and its tokens, or one error) in one transaction."""
-        with closing(self._connect()) as db:
+        with self._lock:
+            if self._writer is None:
+                self._writer = self._connect()
+                self._writer.execute("PRAGMA journal_mode=WAL")
+                self._writer.execute("PRAGMA synchronous=NORMAL")
+            db = self._writer
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(_UPSERT, (tenant, model, day or today(), 1, int(prompt_tokens),
@@ -67,6 +80,12 @@ class UsageStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def rows(self, month: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
         """Per (tenant, model, day) rows, optionally for one month (YYYY-MM) and one tenant."""

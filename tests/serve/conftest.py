@@ -97,7 +97,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
     ws, keys = served_workspace(tmp_path_factory.mktemp("served") / "ws", tiny_model_dir, tiny_adapters)
     spec = ServeSpec(backend=request.param, base_model=TINY, port=0, reload_interval_s=0.3,
-                     default_max_tokens=16, max_tokens_limit=64,
+                     default_max_tokens=16, max_tokens_limit=64, threads=1,
                      batching={"max_batch_size": 8, "batch_wait_ms": 20})
     running = start_in_thread(spec, ws, Registry(ws.registry_path))
     try:
