@@ -36,6 +36,7 @@ class BenchOptions:
     max_tokens: int = 32
     direct: bool = True
     warmup: int = 8
+    client_process: bool = True  # HTTP clients in a child process (not sharing the gateway's GIL)
     seed: int = 0
 
 
@@ -146,6 +147,21 @@ async def http_load(url: str, key: str, model: str, prompts: list[list[dict[str,
         return await _drive(one, prompts, opts.concurrency)
 
 
+def _http_load_sync(url: str, key: str, model: str, prompts: list[list[dict[str, str]]],
+                    opts: BenchOptions) -> tuple[list[_Sample], float]:
+    return asyncio.run(http_load(url, key, model, prompts, opts))
+
+
+async def http_load_in_process(url: str, key: str, model: str, prompts: list[list[dict[str, str]]],
+                               opts: BenchOptions) -> tuple[list[_Sample], float]:
+    """`http_load` in a child process, so the clients do not share the gateway's interpreter (GIL)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await asyncio.wrap_future(pool.submit(_http_load_sync, url, key, model, prompts, opts))
+
+
 async def direct_load(backend: Any, internal_id: str, prompts: list[list[dict[str, str]]],
                       opts: BenchOptions) -> tuple[list[_Sample], float]:
     """The same load on the backend object, without HTTP (runs on the gateway's event loop)."""
@@ -213,9 +229,10 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
             from engine.errors import StudioError
 
             raise StudioError("--url needs --key and --model", hint="or leave --url out to self-start")
-        scenarios: list[tuple[str, Any]] = [("gateway base", lambda: http_load(url, key, model, prompts, opts))]
+        load = http_load_in_process if opts.client_process else http_load
+        scenarios: list[tuple[str, Any]] = [("gateway base", lambda: load(url, key, model, prompts, opts))]
         if lora_model:
-            scenarios.append(("gateway lora", lambda: http_load(url, key, lora_model, prompts, opts)))
+            scenarios.append(("gateway lora", lambda: load(url, key, lora_model, prompts, opts)))
         if running is not None and opts.direct:
             backend, loop = running.gateway.backend, running.gateway.loop
             scenarios.insert(1, ("direct base", lambda: _on_loop(

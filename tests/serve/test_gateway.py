@@ -248,3 +248,18 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
     assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
            f'{float(seen[served.base_model][2])}' in text
     assert "studio_request_latency_seconds_bucket" in text
+
+
+def test_served_output_equals_the_eval_output(served):
+    """What `studio eval` scored is what the gateway serves: same template, same greedy tokens."""
+    from engine.eval.generate import TransformersBackend
+
+    model_dir = served.registry_path.parent / "models" / served.base_model
+    prompts = [MSGS, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my order?"}]]
+    for model, adapter in ((served.base_model, None), ("support", served.adapters["a1"])):
+        expected = TransformersBackend(model_dir, adapter, threads=1).generate(prompts, max_new_tokens=12,
+                                                                              batch_size=2)
+        client = served.client("acme")
+        got = [client.chat.completions.create(model=model, messages=p, max_tokens=12, temperature=0)
+               .choices[0].message.content.strip() for p in prompts]
+        assert got == expected
