@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--prompt-words", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--no-direct", action="store_true", help="skip the backend-without-HTTP run")
+    parser.add_argument("--model-dir", type=Path, help="self-start with this HF model directory "
+                        "(e.g. studio-workspace/models/smollm2-135m-instruct) instead of a tiny model")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads when self-started "
+                        "(0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="16 requests, 16 tokens each")
     args = parser.parse_args()
     offline.enforce()
@@ -46,7 +50,8 @@ def main() -> None:
         opts = BenchOptions(concurrency=args.concurrency, requests=16 if args.quick else args.requests,
                             prompt_words=args.prompt_words, max_tokens=16 if args.quick else args.max_tokens,
                             direct=not args.no_direct)
-        report = run_bench(opts, url=args.url, key=args.key, model=args.model, lora_model=args.lora_model)
+        report = run_bench(opts, url=args.url, key=args.key, model=args.model, lora_model=args.lora_model,
+                           model_dir=args.model_dir, threads=args.threads or None)
     print(json.dumps(report, sort_keys=True))
 
 

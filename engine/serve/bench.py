@@ -177,8 +177,10 @@ async def direct_load(backend: Any, internal_id: str, prompts: list[list[dict[st
 
 
 # ------------------------------------------------------------------------------------ self-start
-def _self_started(root: Path) -> tuple[Any, dict[str, str]]:
-    """A tiny model, a LoRA adapter (random non-zero B) and a gateway on a free loopback port."""
+def _self_started(root: Path, model_dir: Path | None = None, threads: int | None = 1
+                  ) -> tuple[Any, dict[str, str]]:
+    """A model (default: a tiny one), a LoRA adapter (random non-zero B) and a gateway on a free
+    loopback port."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -192,7 +194,9 @@ def _self_started(root: Path) -> tuple[Any, dict[str, str]]:
     from engine.serve.server import start_in_thread
     from engine.workspace import Workspace
 
-    model_dir = build_tiny_llama(root / "tiny-llama", seed=0)
+    if threads:
+        torch.set_num_threads(threads)
+    model_dir = Path(model_dir) if model_dir else build_tiny_llama(root / "tiny-llama", seed=0)
     ws = Workspace(root / "ws").ensure()
     registry = Registry(ws.registry_path)
     import_model(ws, registry, str(model_dir), "tiny")
@@ -201,21 +205,22 @@ def _self_started(root: Path) -> tuple[Any, dict[str, str]]:
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+            if "lora_B" in name:  # small: a real adapter's size of change, so outputs stay text
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.01)
     peft_model.save_pretrained(root / "adapter")
     ServedModels(ws.registry_path).upsert({
         "tenant": "bench", "name": "lora", "run_id": "bench", "adapter_path": str(root / "adapter"),
         "base_model": "tiny", "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
     token = KeyStore(ws.registry_path).create("bench", "bench")[0]
-    spec = ServeSpec(base_model="tiny", port=0, reload_interval_s=0, max_tokens_limit=4096, threads=1,
+    spec = ServeSpec(base_model="tiny", port=0, reload_interval_s=0, max_tokens_limit=4096, threads=threads,
                      max_concurrent_per_tenant=1024, batching={"max_batch_size": 16, "batch_wait_ms": 5})
     running = start_in_thread(spec, ws, registry)
     return running, {"key": token, "base": "tiny", "lora": "lora", "lora_id": "bench--lora"}
 
 
 def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = None,
-              model: str | None = None, lora_model: str | None = None) -> dict[str, Any]:
+              model: str | None = None, lora_model: str | None = None,
+              model_dir: Path | None = None, threads: int | None = 1) -> dict[str, Any]:
     """Run every scenario; print a table on stderr; return the report (ratios included)."""
     prompts = _prompts(opts)
     results: list[dict[str, Any]] = []
@@ -223,7 +228,7 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
     tmp = tempfile.TemporaryDirectory(prefix="studio-bench-")
     try:
         if url is None:
-            running, info = _self_started(Path(tmp.name))
+            running, info = _self_started(Path(tmp.name), model_dir, threads)
             url, key, model, lora_model = f"{running.url}/v1", info["key"], info["base"], info["lora"]
         if not key or not model:
             from engine.errors import StudioError
@@ -249,6 +254,8 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
             running.stop()
         tmp.cleanup()
     report = {"options": opts.__dict__, "url": None if running is not None else url,
+              "model": (Path(model_dir).name if model_dir else "tiny-llama") if running is not None else model,
+              "threads": threads if running is not None else None,
               "self_started": running is not None, "scenarios": results, "ratios": _ratios(results)}
     _print(report)
     return report

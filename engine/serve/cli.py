@@ -203,11 +203,15 @@ def bench_serve(
     max_tokens: int = typer.Option(32, "--max-tokens", min=1),
     direct: bool = typer.Option(True, "--direct/--no-direct",
                                 help="Also drive the backend without the gateway (self-started only)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir",
+                                             help="Self-start with this HF model directory, not a tiny model."),
+    threads: int = typer.Option(1, "--threads", min=0, help="Torch CPU threads when self-started (0: default)."),
 ) -> None:
     """Load-test a gateway: TTFT, inter-token latency, tokens/s, percentiles, errors; ends with JSON."""
     from engine.serve.bench import BenchOptions, run_bench
 
     opts = BenchOptions(concurrency=concurrency, requests=requests, prompt_words=prompt_words,
                         max_tokens=max_tokens, direct=direct)
-    report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model)
+    report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model, model_dir=model_dir,
+                       threads=threads or None)
     print(json.dumps(report, sort_keys=True))
