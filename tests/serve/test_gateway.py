@@ -263,3 +263,22 @@ def test_served_output_equals_the_eval_output(served):
         got = [client.chat.completions.create(model=model, messages=p, max_tokens=12, temperature=0)
                .choices[0].message.content.strip() for p in prompts]
         assert got == expected
+
+
+def test_a_client_that_disconnects_mid_stream_is_counted_as_an_error(served):
+    import json as _json
+
+    client = served.http("globex")
+    body = {"model": "support", "stream": True, "max_tokens": 64, "temperature": 0, "messages": MSGS}
+    with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and _json.loads(line[6:])["choices"]:
+                break  # one chunk, then hang up
+    client.close()
+
+    def disconnected():
+        with served.http("admin") as admin:
+            return 'code="client_disconnected",model="support",tenant="globex"' in admin.get("/metrics").text
+    assert _wait(disconnected)
+    # the backend keeps serving after the abandoned request
+    assert _chat(served.client("globex"), "support").choices[0].finish_reason in ("stop", "length")

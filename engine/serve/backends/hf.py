@@ -84,12 +84,12 @@ class _BatchStreamer:
             return
         tokens = value.view(-1).tolist()
         for req, token in zip(self.reqs, tokens):
-            if not req.finished:
+            if not req.finished and not req.cancelled:
                 self.backend._advance(req, int(token))
 
     def end(self) -> None:
         for req in self.reqs:
-            if not req.finished:
+            if not req.finished and not req.cancelled:
                 self.backend._finish(req, "length")
 
 
@@ -133,6 +133,7 @@ class HFBackend(Backend):
         self.eos_ids: set[int] = set()
         self.max_positions: int | None = None
         self.batches = 0  # generate calls so far (tests read it to check batching)
+        self._running: list[_Request] = []  # the batch being generated now
 
     # -------------------------------------------------------------------------------- lifecycle
     @property
@@ -178,6 +179,8 @@ class HFBackend(Backend):
             except (asyncio.CancelledError, Exception):
                 pass
             self._scheduler = None
+        for req in list(self._running):  # the batch in progress stops at its next token
+            req.cancelled = True
         while self._inbox is not None and not self._inbox.empty():
             self._inbox.get_nowait().send(_ERROR, BackendError("the server is shutting down", 503,
                                                                "shutting_down"))
@@ -357,7 +360,6 @@ class HFBackend(Backend):
 
     def _generate(self, reqs: list[_Request]) -> None:
         import torch
-        from transformers import StoppingCriteriaList
 
         with self._lock:
             first = reqs[0]
@@ -383,12 +385,26 @@ class HFBackend(Backend):
             context = self.peft.disable_adapter() if (first.adapter is None and self.peft) \
                 else _nullcontext()
             self.batches += 1
+            self._running = reqs
             with torch.inference_mode(), context:
-                model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                    max_new_tokens=max(r.max_tokens for r in reqs), pad_token_id=pad,
-                    eos_token_id=sorted(self.eos_ids), streamer=_BatchStreamer(self, reqs),
-                    stopping_criteria=StoppingCriteriaList([_StopRows(reqs)]), **sampling)
+                try:
+                    self._generate_rows(model, ids, mask, reqs, pad, sampling)
+                finally:
+                    self._running = []
+            for req in reqs:  # rows stopped by cancellation (client gone, shutdown) get an answer
+                if not req.finished:
+                    req.finished = True
+                    req.send(_ERROR, BackendError("the request was cancelled", 503, "cancelled"))
+
+    def _generate_rows(self, model: Any, ids: Any, mask: Any, reqs: list[_Request], pad: int,
+                       sampling: dict[str, Any]) -> None:
+        from transformers import StoppingCriteriaList
+
+        model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            max_new_tokens=max(r.max_tokens for r in reqs), pad_token_id=pad,
+            eos_token_id=sorted(self.eos_ids), streamer=_BatchStreamer(self, reqs),
+            stopping_criteria=StoppingCriteriaList([_StopRows(reqs)]), **sampling)
 
     # Called on the worker thread for every new token of an unfinished request.
     def _advance(self, req: _Request, token: int) -> None:
