@@ -208,10 +208,15 @@ def bench_serve(
     threads: int = typer.Option(1, "--threads", min=0, help="Torch CPU threads when self-started (0: default)."),
 ) -> None:
     """Load-test a gateway: TTFT, inter-token latency, tokens/s, percentiles, errors; ends with JSON."""
+    import tempfile
+
+    from engine.offline import confine_caches
     from engine.serve.bench import BenchOptions, run_bench
 
     opts = BenchOptions(concurrency=concurrency, requests=requests, prompt_words=prompt_words,
                         max_tokens=max_tokens, direct=direct)
-    report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model, model_dir=model_dir,
-                       threads=threads or None)
+    with tempfile.TemporaryDirectory(prefix="studio-bench-caches-") as caches:
+        confine_caches(caches)  # no library cache in $HOME; removed at the end
+        report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model,
+                           model_dir=model_dir, threads=threads or None)
     print(json.dumps(report, sort_keys=True))
