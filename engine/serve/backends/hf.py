@@ -134,6 +134,7 @@ class HFBackend(Backend):
         self.max_positions: int | None = None
         self.batches = 0  # generate calls so far (tests read it to check batching)
         self._running: list[_Request] = []  # the batch being generated now
+        self._threads_before: int | None = None
 
     # -------------------------------------------------------------------------------- lifecycle
     @property
@@ -154,6 +155,7 @@ class HFBackend(Backend):
         from engine.models.loading import load_causal_lm, load_tokenizer
 
         if self.threads:
+            self._threads_before = torch.get_num_threads()  # process-wide: restored by stop()
             torch.set_num_threads(self.threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = self.dtype_name
@@ -193,6 +195,9 @@ class HFBackend(Backend):
         try:
             import torch
 
+            if self._threads_before:
+                torch.set_num_threads(self._threads_before)
+                self._threads_before = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
