@@ -1,7 +1,7 @@
 """Running the gateway: backend construction from a serve config, uvicorn (foreground or in a thread), logging.
 
-Logging is deliberately thin: uvicorn's access log writes `client - "METHOD /path HTTP/1.1" status`
-and nothing else (no headers, no bodies); our own messages carry counts and ids only.
+Logging is deliberately thin: uvicorn's access log writes `"METHOD /path HTTP/1.1" status` and
+nothing else (no client address, headers or bodies); our own messages carry counts and ids only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LOG_CONFIG: dict[str, Any] = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "access": {"()": "uvicorn.logging.AccessFormatter",
-                   "fmt": '%(asctime)s access: %(client_addr)s - "%(request_line)s" %(status_code)s',
+                   "fmt": '%(asctime)s access: "%(request_line)s" %(status_code)s',
                    "use_colors": False},
     },
     "handlers": {
