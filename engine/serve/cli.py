@@ -50,7 +50,10 @@ def _registry(ws: Any) -> Any:
 @serve_app.command("start")
 def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve' (configs/serve.yaml)."),
                 port: Optional[int] = typer.Option(None, "--port", help="Override serve.port."),
-                host: Optional[str] = typer.Option(None, "--host", help="Override serve.host.")
+                host: Optional[str] = typer.Option(None, "--host", help="Override serve.host."),
+                status_every: float = typer.Option(60.0, "--status-every", min=0.1,
+                                                   help="Seconds between status lines (printed only "
+                                                        "when there was traffic).")
                 ) -> None:
     """Run the gateway in the foreground until Ctrl-C (which stops everything it started)."""
     from engine.config import load_config
@@ -63,7 +66,8 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
     ws = _ws()
     try:
         with ws.job_tmp(cfg.tenant) as scratch:
-            serve_forever(spec, ws, _registry(ws), scratch, on_ready=_print_ready)
+            serve_forever(spec, ws, _registry(ws), scratch, on_ready=_print_ready,
+                          on_status=_print_status, status_every_s=status_every)
     finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
         err.print("[yellow]gateway stopped[/]")
 
@@ -78,6 +82,16 @@ def _print_ready(gateway: Any, spec: Any) -> None:
               f"base {gateway.backend.base_id}  {len(gateway.routes)} adapter(s) for "
               f"{len(tenants)} tenant(s)  reload every {spec.reload_interval_s:g} s  "
               f"[dim](Ctrl-C stops)[/]")
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    """Once a minute while there is traffic: counts only."""
+    import time
+
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] [bold]status[/] +{status['new_requests']} requests "
+              f"(+{status['new_errors']} errors), +{status['new_completion_tokens']:,} completion "
+              f"tokens; {status['in_flight']} in flight; {status['adapters']} adapter(s); "
+              f"{status['requests']:,} requests since start")
 
 
 @serve_app.command("promote")

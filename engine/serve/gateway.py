@@ -76,6 +76,10 @@ class Gateway:
         self._routes_lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.on_status: Any = None  # called with a status dict every `status_every_s` of activity
+        self.status_every_s = 60.0
+        self._status_task: asyncio.Task[None] | None = None
         self.bound: tuple[str, int] | None = None  # (host, port) once listening
         self.ready = False
 
@@ -144,20 +148,37 @@ class Gateway:
             except Exception as exc:  # keep serving; say what failed, not with which data
                 log.warning("re-reading promotions failed (%s)", exc.__class__.__name__)
 
+    def status(self) -> dict[str, Any]:
+        return {**self.totals, "in_flight": sum(self.in_flight.values()),
+                "adapters": len(self.routes), "tenants": len({t for t, _ in self.routes})}
+
+    async def _status_loop(self) -> None:
+        last = dict(self.totals)
+        while True:
+            await asyncio.sleep(self.status_every_s)
+            if self.totals != last:  # quiet while idle
+                now = self.status()
+                self.on_status({**now, **{f"new_{k}": now[k] - last[k] for k in last}})
+                last = dict(self.totals)
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # benchmarks drive the backend on it directly
         await self.backend.start()
         await self.sync_promoted()
         if self.spec.reload_interval_s > 0:
             self._reloader = asyncio.create_task(self._reload_loop(), name="studio-serve-reload")
+        if self.on_status is not None:
+            self._status_task = asyncio.create_task(self._status_loop(), name="studio-serve-status")
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
-        if self._reloader is not None:
-            self._reloader.cancel()
+        for task in (self._reloader, self._status_task):
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._reloader
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
         try:
@@ -200,6 +221,9 @@ class Gateway:
         completion = int((usage or {}).get("completion_tokens") or 0)
         self.metrics.observe(tenant, name, adapter, seconds=time.perf_counter() - started,
                              prompt_tokens=prompt, completion_tokens=completion, error_code=error_code)
+        for key, value in (("requests", 1), ("errors", error_code is not None),
+                           ("prompt_tokens", prompt), ("completion_tokens", completion)):
+            self.totals[key] += int(value)
         await asyncio.to_thread(self.usage.record, tenant, name, prompt_tokens=prompt,
                                 completion_tokens=completion, error=error_code is not None)
 

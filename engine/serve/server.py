@@ -131,11 +131,12 @@ def run_in_thread(gateway: Any, app: Any, host: str = "127.0.0.1", port: int = 0
 
 
 def serve_forever(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None = None,
-                  on_ready: Any = None) -> None:
+                  on_ready: Any = None, on_status: Any = None, status_every_s: float = 60.0) -> None:
     """Serve in the foreground until Ctrl-C/SIGTERM; the backend (and any process it started) stops with it."""
     import uvicorn
 
     gateway, app = build(spec, ws, registry, scratch)
+    gateway.on_status, gateway.status_every_s = on_status, status_every_s
     server = uvicorn.Server(uvicorn_config(app, spec.host, spec.port))
     if on_ready is not None:
         original = server.startup

@@ -34,7 +34,8 @@ def test_serve_foreground_logs_no_content_and_stops_on_ctrl_c(tmp_path, tiny_mod
     config.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XDG_", "TRANSFORMERS_", "TMPDIR"))}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "--workspace", str(ws.root), "serve", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "--workspace", str(ws.root), "serve", str(config),
+                             "--status-every", "0.5"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, preexec_fn=interruptible)
     lines: list[str] = []
@@ -57,6 +58,7 @@ def test_serve_foreground_logs_no_content_and_stops_on_ctrl_c(tmp_path, tiny_mod
         assert r.status_code == 200
         answer = r.json()["choices"][0]["message"]["content"]
         assert httpx.get(f"{url}/v1/models").status_code == 401
+        time.sleep(1.5)  # one status line for the traffic above
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -68,3 +70,4 @@ def test_serve_foreground_logs_no_content_and_stops_on_ctrl_c(tmp_path, tiny_mod
     assert secret not in log and keys["acme"] not in log
     assert answer.strip() == "" or answer not in log
     assert "gateway stopped" in log and "Application shutdown complete" in log
+    assert re.search(r"status \+1 requests \(\+0 errors\), \+\d+ completion tokens", log), log
