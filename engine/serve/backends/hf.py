@@ -186,9 +186,9 @@ class HFBackend(Backend):
         while self._inbox is not None and not self._inbox.empty():
             self._inbox.get_nowait().send(_ERROR, BackendError("the server is shutting down", 503,
                                                                "shutting_down"))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._executor is not None:  # waits for the cancelled batch's current token only
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
         self.model = self.peft = None
         self._adapters.clear()
         gc.collect()
