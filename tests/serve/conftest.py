@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,11 @@ def served_workspace(root: Path, tiny_model_dir: Path, adapters: dict[str, Path]
     return ws, keys
 
 
-@pytest.fixture(scope="module", params=["transformers"])
+# The vLLM backend joins when an interpreter with vLLM is named (its own venv; see STACK-NOTES).
+BACKENDS = ["transformers"] + (["vllm"] if os.environ.get("STUDIO_TEST_VLLM_PYTHON") else [])
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Served]:
     """A real gateway on a free loopback port, parametrized over backends (one per param)."""
@@ -98,7 +103,9 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     ws, keys = served_workspace(tmp_path_factory.mktemp("served") / "ws", tiny_model_dir, tiny_adapters)
     spec = ServeSpec(backend=request.param, base_model=TINY, port=0, reload_interval_s=0.3,
                      default_max_tokens=16, max_tokens_limit=64, threads=1,
-                     batching={"max_batch_size": 8, "batch_wait_ms": 20})
+                     batching={"max_batch_size": 8, "batch_wait_ms": 20},
+                     vllm={"python": os.environ.get("STUDIO_TEST_VLLM_PYTHON"), "dtype": "float32",
+                           "max_model_len": 512, "max_lora_rank": 8})
     running = start_in_thread(spec, ws, Registry(ws.registry_path))
     try:
         yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, tiny_adapters,
