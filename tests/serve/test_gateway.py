@@ -282,3 +282,30 @@ def test_a_client_that_disconnects_mid_stream_is_counted_as_an_error(served):
     assert _wait(disconnected)
     # the backend keeps serving after the abandoned request
     assert _chat(served.client("globex"), "support").choices[0].finish_reason in ("stop", "length")
+
+
+def test_batched_requests_answer_like_single_ones(served):
+    """Left-padded batches must not change a greedy answer (prompts of different lengths)."""
+    client = served.client("acme")
+    prompts = [[{"role": "user", "content": "Hi"}],
+               [{"role": "user", "content": "My order #4711 never arrived and I want a refund today."}],
+               [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Reset password?"}],
+               [{"role": "user", "content": "The weather today is sunny with a light breeze from the west."}]]
+
+    def ask(p):
+        return client.chat.completions.create(model="support", messages=p, max_tokens=10,
+                                              temperature=0).choices[0].message.content
+
+    alone = [ask(p) for p in prompts]
+    batches_before = getattr(served.backend, "batches", None)
+    barrier = threading.Barrier(len(prompts))
+
+    def together(p):
+        barrier.wait()
+        return ask(p)
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        batched = list(pool.map(together, prompts))
+    assert batched == alone
+    if batches_before is not None:
+        assert served.backend.batches - batches_before < len(prompts)
