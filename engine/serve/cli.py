@@ -64,12 +64,19 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
         raise StudioError(f"this command needs a config of kind 'serve', got '{cfg.kind}'", where=str(config))
     spec = cfg.serve.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})
     ws = _ws()
+    started: list[bool] = []
+
+    def ready(gateway: Any, spec: Any) -> None:
+        started.append(True)
+        _print_ready(gateway, spec)
+
     try:
         with ws.job_tmp(cfg.tenant) as scratch:
-            serve_forever(spec, ws, _registry(ws), scratch, on_ready=_print_ready,
+            serve_forever(spec, ws, _registry(ws), scratch, on_ready=ready,
                           on_status=_print_status, status_every_s=status_every)
     finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
-        err.print("[yellow]gateway stopped[/]")
+        if started:
+            err.print("[yellow]gateway stopped[/]")
 
 
 def _print_ready(gateway: Any, spec: Any) -> None:

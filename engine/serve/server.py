@@ -135,9 +135,10 @@ def serve_forever(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None 
     """Serve in the foreground until Ctrl-C/SIGTERM; the backend (and any process it started) stops with it."""
     import uvicorn
 
+    sock = listen(spec.host, spec.port)  # before any weights load: a busy port fails fast
     gateway, app = build(spec, ws, registry, scratch)
     gateway.on_status, gateway.status_every_s = on_status, status_every_s
-    server = uvicorn.Server(uvicorn_config(app, spec.host, spec.port))
+    server = uvicorn.Server(uvicorn_config(app, spec.host, sock.getsockname()[1]))
     if on_ready is not None:
         original = server.startup
 
@@ -149,7 +150,25 @@ def serve_forever(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None 
                 on_ready(gateway, spec)
 
         server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    with sock:
+        server.run(sockets=[sock])
     if not server.started:
         raise StudioError(f"the gateway could not start on {spec.host}:{spec.port}",
-                          hint="is the port in use? choose another serve.port")
+                          hint="see the log lines above")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one), or a StudioError saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StudioError(f"cannot listen on {host}:{port} ({exc.strerror or exc.__class__.__name__})",
+                          where="serve.host/serve.port",
+                          hint="is another server using the port? choose another serve.port or --port") from None
+    sock.set_inheritable(True)
+    return sock

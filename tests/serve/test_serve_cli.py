@@ -71,3 +71,21 @@ def test_serve_foreground_logs_no_content_and_stops_on_ctrl_c(tmp_path, tiny_mod
     assert answer.strip() == "" or answer not in log
     assert "gateway stopped" in log and "Application shutdown complete" in log
     assert re.search(r"status \+1 requests \(\+0 errors\), \+\d+ completion tokens", log), log
+
+
+def test_a_busy_port_is_a_user_error_before_any_weights_load(tmp_path, tiny_model_dir, tiny_adapters):
+    import socket
+
+    ws, _ = served_workspace(tmp_path / "ws", tiny_model_dir, tiny_adapters)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+        data["serve"].update(base_model=TINY, port=busy.getsockname()[1])
+        config = tmp_path / "serve.yaml"
+        config.write_text(yaml.safe_dump(data))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        res = subprocess.run([sys.executable, "-m", "engine", "--workspace", str(ws.root), "serve", str(config)],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "cannot listen on 127.0.0.1:" in res.stderr
+    assert "Traceback" not in res.stderr and "startup" not in res.stderr
