@@ -78,6 +78,15 @@ def test_completions_and_stop(served):
     cut = client.completions.create(model="support", prompt="The weather today is", max_tokens=10,
                                     temperature=0, stop=[stop])
     assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    for stop_at in (stop, text[len(text) // 2:len(text) // 2 + 3]):  # a stop string across tokens too
+        if not stop_at.strip():
+            continue
+        whole = client.completions.create(model="support", prompt="The weather today is", max_tokens=10,
+                                          temperature=0, stop=[stop_at, "zzzz-never"]).choices[0]
+        streamed, _, finish = _stream_text(client.completions.create(
+            model="support", prompt="The weather today is", max_tokens=10, temperature=0,
+            stop=[stop_at, "zzzz-never"], stream=True))
+        assert streamed == whole.text == text[:text.index(stop_at)] and finish == whole.finish_reason == "stop"
     # sampling with a seed is reproducible
     a, b = (client.completions.create(model="support", prompt="Hi", max_tokens=8, temperature=1.0,
                                       seed=7).choices[0].text for _ in range(2))
