@@ -44,6 +44,8 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[tuple[str, Any]]
     gen_ids: list[int] = field(default_factory=list)
+    prefix_offset: int = 0  # incremental detokenization window (as in TGI/vLLM)
+    read_offset: int = 0
     text: str = ""
     emitted: int = 0
     finished: bool = False
@@ -417,24 +419,39 @@ class HFBackend(Backend):
         if token in self.eos_ids:
             self._finish(req, "stop")
             return
-        text = self.tokenizer.decode(req.gen_ids, skip_special_tokens=True)
+        text = req.text + self._new_text(req)
         cut = min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
         if cut >= 0:
             req.text = text[:cut]
-            self._finish(req, "stop")
+            self._finish(req, "stop", flush=False)
             return
         req.text = text
         if len(req.gen_ids) >= req.max_tokens:
             self._finish(req, "length")
             return
         safe = len(text) - _stop_holdback(text, req.stop)
-        while safe > req.emitted and text[safe - 1] == "\ufffd":  # an incomplete UTF-8 sequence
-            safe -= 1
         if safe > req.emitted:
             req.send(_DELTA, text[req.emitted:safe])
             req.emitted = safe
 
-    def _finish(self, req: _Request, reason: str) -> None:
+    def _new_text(self, req: _Request) -> str:
+        """Text the newest token adds: decoding a short window, not the whole output each step.
+        Empty while the window ends in an incomplete UTF-8 sequence."""
+        ids, decode = req.gen_ids, self.tokenizer.decode
+        before = decode(ids[req.prefix_offset:req.read_offset], skip_special_tokens=True)
+        after = decode(ids[req.prefix_offset:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            req.prefix_offset, req.read_offset = req.read_offset, len(ids)
+            return after[len(before):]
+        return ""
+
+    def _finish(self, req: _Request, reason: str, flush: bool = True) -> None:
+        if flush:  # bytes still pending in the window (an incomplete character) decode as U+FFFD
+            tail = req.gen_ids[req.prefix_offset:]
+            before = self.tokenizer.decode(req.gen_ids[req.prefix_offset:req.read_offset],
+                                           skip_special_tokens=True)
+            req.text += self.tokenizer.decode(tail, skip_special_tokens=True)[len(before):]
+            req.prefix_offset = req.read_offset = len(req.gen_ids)
         req.finished = True
         req.finish_reason = reason
         if len(req.text) > req.emitted:
