@@ -70,6 +70,15 @@ def _expect_kind(cfg: Any, kind: str, path: Path) -> None:
 
 _VERB_FOR_KIND = {"pipeline": "run", "refine": "refine", "train": "train", "eval": "eval"}
 
+# serving: `studio serve`, `studio keys`, `studio stats usage`, `studio bench serve` (engine/serve/cli.py)
+from engine.serve.cli import bench_app, keys_app, serve_app, stats_app  # noqa: E402
+
+app.add_typer(serve_app, name="serve")
+app.add_typer(keys_app, name="keys")
+app.add_typer(stats_app, name="stats")
+app.add_typer(bench_app, name="bench")
+_VERB_FOR_KIND["serve"] = "serve"
+
 
 # ------------------------------------------------------------------------------------ validate
 @app.command()

@@ -5,6 +5,7 @@ One YAML per job; its `kind` says which sections it must have:
   refine:   refine                                  — `studio refine`
   train:    train (with base_model and dataset)     — `studio train`
   eval:     eval (with models and dataset)          — `studio eval`
+  serve:    serve (with base_model)                 — `studio serve`
 Unknown keys are errors everywhere. Relative paths resolve against the config file's folder.
 """
 
@@ -19,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from engine.errors import ConfigError
+from engine.serve.config import ServeSpec  # the serving section (kind: serve)
 
 
 class Strict(BaseModel):
@@ -663,11 +665,12 @@ _REQUIRED = {
     "refine": ("refine",),
     "train": ("train",),
     "eval": ("eval",),
+    "serve": ("serve",),
 }
 
 
 class StudioConfig(Strict):
-    kind: Literal["pipeline", "refine", "train", "eval"]
+    kind: Literal["pipeline", "refine", "train", "eval", "serve"]
     name: str | None = None
     tenant: str = "default"
     seed: int = 42
@@ -676,6 +679,7 @@ class StudioConfig(Strict):
     train: TrainSpec | None = None
     eval: EvalSpec | None = None
     gate: GateSpec = Field(default_factory=GateSpec)
+    serve: ServeSpec | None = None
 
     _path: Path | None = PrivateAttr(default=None)
 

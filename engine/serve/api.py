@@ -1,0 +1,127 @@
+"""OpenAI wire format at the gateway: request checks (messages never echoed) and error bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
+          503: "server_error"}
+ROLES = {"system", "developer", "user", "assistant", "tool"}
+
+
+class ApiError(Exception):
+    """An error answered as an OpenAI error body; the message never contains customer text."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "server_error"),
+                          "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def model_not_found(name: str | None) -> ApiError:
+    shown = name if isinstance(name, str) and len(name) <= 128 and name.isprintable() else "(invalid)"
+    return ApiError(404, f"The model `{shown}` does not exist or you do not have access to it.",
+                    "model_not_found", "model")
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _bad(param: str, what: str) -> ApiError:
+    return ApiError(400, f"'{param}' {what}", "invalid_value", param)
+
+
+def _number(body: dict[str, Any], key: str, low: float, high: float, *, low_open: bool = False
+            ) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(key, "must be a number")
+    if value > high or value < low or (low_open and value == low):
+        raise _bad(key, f"must be {'>' if low_open else '>='} {low:g} and <= {high:g}")
+    return float(value)
+
+
+def _integer(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(key, "must be an integer")
+    if not low <= value <= high:
+        raise _bad(key, f"must be between {low} and {high}")
+    return value
+
+
+def check_request(body: dict[str, Any], kind: str, *, default_max_tokens: int,
+                  max_tokens_limit: int) -> dict[str, Any]:
+    """The fields the backend gets (validated); unknown OpenAI fields are ignored, not forwarded."""
+    out: dict[str, Any] = {}
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _bad("messages", "must be a non-empty list")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                raise _bad(f"messages[{i}]", "needs a role (system, developer, user, assistant or tool)")
+            content = m.get("content")
+            if content is not None and not isinstance(content, (str, list)):
+                raise _bad(f"messages[{i}].content", "must be a string or a list of content parts")
+            if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") != "text"
+                                                 or not isinstance(p.get("text"), str) for p in content):
+                raise _bad(f"messages[{i}].content", "supports text parts only")
+        out["messages"] = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            raise _bad("prompt", "must be one non-empty string")
+        out["prompt"] = prompt
+    n = _integer(body, "n", 1, 1)
+    del n  # only n = 1 is served
+    max_tokens = _integer(body, "max_completion_tokens", 1, max_tokens_limit)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, max_tokens_limit)
+    out["max_tokens"] = max_tokens or default_max_tokens
+    for key, value in (("temperature", _number(body, "temperature", 0.0, 2.0)),
+                       ("top_p", _number(body, "top_p", 0.0, 1.0, low_open=True)),
+                       ("seed", _integer(body, "seed", -(2 ** 63), 2 ** 63 - 1))):
+        if value is not None:
+            out[key] = value
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+            raise _bad("stop", "must be a string or a list of up to 4 non-empty strings")
+        out["stop"] = stop
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "must be true or false")
+    out["stream"] = bool(stream)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options", "must be an object")
+    out["include_usage"] = bool((options or {}).get("include_usage"))
+    return out

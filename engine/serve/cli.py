@@ -1,0 +1,243 @@
+"""CLI verbs of serving: `studio serve`, `studio serve promote|demote|list`, `studio keys …`, `studio stats usage`, `studio bench serve`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from engine.console import err, out
+from engine.errors import StudioError
+
+
+class _ServeGroup(TyperGroup):
+    """`studio serve CONFIG` is `studio serve start CONFIG`; the other words are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+serve_app = typer.Typer(cls=_ServeGroup, no_args_is_help=True,
+                        help="Serve models over an OpenAI-compatible API (`studio serve CONFIG`), "
+                             "and manage what is served.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (per tenant, or admin).")
+stats_app = typer.Typer(no_args_is_help=True, help="Usage statistics.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
+
+TenantOpt = typer.Option("default", "--tenant", "-t", help="Tenant.")
+
+
+def _ws() -> Any:
+    from engine.cli import _ws as ws
+
+    return ws()
+
+
+def _registry(ws: Any) -> Any:
+    from engine.registry import Registry
+
+    return Registry(ws.registry_path)
+
+
+# ----------------------------------------------------------------------------------- serve
+@serve_app.command("start")
+def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve' (configs/serve.yaml)."),
+                port: Optional[int] = typer.Option(None, "--port", help="Override serve.port."),
+                host: Optional[str] = typer.Option(None, "--host", help="Override serve.host."),
+                status_every: float = typer.Option(60.0, "--status-every", min=0.1,
+                                                   help="Seconds between status lines (printed only "
+                                                        "when there was traffic).")
+                ) -> None:
+    """Run the gateway in the foreground until Ctrl-C (which stops everything it started)."""
+    from engine.config import load_config
+    from engine.serve.server import serve_forever
+
+    cfg = load_config(config)
+    if cfg.kind != "serve" or cfg.serve is None:
+        raise StudioError(f"this command needs a config of kind 'serve', got '{cfg.kind}'", where=str(config))
+    spec = cfg.serve.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})
+    ws = _ws()
+    started: list[bool] = []
+
+    def ready(gateway: Any, spec: Any) -> None:
+        started.append(True)
+        _print_ready(gateway, spec)
+
+    try:
+        with ws.job_tmp(cfg.tenant) as scratch:
+            serve_forever(spec, ws, _registry(ws), scratch, on_ready=ready,
+                          on_status=_print_status, status_every_s=status_every)
+    finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
+        if started:
+            err.print("[yellow]gateway stopped[/]")
+
+
+def _print_ready(gateway: Any, spec: Any) -> None:
+    host, port = spec.host, spec.port
+    server_sockets = getattr(gateway, "bound", None)
+    if server_sockets:
+        host, port = server_sockets
+    tenants = sorted({t for t, _ in gateway.routes})
+    err.print(f"[green bold]serving[/] http://{host}:{port}/v1  backend {gateway.backend.kind}  "
+              f"base {gateway.backend.base_id}  {len(gateway.routes)} adapter(s) for "
+              f"{len(tenants)} tenant(s)  reload every {spec.reload_interval_s:g} s  "
+              f"[dim](Ctrl-C stops)[/]")
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    """Once a minute while there is traffic: counts only."""
+    import time
+
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] [bold]status[/] +{status['new_requests']} requests "
+              f"(+{status['new_errors']} errors), +{status['new_completion_tokens']:,} completion "
+              f"tokens; {status['in_flight']} in flight; {status['adapters']} adapter(s); "
+              f"{status['requests']:,} requests since start")
+
+
+@serve_app.command("promote")
+def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a LoRA adapter."),
+                  name: str = typer.Option(..., "--name", "-n", help="The model name the tenant calls."),
+                  force: bool = typer.Option(False, "--force",
+                                             help="Serve it without a passing Eval & Diff gate (recorded).")
+                  ) -> None:
+    """Serve a run's adapter to its tenant, only if its Eval & Diff gate passed (or --force)."""
+    from engine.serve.promote import promote
+
+    ws = _ws()
+    row = promote(ws, _registry(ws), run_id, name, force=force)
+    how = f"gate {row['gate']}" if row["gate"] else "[yellow]FORCED without a passing gate[/]"
+    out.print(f"promoted [bold]{row['run_id']}[/] as [bold]{row['tenant']}/{row['name']}[/] ({how}); "
+              "running gateways pick it up within serve.reload_interval_s")
+
+
+@serve_app.command("demote")
+def serve_demote(name: str = typer.Argument(..., help="Served model name."), tenant: str = TenantOpt) -> None:
+    """Stop serving a promoted model (running gateways unload it on their next re-read)."""
+    from engine.serve.promote import demote
+
+    row = demote(_ws(), tenant, name)
+    out.print(f"demoted [bold]{row['tenant']}/{row['name']}[/] (run {row['run_id']})")
+
+
+@serve_app.command("list")
+def serve_list(tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
+               all_rows: bool = typer.Option(False, "--all", help="Include demoted models."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Promoted models."""
+    from engine.serve.promote import ServedModels
+
+    rows = ServedModels(_ws().registry_path).list(tenant, active_only=not all_rows)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("tenant", "name", "run", "base model", "promoted", "demoted", "forced")
+    for r in rows:
+        table.add_row(r["tenant"], r["name"], r["run_id"], r["base_model"], r["promoted_at"],
+                      r["demoted_at"] or "", "yes" if r["forced"] else "")
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------ keys
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant the key belongs to."),
+                name: str = typer.Option("default", "--name", "-n", help="A label for the key."),
+                admin: bool = typer.Option(False, "--admin", help="An admin key (manages keys/adapters)."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create a key; the token is printed once (only its hash is stored)."""
+    from engine.serve.keys import KeyStore
+
+    token, info = KeyStore(_ws().registry_path).create(tenant, name, "admin" if admin else "tenant")
+    if as_json:
+        print(json.dumps({"key": token, "key_id": info.key_id, "tenant": info.tenant, "role": info.role}))
+        return
+    err.print(f"key [bold]{info.key_id}[/] for tenant {info.tenant} ({info.role}); "
+              "shown once, store it now:")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
+              revoked: bool = typer.Option(False, "--revoked", help="Include revoked keys."),
+              as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List keys (ids, never secrets)."""
+    from engine.serve.keys import KeyStore
+
+    rows = KeyStore(_ws().registry_path).list(tenant, include_revoked=revoked)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows]))
+        return
+    table = Table("key id", "tenant", "name", "role", "created", "revoked")
+    for r in rows:
+        table.add_row(r.key_id, r.tenant, r.name, r.role, r.created_at, r.revoked_at or "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id (8 hex characters).")) -> None:
+    """Revoke a key (takes effect on the next request)."""
+    from engine.serve.keys import KeyStore
+
+    info = KeyStore(_ws().registry_path).revoke(key_id)
+    out.print(f"revoked key [bold]{info.key_id}[/] of tenant {info.tenant}")
+
+
+# ----------------------------------------------------------------------------------- stats
+@stats_app.command("usage")
+def stats_usage(month: str = typer.Option(..., "--month", help="YYYY-MM (UTC)."),
+                tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
+                daily: bool = typer.Option(False, "--daily", help="One row per day."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Requests, tokens and errors per tenant and model for one month."""
+    from engine.serve.usage import COUNTS, UsageStore, check_month
+
+    check_month(month)
+    store = UsageStore(_ws().registry_path)
+    rows = store.rows(month, tenant) if daily else store.monthly(month, tenant)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("tenant", "model", "day" if daily else "days", *COUNTS)
+    for r in rows:
+        table.add_row(r["tenant"], r["model"], str(r["day"] if daily else r["days"]),
+                      *(f"{r[k]:,}" for k in COUNTS))
+    out.print(table if rows else f"no usage in {month}")
+
+
+# ----------------------------------------------------------------------------------- bench
+@bench_app.command("serve")
+def bench_serve(
+    url: Optional[str] = typer.Option(None, "--url", help="A running gateway (…/v1); default: start "
+                                      "a transformers gateway on a tiny model here."),
+    key: Optional[str] = typer.Option(None, "--key", envvar="STUDIO_API_KEY", help="API key for --url."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to call on --url."),
+    lora_model: Optional[str] = typer.Option(None, "--lora-model", help="Also measure this (LoRA) model."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1),
+    requests: int = typer.Option(32, "--requests", "-n", min=1),
+    prompt_words: int = typer.Option(32, "--prompt-words", min=1),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1),
+    direct: bool = typer.Option(True, "--direct/--no-direct",
+                                help="Also drive the backend without the gateway (self-started only)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir",
+                                             help="Self-start with this HF model directory, not a tiny model."),
+    threads: int = typer.Option(1, "--threads", min=0, help="Torch CPU threads when self-started (0: default)."),
+) -> None:
+    """Load-test a gateway: TTFT, inter-token latency, tokens/s, percentiles, errors; ends with JSON."""
+    import tempfile
+
+    from engine.offline import confine_caches
+    from engine.serve.bench import BenchOptions, run_bench
+
+    opts = BenchOptions(concurrency=concurrency, requests=requests, prompt_words=prompt_words,
+                        max_tokens=max_tokens, direct=direct)
+    with tempfile.TemporaryDirectory(prefix="studio-bench-caches-") as caches:
+        confine_caches(caches)  # no library cache in $HOME; removed at the end
+        report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model,
+                           model_dir=model_dir, threads=threads or None)
+    print(json.dumps(report, sort_keys=True))

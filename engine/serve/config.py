@@ -1,0 +1,66 @@
+"""The `serve` config section (kind: serve): backend, base model, address, batching and vLLM options."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class BatchingSpec(_Strict):
+    """How the transformers backend groups requests (vLLM batches continuously on its own)."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="requests per generate call")
+    batch_wait_ms: float = Field(default=10.0, ge=0.0, le=1000.0, description="how long the first "
+                                 "request of a batch waits for others to join it")
+    max_queue: int = Field(default=256, ge=1, description="queued requests above which new ones "
+                           "get HTTP 429")
+
+
+class VllmSpec(_Strict):
+    """Options the vLLM backend (engine/serve/backends/vllm.py) reads."""
+
+    python: str | None = Field(default=None, description="Python interpreter of the environment "
+                               "with vLLM installed (none: the current interpreter)")
+    max_model_len: int | None = Field(default=None, ge=16, description="context length "
+                                      "(--max-model-len); none: the model's")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_loras: int = Field(default=4, ge=1, description="adapters resident at once (--max-loras)")
+    max_lora_rank: int = Field(default=16, ge=1, description="--max-lora-rank")
+    startup_timeout_s: float = Field(default=600.0, gt=0.0, description="how long to wait for the "
+                                     "vLLM server to answer /health")
+    extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments, "
+                                  "passed as given")
+
+
+class ServeSpec(_Strict):
+    backend: Literal["transformers", "vllm"] = Field(default="transformers", description="in-process "
+                                                     "transformers (CPU or one GPU) or a vLLM server")
+    base_model: str = Field(description="base model name in the model store")
+    host: str = Field(default="127.0.0.1", description="address to listen on (loopback by default)")
+    port: int = Field(default=8000, ge=0, le=65535, description="0: a free port")
+    expose_base: bool = Field(default=True, description="every tenant may also call the base model "
+                              "under its store name")
+    reload_interval_s: float = Field(default=5.0, ge=0.0, description="seconds between re-reads "
+                                     "of the promoted models (served_models); 0: only at start "
+                                     "and on POST /admin/reload")
+    default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request "
+                                    "gives none")
+    max_tokens_limit: int = Field(default=2048, ge=1, description="largest max_tokens a request "
+                                  "may ask for (HTTP 400 above)")
+    max_concurrent_per_tenant: int = Field(default=64, ge=1, description="requests of one tenant "
+                                           "in flight at once; more get HTTP 429")
+    metrics_public: bool = Field(default=False, description="serve /metrics without an admin key "
+                                 "(it names tenants and models)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="transformers backend weights (auto: bfloat16 on a GPU, "
+        "float32 on CPU)")
+    threads: int | None = Field(default=None, ge=1, description="transformers backend CPU threads "
+                                "(none: torch's default)")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    vllm: VllmSpec = Field(default_factory=VllmSpec)

@@ -1,0 +1,482 @@
+"""The serving gateway: an OpenAI-compatible FastAPI app in front of one backend, with keys, tenants, usage and metrics.
+
+Tenants see model names (`support-bot`); the backend sees internal ids (`<tenant>--<name>`, or
+the base model's store name). A tenant key lists and calls only its tenant's models (and the base
+model when `serve.expose_base`); any other name answers 404 "model not found", so names do not
+leak across tenants. Admin keys manage keys and adapters. Promoted models (the `served_models`
+table) are loaded at start and re-read every `serve.reload_interval_s` seconds.
+
+Nothing here logs or stores a prompt or a completion: the access log has method, path and status;
+errors name the exception class; usage and metrics are counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.serve.api import ApiError, check_request, model_not_found, parse_json
+from engine.serve.backends.base import Backend, BackendError
+from engine.serve.config import ServeSpec
+from engine.serve.keys import KeyInfo, KeyStore
+from engine.serve.metrics import GatewayMetrics
+from engine.serve.promote import ServedModels
+from engine.serve.usage import UsageStore
+from engine.workspace import check_name
+
+log = logging.getLogger("studio.serve")
+SEP = "--"  # internal adapter id = <tenant>--<name>
+
+
+def internal_id(tenant: str, name: str) -> str:
+    return f"{tenant}{SEP}{name}"
+
+
+def cache_salt(tenant: str) -> str:
+    """Per-tenant prefix-cache isolation (vLLM `cache_salt`): a hash, never the tenant name."""
+    return hashlib.sha256(f"studio-cache-salt:{tenant}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model a tenant may call."""
+
+    tenant: str
+    name: str
+    internal_id: str
+    adapter_path: Path
+    source: str  # "promoted" (served_models) or "admin" (POST /admin/adapters)
+    run_id: str | None = None
+
+
+class Gateway:
+    """State behind the app: backend, routes, key store, usage, metrics."""
+
+    def __init__(self, spec: ServeSpec, backend: Backend, registry_path: Path):
+        self.spec, self.backend = spec, backend
+        self.registry_path = Path(registry_path)
+        self.keys = KeyStore(registry_path)
+        self.usage = UsageStore(registry_path)
+        self.served = ServedModels(registry_path)
+        self.metrics = GatewayMetrics()
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.in_flight: dict[str, int] = {}
+        self._routes_lock = asyncio.Lock()
+        self._reloader: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.on_status: Any = None  # called with a status dict every `status_every_s` of activity
+        self.status_every_s = 60.0
+        self._status_task: asyncio.Task[None] | None = None
+        self.bound: tuple[str, int] | None = None  # (host, port) once listening
+        self.ready = False
+
+    # ------------------------------------------------------------------------------ routes
+    def visible(self, tenant: str) -> list[str]:
+        names = sorted(n for (t, n) in self.routes if t == tenant)
+        if self.spec.expose_base and self.backend.base_id not in names:
+            names.append(self.backend.base_id)
+        return names
+
+    def resolve(self, tenant: str, name: Any) -> tuple[str, str]:
+        """(internal id, adapter label) of a name the tenant may call, else 404."""
+        if isinstance(name, str):
+            route = self.routes.get((tenant, name))
+            if route is not None:
+                return route.internal_id, route.internal_id
+            if self.spec.expose_base and name == self.backend.base_id:
+                return self.backend.base_id, "base"
+        raise model_not_found(name)
+
+    async def _load(self, route: Route) -> None:
+        await self.backend.load_adapter(route.internal_id, route.adapter_path)
+        self.routes[(route.tenant, route.name)] = route
+
+    async def _unload(self, key: tuple[str, str]) -> None:
+        route = self.routes.pop(key)
+        try:
+            await self.backend.unload_adapter(route.internal_id)
+        except BackendError as exc:
+            if exc.status != 404:
+                raise
+
+    async def sync_promoted(self) -> dict[str, int]:
+        """Load new promotions, reload changed ones, unload demoted ones (admin-loaded routes stay)."""
+        rows = await asyncio.to_thread(self.served.list)
+        want = {(r["tenant"], r["name"]): r for r in rows if r["base_model"] == self.spec.base_model}
+        loaded = unloaded = failed = 0
+        async with self._routes_lock:
+            for key, route in list(self.routes.items()):
+                if route.source == "promoted" and (key not in want or
+                                                   str(route.adapter_path) != want[key]["adapter_path"]):
+                    await self._unload(key)
+                    unloaded += 1
+            for key, row in want.items():
+                if key in self.routes:
+                    continue
+                route = Route(row["tenant"], row["name"], internal_id(*key), Path(row["adapter_path"]),
+                              "promoted", row["run_id"])
+                try:
+                    await self._load(route)
+                    loaded += 1
+                except BackendError as exc:  # one broken adapter must not stop the others
+                    failed += 1
+                    log.warning("cannot load promoted model %s/%s (%s)", key[0], key[1], exc.code)
+            self.metrics.adapters.set(len(self.backend.adapters()))
+        if loaded or unloaded or failed:
+            log.info("promotions: %d loaded, %d unloaded, %d failed; %d served", loaded, unloaded,
+                     failed, len(self.routes))
+        return {"loaded": loaded, "unloaded": unloaded, "failed": failed}
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.spec.reload_interval_s)
+            try:
+                await self.sync_promoted()
+            except Exception as exc:  # keep serving; say what failed, not with which data
+                log.warning("re-reading promotions failed (%s)", exc.__class__.__name__)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.totals, "in_flight": sum(self.in_flight.values()),
+                "adapters": len(self.routes), "tenants": len({t for t, _ in self.routes})}
+
+    async def _status_loop(self) -> None:
+        last = dict(self.totals)
+        while True:
+            await asyncio.sleep(self.status_every_s)
+            if self.totals != last:  # quiet while idle
+                now = self.status()
+                self.on_status({**now, **{f"new_{k}": now[k] - last[k] for k in last}})
+                last = dict(self.totals)
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # benchmarks drive the backend on it directly
+        await self.backend.start()
+        await self.sync_promoted()
+        if self.spec.reload_interval_s > 0:
+            self._reloader = asyncio.create_task(self._reload_loop(), name="studio-serve-reload")
+        if self.on_status is not None:
+            self._status_task = asyncio.create_task(self._status_loop(), name="studio-serve-status")
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in (self._reloader, self._status_task):
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self.backend.stop()
+        finally:
+            self.usage.close()
+
+    # -------------------------------------------------------------------------------- auth
+    async def authenticate(self, request: Request) -> KeyInfo:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", "missing_api_key")
+        info = await asyncio.to_thread(self.keys.authenticate, token.strip()) \
+            if scheme.lower() == "bearer" else None
+        if info is None:
+            raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+        return info
+
+    async def admin(self, request: Request) -> KeyInfo:
+        info = await self.authenticate(request)
+        if not info.is_admin:
+            raise ApiError(403, "This endpoint needs an admin key.", "admin_only")
+        return info
+
+    # --------------------------------------------------------------------------- inference
+    def _body_for_backend(self, body: dict[str, Any], internal: str, tenant: str) -> dict[str, Any]:
+        out = {k: v for k, v in body.items() if k not in ("stream", "include_usage")}
+        out["model"] = internal
+        if body["stream"]:
+            out["stream"] = True
+            out["stream_options"] = {"include_usage": True}
+        if self.backend.kind == "vllm":
+            out["cache_salt"] = cache_salt(tenant)
+        return out
+
+    async def _account(self, tenant: str, name: str, adapter: str, started: float,
+                       usage: dict[str, Any] | None, error_code: str | None) -> None:
+        prompt = int((usage or {}).get("prompt_tokens") or 0)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        self.metrics.observe(tenant, name, adapter, seconds=time.perf_counter() - started,
+                             prompt_tokens=prompt, completion_tokens=completion, error_code=error_code)
+        for key, value in (("requests", 1), ("errors", error_code is not None),
+                           ("prompt_tokens", prompt), ("completion_tokens", completion)):
+            self.totals[key] += int(value)
+        await asyncio.to_thread(self.usage.record, tenant, name, prompt_tokens=prompt,
+                                completion_tokens=completion, error=error_code is not None)
+
+    def _enter(self, tenant: str) -> None:
+        if self.in_flight.get(tenant, 0) >= self.spec.max_concurrent_per_tenant:
+            raise ApiError(429, f"Too many concurrent requests for this tenant (limit "
+                           f"{self.spec.max_concurrent_per_tenant}); retry later.", "rate_limit_exceeded")
+        self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
+        self.metrics.in_flight.labels(tenant).inc()
+
+    def _leave(self, tenant: str) -> None:
+        self.in_flight[tenant] -= 1
+        self.metrics.in_flight.labels(tenant).dec()
+
+    async def infer(self, request: Request, kind: str) -> Response:
+        started = time.perf_counter()
+        key = await self.authenticate(request)
+        raw = parse_json(await request.body())
+        name = raw.get("model")
+        internal, adapter = self.resolve(key.tenant, name)
+        tenant = key.tenant
+        try:
+            body = check_request(raw, kind, default_max_tokens=self.spec.default_max_tokens,
+                                 max_tokens_limit=self.spec.max_tokens_limit)
+            self._enter(tenant)
+        except ApiError as exc:
+            await self._account(tenant, name, adapter, started, None, exc.code)
+            raise
+        backend_body = self._body_for_backend(body, internal, tenant)
+        if body["stream"]:
+            return await self._stream(kind, backend_body, tenant, name, adapter, started,
+                                      body["include_usage"])
+        try:
+            call = self.backend.chat if kind == "chat" else self.backend.complete
+            result = await call(backend_body)
+        except BaseException as exc:
+            self._leave(tenant)
+            await self._account(tenant, name, adapter, started, None, _code(exc))
+            raise
+        self._leave(tenant)
+        result["model"] = name
+        await self._account(tenant, name, adapter, started, result.get("usage"), None)
+        return JSONResponse(result)
+
+    async def _stream(self, kind: str, body: dict[str, Any], tenant: str, name: str, adapter: str,
+                      started: float, include_usage: bool) -> Response:
+        chunks = (self.backend.chat_stream if kind == "chat" else self.backend.complete_stream)(body)
+        try:  # the first chunk before the headers, so an early error is a proper HTTP error
+            first = await chunks.__anext__()
+        except BaseException as exc:
+            self._leave(tenant)
+            await self._account(tenant, name, adapter, started, None, _code(exc))
+            if isinstance(exc, StopAsyncIteration):
+                raise ApiError(500, "the backend returned no output", "backend_error") from None
+            raise
+
+        async def events() -> AsyncIterator[str]:
+            usage: dict[str, Any] | None = None
+            error: str | None = "client_disconnected"
+            first_token: float | None = None
+            try:
+                chunk: dict[str, Any] | None = first
+                while chunk is not None:
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    if first_token is None and _has_text(chunk):
+                        first_token = time.perf_counter()
+                        self.metrics.ttft.labels(tenant, name, adapter).observe(first_token - started)
+                    if chunk.get("choices") or include_usage:
+                        if not include_usage:
+                            chunk.pop("usage", None)
+                        yield f"data: {json.dumps({**chunk, 'model': name})}\n\n"
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                error = None
+            except BackendError as exc:
+                error = exc.code
+                yield f"data: {json.dumps(ApiError(exc.status, str(exc), exc.code).body())}\n\n"
+            except Exception as exc:
+                error = "internal_error"
+                log.error("stream failed (%s)", exc.__class__.__name__)
+                yield f"data: {json.dumps(ApiError(500, 'internal error', 'internal_error').body())}\n\n"
+            finally:
+                self._leave(tenant)
+                accounting = self._account(tenant, name, adapter, started, usage, error)
+                if error == "client_disconnected":  # cancelled: do not await inside the cancel
+                    asyncio.get_running_loop().create_task(accounting)
+                else:
+                    await accounting
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _has_text(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or []:
+        if choice.get("text") or (choice.get("delta") or {}).get("content"):
+            return True
+    return False
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, (BackendError, )):
+        return exc.code
+    if isinstance(exc, ApiError):
+        return exc.code or "error"
+    if isinstance(exc, asyncio.CancelledError):
+        return "client_disconnected"
+    return "internal_error"
+
+
+# ------------------------------------------------------------------------------------------ app
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI app; its lifespan starts and stops the gateway (and so the backend)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="Expert Studio gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gateway = gateway
+    g = gateway
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(BackendError)
+    async def _backend_error(request: Request, exc: BackendError) -> Response:
+        return ApiError(exc.status, str(exc), exc.code).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "Not found." if exc.status_code == 404 else str(exc.detail)
+        return ApiError(exc.status_code, message, "not_found" if exc.status_code == 404 else None
+                        ).response()
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed (%s)", request.method, request.url.path, exc.__class__.__name__)
+        return ApiError(500, "internal error", "internal_error").response()
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = g.ready and await g.backend.health()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "backend": g.backend.kind},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        if not g.spec.metrics_public:
+            await g.admin(request)
+        return Response(g.metrics.render(), media_type=g.metrics.content_type)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        key = await g.authenticate(request)
+        return JSONResponse({"object": "list", "data": [_model_card(g, key.tenant, n)
+                                                        for n in g.visible(key.tenant)]})
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str, request: Request) -> Response:
+        key = await g.authenticate(request)
+        g.resolve(key.tenant, name)
+        return JSONResponse(_model_card(g, key.tenant, name))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await g.infer(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await g.infer(request, "completion")
+
+    # ---------------------------------------------------------------------------- admin
+    @app.get("/admin/keys")
+    async def keys_list(request: Request) -> Response:
+        await g.admin(request)
+        tenant = request.query_params.get("tenant")
+        rows = await asyncio.to_thread(g.keys.list, tenant)
+        return JSONResponse({"data": [_key_dict(k) for k in rows]})
+
+    @app.post("/admin/keys")
+    async def keys_create(request: Request) -> Response:
+        await g.admin(request)
+        body = parse_json(await request.body())
+        tenant, name, role = body.get("tenant"), body.get("name", "default"), body.get("role", "tenant")
+        if not isinstance(tenant, str) or not isinstance(name, str) or not isinstance(role, str):
+            raise ApiError(400, "'tenant', 'name' and 'role' must be strings", "invalid_value")
+        token, info = await asyncio.to_thread(g.keys.create, tenant, name, role)
+        return JSONResponse({**_key_dict(info), "key": token}, status_code=201)
+
+    @app.delete("/admin/keys/{key_id}")
+    async def keys_revoke(key_id: str, request: Request) -> Response:
+        await g.admin(request)
+        info = await asyncio.to_thread(g.keys.revoke, key_id)
+        return JSONResponse(_key_dict(info))
+
+    @app.get("/admin/adapters")
+    async def adapters_list(request: Request) -> Response:
+        await g.admin(request)
+        return JSONResponse({"data": [{"tenant": r.tenant, "name": r.name, "internal_id": r.internal_id,
+                                       "source": r.source, "run_id": r.run_id}
+                                      for r in g.routes.values()]})
+
+    @app.post("/admin/adapters")
+    async def adapters_load(request: Request) -> Response:
+        await g.admin(request)
+        body = parse_json(await request.body())
+        tenant, name, path = body.get("tenant"), body.get("name"), body.get("adapter_path")
+        if not all(isinstance(v, str) and v for v in (tenant, name, path)):
+            raise ApiError(400, "give 'tenant', 'name' and 'adapter_path'", "invalid_value")
+        route = Route(check_name(tenant, "tenant"), check_name(name, "model"), internal_id(tenant, name),
+                      Path(path), "admin")
+        async with g._routes_lock:
+            if (tenant, name) in g.routes:
+                raise ApiError(409, f"{tenant}/{name} is already served; unload it first",
+                               "already_loaded")
+            await g._load(route)
+            g.metrics.adapters.set(len(g.backend.adapters()))
+        return JSONResponse({"tenant": tenant, "name": name, "internal_id": route.internal_id},
+                            status_code=201)
+
+    @app.delete("/admin/adapters/{tenant}/{name}")
+    async def adapters_unload(tenant: str, name: str, request: Request) -> Response:
+        await g.admin(request)
+        async with g._routes_lock:
+            if (tenant, name) not in g.routes:
+                raise ApiError(404, "no such adapter is loaded", "not_found")
+            await g._unload((tenant, name))
+            g.metrics.adapters.set(len(g.backend.adapters()))
+        return JSONResponse({"tenant": tenant, "name": name, "unloaded": True})
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        await g.admin(request)
+        return JSONResponse(await g.sync_promoted())
+
+    return app
+
+
+def _model_card(g: Gateway, tenant: str, name: str) -> dict[str, Any]:
+    route = g.routes.get((tenant, name))
+    return {"id": name, "object": "model", "created": 0, "owned_by": tenant if route else "studio",
+            "parent": g.backend.base_id if route else None}
+
+
+def _key_dict(info: KeyInfo) -> dict[str, Any]:
+    return {"key_id": info.key_id, "tenant": info.tenant, "name": info.name, "role": info.role,
+            "created_at": info.created_at, "revoked_at": info.revoked_at}

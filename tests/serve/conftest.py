@@ -1,0 +1,114 @@
+"""Serving fixtures: a workspace with the tiny model imported, two LoRA adapters, a live gateway."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def make_lora(base_dir: Path, out_dir: Path, seed: int) -> Path:
+    """A LoRA adapter for the tiny model with random non-zero B (so its outputs differ from the base)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from engine.models.loading import load_causal_lm
+
+    if (out_dir / "adapter_config.json").is_file():
+        return out_dir
+    model = load_causal_lm(base_dir, merge=False)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
+                                                  task_type="CAUSAL_LM"))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir: Path, session_dir: Path) -> dict[str, Path]:
+    """Two different LoRA adapters on the tiny model."""
+    return {name: make_lora(tiny_model_dir, session_dir / "serve-adapters" / name, seed)
+            for name, seed in (("a1", 1), ("a2", 2))}
+
+
+@dataclass
+class Served:
+    """A live gateway for the tests: its OpenAI base URL, keys per tenant, and where its data lives."""
+
+    base_url: str  # http://127.0.0.1:PORT/v1
+    url: str  # http://127.0.0.1:PORT
+    keys: dict[str, str]  # "admin", "acme", "globex", "load" -> bearer token
+    registry_path: Path
+    base_model: str
+    adapters: dict[str, Path]
+    backend: Any  # the backend object when in-process (None for an external one)
+
+    def client(self, who: str, **kw: Any) -> Any:
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url, api_key=self.keys[who], max_retries=0, timeout=60, **kw)
+
+    def http(self, who: str | None = None) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+TINY = "tiny"
+
+
+def served_workspace(root: Path, tiny_model_dir: Path, adapters: dict[str, Path]) -> tuple[Any, dict[str, str]]:
+    """A workspace with the tiny model imported, keys for three tenants and an admin, two promotions."""
+    from engine.models.store import import_model
+    from engine.registry import Registry, now_iso
+    from engine.serve.keys import KeyStore
+    from engine.serve.promote import ServedModels
+    from engine.workspace import Workspace
+
+    ws = Workspace(root).ensure()
+    import_model(ws, Registry(ws.registry_path), str(tiny_model_dir), TINY)
+    store = KeyStore(ws.registry_path)
+    keys = {t: store.create(t, "test")[0] for t in ("acme", "globex", "load")}
+    keys["admin"] = store.create("ops", "root", role="admin")[0]
+    served = ServedModels(ws.registry_path)
+    for tenant, name, adapter in (("acme", "support", "a1"), ("globex", "support", "a2"),
+                                  ("acme", "billing", "a2")):
+        served.upsert({"tenant": tenant, "name": name, "run_id": f"run-{adapter}",
+                       "adapter_path": str(adapters[adapter]), "base_model": TINY,
+                       "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
+    return ws, keys
+
+
+# The vLLM backend joins when an interpreter with vLLM is named (its own venv; see STACK-NOTES).
+BACKENDS = ["transformers"] + (["vllm"] if os.environ.get("STUDIO_TEST_VLLM_PYTHON") else [])
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Served]:
+    """A real gateway on a free loopback port, parametrized over backends (one per param)."""
+    from engine.registry import Registry
+    from engine.serve.config import ServeSpec
+    from engine.serve.server import start_in_thread
+
+    ws, keys = served_workspace(tmp_path_factory.mktemp("served") / "ws", tiny_model_dir, tiny_adapters)
+    spec = ServeSpec(backend=request.param, base_model=TINY, port=0, reload_interval_s=0.3,
+                     default_max_tokens=16, max_tokens_limit=64, threads=1,
+                     batching={"max_batch_size": 8, "batch_wait_ms": 20},
+                     vllm={"python": os.environ.get("STUDIO_TEST_VLLM_PYTHON"), "dtype": "float32",
+                           "max_model_len": 512, "max_lora_rank": 8})
+    running = start_in_thread(spec, ws, Registry(ws.registry_path))
+    try:
+        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, tiny_adapters,
+                     running.gateway.backend)
+    finally:
+        running.stop()

@@ -1,0 +1,320 @@
+"""The gateway end to end: a real server on loopback, the official `openai` client, real tiny models.
+
+Every test takes the `served` fixture, which is parametrized over backends.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
+
+
+def _chat(client, model, stream=False, **kw):
+    kw.setdefault("max_tokens", 12)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model=model, messages=MSGS, stream=stream, **kw)
+
+
+def _stream_text(stream):
+    text, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            content = choice.delta.content if hasattr(choice, "delta") else choice.text
+            text.append(content or "")
+            finish = choice.finish_reason or finish
+    return "".join(text), usage, finish
+
+
+def test_models_are_listed_per_tenant(served):
+    acme = sorted(m.id for m in served.client("acme").models.list())
+    globex = sorted(m.id for m in served.client("globex").models.list())
+    assert acme == ["billing", "support", served.base_model]
+    assert globex == ["support", served.base_model]
+    assert served.client("acme").models.retrieve("billing").id == "billing"
+    with pytest.raises(openai.NotFoundError):
+        served.client("globex").models.retrieve("billing")
+
+
+def test_chat_streaming_equals_greedy_and_adapters_differ(served):
+    acme = served.client("acme")
+    texts = {}
+    for model in (served.base_model, "support", "billing"):
+        full = _chat(acme, model)
+        text = full.choices[0].message.content
+        assert full.model == model and full.object == "chat.completion"
+        assert full.usage.prompt_tokens > 0 and 0 < full.usage.completion_tokens <= 12
+        assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
+        streamed, usage, finish = _stream_text(_chat(acme, model, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert streamed == text and finish == full.choices[0].finish_reason
+        assert (usage.prompt_tokens, usage.completion_tokens) == (full.usage.prompt_tokens,
+                                                                  full.usage.completion_tokens)
+        assert _chat(acme, model).choices[0].message.content == text  # greedy is repeatable
+        texts[model] = text
+    assert len(set(texts.values())) == 3, "base and the two adapters must answer differently"
+    # the same name in another tenant is another adapter: globex/support is a2, like acme/billing
+    assert _chat(served.client("globex"), "support").choices[0].message.content == texts["billing"]
+
+
+def test_completions_and_stop(served):
+    client = served.client("acme")
+    full = client.completions.create(model="support", prompt="The weather today is", max_tokens=10,
+                                     temperature=0)
+    text = full.choices[0].text
+    assert full.object == "text_completion" and full.model == "support" and text
+    streamed, _, finish = _stream_text(client.completions.create(
+        model="support", prompt="The weather today is", max_tokens=10, temperature=0, stream=True))
+    assert streamed == text and finish == full.choices[0].finish_reason
+    stop = text.strip()[:2]
+    cut = client.completions.create(model="support", prompt="The weather today is", max_tokens=10,
+                                    temperature=0, stop=[stop])
+    assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    for stop_at in (stop, text[len(text) // 2:len(text) // 2 + 3]):  # a stop string across tokens too
+        if not stop_at.strip():
+            continue
+        whole = client.completions.create(model="support", prompt="The weather today is", max_tokens=10,
+                                          temperature=0, stop=[stop_at, "zzzz-never"]).choices[0]
+        streamed, _, finish = _stream_text(client.completions.create(
+            model="support", prompt="The weather today is", max_tokens=10, temperature=0,
+            stop=[stop_at, "zzzz-never"], stream=True))
+        assert streamed == whole.text == text[:text.index(stop_at)] and finish == whole.finish_reason == "stop"
+    # sampling with a seed is reproducible
+    a, b = (client.completions.create(model="support", prompt="Hi", max_tokens=8, temperature=1.0,
+                                      seed=7).choices[0].text for _ in range(2))
+    assert a == b
+
+
+def test_authentication_and_cross_tenant_isolation(served):
+    from openai import OpenAI
+
+    for bad in ("", "sk-nope", served.keys["acme"][:-2] + "xx"):
+        with pytest.raises(openai.AuthenticationError) as exc:
+            OpenAI(base_url=served.base_url, api_key=bad or "x", max_retries=0).models.list()
+        assert exc.value.status_code == 401 and exc.value.body["code"] in ("invalid_api_key",)
+    with served.http() as http:  # no header at all
+        r = http.get("/v1/models")
+        assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    globex = served.client("globex")
+    messages = {}
+    for name in ("billing", "acme--billing", "acme--support", "does-not-exist"):
+        with pytest.raises(openai.NotFoundError) as exc:
+            _chat(globex, name)
+        assert exc.value.body["code"] == "model_not_found"
+        messages[name] = exc.value.body["message"].replace(name, "NAME")
+    assert len(set(messages.values())) == 1, "a foreign model must look exactly like a missing one"
+
+
+def test_admin_endpoints_need_an_admin_key(served):
+    with served.http("acme") as http:
+        for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"), ("GET", "/admin/adapters"),
+                             ("POST", "/admin/adapters"), ("DELETE", "/admin/adapters/acme/support"),
+                             ("POST", "/admin/reload"), ("GET", "/metrics")):
+            r = http.request(method, path, json={})
+            assert r.status_code == 403, (method, path)
+            assert r.json()["error"]["type"] == "permission_error"
+    with served.http("admin") as admin:
+        created = admin.post("/admin/keys", json={"tenant": "acme", "name": "ephemeral"})
+        assert created.status_code == 201
+        token = created.json()["key"]
+        assert "key" not in admin.get("/admin/keys", params={"tenant": "acme"}).json()["data"][0]
+        from openai import OpenAI
+
+        client = OpenAI(base_url=served.base_url, api_key=token, max_retries=0)
+        assert "support" in [m.id for m in client.models.list()]
+        assert admin.delete(f"/admin/keys/{created.json()['key_id']}").status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+
+
+def test_adapters_load_and_unload_at_runtime(served):
+    acme = served.client("acme")
+    reference = _chat(served.client("globex"), "support").choices[0].message.content  # adapter a2
+    with served.http("admin") as admin:
+        r = admin.post("/admin/adapters", json={"tenant": "acme", "name": "hotswap",
+                                                "adapter_path": str(served.adapters["a2"])})
+        assert r.status_code == 201, r.text
+        assert "hotswap" in [m.id for m in acme.models.list()]
+        assert _chat(acme, "hotswap").choices[0].message.content == reference
+        assert admin.post("/admin/adapters", json={"tenant": "acme", "name": "hotswap",
+                                                   "adapter_path": str(served.adapters["a2"])}
+                          ).status_code == 409
+        assert admin.delete("/admin/adapters/acme/hotswap").status_code == 200
+        assert admin.delete("/admin/adapters/acme/hotswap").status_code == 404
+        bad = admin.post("/admin/adapters", json={"tenant": "acme", "name": "broken",
+                                                  "adapter_path": str(served.registry_path.parent)})
+        assert bad.status_code == 400
+    assert "hotswap" not in [m.id for m in acme.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        _chat(acme, "hotswap")
+    assert _chat(served.client("globex"), "support").choices[0].message.content == reference
+
+
+def test_promotions_are_picked_up_while_running(served):
+    from engine.registry import now_iso
+    from engine.serve.promote import ServedModels
+
+    table = ServedModels(served.registry_path)
+    table.upsert({"tenant": "globex", "name": "fresh", "run_id": "run-x",
+                  "adapter_path": str(served.adapters["a1"]), "base_model": served.base_model,
+                  "promoted_at": now_iso(), "demoted_at": None, "forced": 0})
+    globex = served.client("globex")
+    assert _wait(lambda: "fresh" in [m.id for m in globex.models.list()])
+    assert _chat(globex, "fresh").choices[0].message.content == \
+        _chat(served.client("acme"), "support").choices[0].message.content  # both adapter a1
+    table.demote("globex", "fresh")
+    assert _wait(lambda: "fresh" not in [m.id for m in globex.models.list()])
+
+
+def _wait(cond, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_bad_requests_are_openai_errors(served):
+    with served.http("acme") as http:
+        r = http.post("/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        secret = "PROMPT-SECRET-4711"
+        r = http.post("/v1/chat/completions", json={"model": "support", "temperature": 9,
+                                                    "messages": [{"role": "user", "content": secret}]})
+        body = r.json()["error"]
+        assert r.status_code == 400 and body["param"] == "temperature" and secret not in r.text
+        r = http.post("/v1/chat/completions", json={"model": "support", "max_tokens": 10_000,
+                                                    "messages": MSGS})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+        r = http.post("/v1/chat/completions", json={"model": "support", "messages": [{"content": "x"}]})
+        assert r.status_code == 400 and secret not in r.text
+        r = http.get("/v1/nothing-here")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+    with served.http() as http:
+        assert http.get("/health").json()["status"] == "ok"
+
+
+def _usage(registry_path, tenant):
+    with sqlite3.connect(registry_path) as db:
+        rows = db.execute("SELECT model, requests, prompt_tokens, completion_tokens, errors FROM usage "
+                          "WHERE tenant=?", (tenant,)).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
+    with served.http("admin") as admin:
+        assert admin.post("/admin/adapters", json={"tenant": "load", "name": "lora",
+                                                   "adapter_path": str(served.adapters["a1"])}
+                          ).status_code == 201
+    client = served.client("load")
+    batches_before = getattr(served.backend, "batches", None)
+    n = 24
+    barrier = threading.Barrier(8)
+    lock = threading.Lock()
+    seen = {}
+
+    def one(i):
+        if i < 8:
+            barrier.wait()  # the first eight start together, so the backend can batch them
+        model = "lora" if i % 2 else served.base_model
+        if i % 3 == 0:
+            _, usage, _ = _stream_text(_chat(client, model, stream=True, max_tokens=4 + i % 5,
+                                             stream_options={"include_usage": True}))
+        else:
+            usage = _chat(client, model, max_tokens=4 + i % 5).usage
+        with lock:
+            req, p, c, e = seen.get(model, (0, 0, 0, 0))
+            seen[model] = (req + 1, p + usage.prompt_tokens, c + usage.completion_tokens, e)
+
+    def failing(_):
+        with pytest.raises(openai.BadRequestError):
+            _chat(client, "lora", max_tokens=10_000)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(n)))
+        list(pool.map(failing, range(3)))
+    req, p, c, e = seen["lora"]
+    seen["lora"] = (req + 3, p, c, 3)
+    assert _usage(served.registry_path, "load") == {k: tuple(v) for k, v in seen.items()}
+    if batches_before is not None:  # in-process backend: concurrent requests shared batches
+        assert served.backend.batches - batches_before < n
+    with served.http("admin") as admin:
+        text = admin.get("/metrics").text
+        assert admin.delete("/admin/adapters/load/lora").status_code == 200
+    line = 'studio_requests_total{adapter="load--lora",model="lora",tenant="load"}'
+    assert f"{line} {float(seen['lora'][0])}" in text
+    assert f'studio_request_errors_total{{adapter="load--lora",code="invalid_value",model="lora",' \
+           f'tenant="load"}} 3.0' in text
+    assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
+           f'{float(seen[served.base_model][2])}' in text
+    assert "studio_request_latency_seconds_bucket" in text
+
+
+def test_served_output_equals_the_eval_output(served):
+    """What `studio eval` scored is what the gateway serves: same template, same greedy tokens."""
+    from engine.eval.generate import TransformersBackend
+
+    model_dir = served.registry_path.parent / "models" / served.base_model
+    prompts = [MSGS, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my order?"}]]
+    for model, adapter in ((served.base_model, None), ("support", served.adapters["a1"])):
+        expected = TransformersBackend(model_dir, adapter, threads=1).generate(prompts, max_new_tokens=12,
+                                                                              batch_size=2)
+        client = served.client("acme")
+        got = [client.chat.completions.create(model=model, messages=p, max_tokens=12, temperature=0)
+               .choices[0].message.content.strip() for p in prompts]
+        assert got == expected
+
+
+def test_a_client_that_disconnects_mid_stream_is_counted_as_an_error(served):
+    import json as _json
+
+    client = served.http("globex")
+    body = {"model": "support", "stream": True, "max_tokens": 64, "temperature": 0, "messages": MSGS}
+    with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and _json.loads(line[6:])["choices"]:
+                break  # one chunk, then hang up
+    client.close()
+
+    def disconnected():
+        with served.http("admin") as admin:
+            return 'code="client_disconnected",model="support",tenant="globex"' in admin.get("/metrics").text
+    assert _wait(disconnected)
+    # the backend keeps serving after the abandoned request
+    assert _chat(served.client("globex"), "support").choices[0].finish_reason in ("stop", "length")
+
+
+def test_batched_requests_answer_like_single_ones(served):
+    """Left-padded batches must not change a greedy answer (prompts of different lengths)."""
+    client = served.client("acme")
+    prompts = [[{"role": "user", "content": "Hi"}],
+               [{"role": "user", "content": "My order #4711 never arrived and I want a refund today."}],
+               [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Reset password?"}],
+               [{"role": "user", "content": "The weather today is sunny with a light breeze from the west."}]]
+
+    def ask(p):
+        return client.chat.completions.create(model="support", messages=p, max_tokens=10,
+                                              temperature=0).choices[0].message.content
+
+    alone = [ask(p) for p in prompts]
+    batches_before = getattr(served.backend, "batches", None)
+    barrier = threading.Barrier(len(prompts))
+
+    def together(p):
+        barrier.wait()
+        return ask(p)
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        batched = list(pool.map(together, prompts))
+    assert batched == alone
+    if batches_before is not None:
+        assert served.backend.batches - batches_before < len(prompts)
