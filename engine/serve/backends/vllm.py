@@ -109,7 +109,7 @@ class VLLMBackend(Backend):
         self._supervisor: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._ready = asyncio.Event()
-        self._lock = asyncio.Lock()            # serialises launches and adapter changes
+        self._lock = asyncio.Lock()            # serialises adapter changes (and the first launch)
         self._stopping = False
         self._failed: str | None = None
         self._launches = 0
@@ -300,17 +300,16 @@ class VLLMBackend(Backend):
                 log.error("%s", self._failed)
                 return
             self._restart_times.append(now)
-            async with self._lock:
-                if self._stopping:
-                    return
-                try:
-                    await self._launch()
-                except VLLMStartError as exc:
-                    self._failed = str(exc)
-                    log.error("vllm restart failed; log: %s", self.log_path)
-                    return
-                self.restarts += 1
-                self._ready.set()
+            # No adapter lock here: adapter calls wait in wait_ready() until this launch is done,
+            # and the launch passes every adapter loaded so far as --lora-modules.
+            try:
+                await self._launch()
+            except VLLMStartError as exc:
+                self._failed = str(exc)
+                log.error("vllm restart failed; log: %s", self.log_path)
+                return
+            self.restarts += 1
+            self._ready.set()
 
     async def _close_client(self) -> None:
         if self._client is not None:
@@ -321,12 +320,11 @@ class VLLMBackend(Backend):
         self._stopping = True
         self._ready.clear()
         sup, self._supervisor = self._supervisor, None
-        async with self._lock:
-            await self._terminate()
-        if sup is not None:
+        if sup is not None:           # first, so that no relaunch starts while we terminate
             sup.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sup
+        await self._terminate()
         await self._close_client()
 
     async def health(self) -> bool:
