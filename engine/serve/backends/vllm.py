@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -113,6 +115,7 @@ class VLLMBackend(Backend):
         self._stopping = False
         self._failed: str | None = None
         self._launches = 0
+        self.owns_cache_dir = False            # True: stop() removes cache_dir (a private temp dir)
 
     # -------------------------------------------------------------------------------- properties
 
@@ -326,6 +329,8 @@ class VLLMBackend(Backend):
                 await sup
         await self._terminate()
         await self._close_client()
+        if self.owns_cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     async def health(self) -> bool:
         if self._client is None or self.proc is None or self.proc.returncode is not None:
@@ -363,7 +368,8 @@ class VLLMBackend(Backend):
         except (OSError, ValueError) as exc:
             raise BackendError(f"not a LoRA adapter directory (no readable adapter_config.json): "
                                f"{path}", status=400, code="bad_adapter") from exc
-        rank = int(cfg.get("r", 0) or 0)
+        rank = max([int(cfg.get("r", 0) or 0)]
+                   + [int(v) for v in (cfg.get("rank_pattern") or {}).values()])
         if rank > self.max_lora_rank:
             raise BackendError(f"adapter rank {rank} exceeds max_lora_rank {self.max_lora_rank} "
                                f"({path}); raise vllm extra_args/max_lora_rank", status=400,
@@ -471,6 +477,23 @@ class VLLMBackend(Backend):
         r = await self._client.get("/v1/models")
         r.raise_for_status()
         return [m["id"] for m in r.json().get("data", [])]
+
+
+def from_serve_spec(spec: Any, model_dir: Path, scratch: Path | None = None) -> VLLMBackend:
+    """The backend for a serve config (`backend: vllm`): base id = `spec.base_model`, options from
+    its `vllm:` block; caches under `scratch` (the tenant's job tmp), else a private temp dir that
+    `stop()` removes."""
+    v = spec.vllm
+    cache_dir, owned = (Path(scratch), False) if scratch is not None else \
+        (Path(tempfile.mkdtemp(prefix="studio-vllm-")), True)
+    backend = VLLMBackend(
+        model_dir, base_id=spec.base_model, cache_dir=cache_dir, python=v.python,
+        max_model_len=v.max_model_len, dtype=v.dtype,
+        gpu_memory_utilization=v.gpu_memory_utilization, extra_args=list(v.extra_args),
+        max_loras=getattr(v, "max_loras", 4), max_lora_rank=getattr(v, "max_lora_rank", 64),
+        startup_timeout=getattr(v, "startup_timeout_s", 600.0))
+    backend.owns_cache_dir = owned
+    return backend
 
 
 def _error_text(r: httpx.Response) -> str:
