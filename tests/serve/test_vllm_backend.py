@@ -39,7 +39,8 @@ def setup(session_dir: Path) -> Any:
     config_before = (model / "config.json").read_bytes()
     backend = VLLMBackend(model, base_id=BASE, cache_dir=root / "tmp", adapters={"ad-1": a1},
                           max_model_len=512, max_lora_rank=16, max_loras=2, startup_timeout=300,
-                          gpu_memory_utilization=0.9)   # the serve config's default; CPU ignores it
+                          gpu_memory_utilization=0.9,   # the serve config's default; CPU ignores it
+                          health_interval=3.0, health_failures=3)
     loop = LoopThread()
     t0 = time.monotonic()
     loop.run(backend.start())
@@ -169,6 +170,15 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+async def wait_restarted(b: Any, restarts: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if b.restarts == restarts and await b.health():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"vLLM was not restarted; log tail:\n{b.log_tail()}")
+
+
 def test_restarts_after_sigkill_with_runtime_adapters(setup: Any) -> None:
     b = setup["backend"]
     run(setup, b.load_adapter("ad-2", setup["a2"]))
@@ -177,21 +187,27 @@ def test_restarts_after_sigkill_with_runtime_adapters(setup: Any) -> None:
     assert len(_group_members(old)) >= 2          # the API server and its engine/worker processes
     os.kill(old, signal.SIGKILL)
 
-    async def wait_restarted() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if b.restarts == 1 and await b.health():
-                return
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"vLLM was not restarted; log tail:\n{b.log_tail()}")
-
-    run(setup, wait_restarted())
+    run(setup, wait_restarted(b, 1))
     assert b.proc.pid != old
     assert _group_members(old) == []               # no orphaned engine/worker of the dead server
     assert set(run(setup, b.models())) == {BASE, "ad-1", "ad-2"}   # runtime adapter re-applied
     after = run(setup, b.chat({"model": "ad-2", "messages": MESSAGES, **GREEDY}))
     assert after["choices"][0]["token_ids"] == before["choices"][0]["token_ids"]
     run(setup, b.unload_adapter("ad-2"))
+
+
+def test_hung_server_is_killed_and_replaced(setup: Any) -> None:
+    b = setup["backend"]
+    before = run(setup, b.chat({"model": "ad-1", "messages": MESSAGES, **GREEDY}))
+    old = b.proc.pid
+    os.kill(old, signal.SIGSTOP)     # alive but answering nothing: only health checks can tell
+    t0 = time.monotonic()
+    run(setup, wait_restarted(b, 2))
+    assert b.proc.pid != old and _group_members(old) == []
+    assert time.monotonic() - t0 < 240
+    after = run(setup, b.chat({"model": "ad-1", "messages": MESSAGES, **GREEDY}))
+    assert after["choices"][0]["token_ids"] == before["choices"][0]["token_ids"]
+    assert set(run(setup, b.models())) == {BASE, "ad-1"}
 
 
 def test_logs_hold_no_prompt_text(setup: Any) -> None:

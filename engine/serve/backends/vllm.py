@@ -84,7 +84,8 @@ class VLLMBackend(Backend):
                  extra_args: list[str] | None = None, max_loras: int = 4, max_lora_rank: int = 64,
                  port: int | None = None, startup_timeout: float = 600.0,
                  request_timeout: float = 600.0, restart: bool = True, max_restarts: int = 5,
-                 restart_window: float = 600.0, cpu_kvcache_gb: float = 2.0):
+                 restart_window: float = 600.0, cpu_kvcache_gb: float = 2.0,
+                 health_interval: float = 10.0, health_failures: int = 3):
         self.model_dir = Path(model_dir)
         self._base_id = base_id
         self.cache_dir = Path(cache_dir)
@@ -103,6 +104,8 @@ class VLLMBackend(Backend):
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.cpu_kvcache_gb = cpu_kvcache_gb
+        self.health_interval = health_interval     # seconds between the supervisor's health checks
+        self.health_failures = health_failures     # failed checks in a row that mean "hung"
         self.install: VLLMInstall | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0                      # restarts done since start()
@@ -283,12 +286,35 @@ class VLLMBackend(Backend):
             self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="vllm-supervisor")
 
+    async def _watch(self, proc: asyncio.subprocess.Process) -> int:
+        """Wait for `proc` to exit; a server that fails `health_failures` health checks in a row
+        (hung, or its engine dead) is SIGKILLed with its group, so it exits too."""
+        failures = 0
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=self.health_interval)
+                if done:
+                    return waiter.result()
+                assert self._client is not None
+                try:
+                    r = await self._client.get("/health", timeout=self.health_interval)
+                    healthy = r.status_code == 200
+                except httpx.HTTPError:
+                    healthy = False
+                failures = 0 if healthy else failures + 1
+                if failures >= self.health_failures and proc.returncode is None:
+                    log.warning("vllm failed %d health checks in a row; killing it", failures)
+                    _kill_group(proc.pid, signal.SIGKILL)
+        finally:
+            waiter.cancel()
+
     async def _supervise(self) -> None:
-        """Wait for the server to exit; unless stopping, relaunch it (bounded restarts)."""
+        """Wait for the server to exit (or hang); unless stopping, relaunch it (bounded restarts)."""
         while not self._stopping:
             proc = self.proc
             assert proc is not None
-            code = await proc.wait()
+            code = await self._watch(proc)
             if self._stopping:
                 return
             self._ready.clear()
