@@ -155,7 +155,7 @@ class VLLMBackend(Backend):
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "VLLM_HOST_IP": LOOPBACK,
             "VLLM_RPC_BASE_PATH": env["TMPDIR"],
-            "VLLM_LOGGING_LEVEL": env.get("VLLM_LOGGING_LEVEL", "INFO"),
+            "VLLM_LOGGING_LEVEL": "INFO",   # DEBUG would log prompt token ids
             "PYTHONUNBUFFERED": "1",
         })
         env.pop("PYTHONPATH", None)   # the engine's path must not shadow vLLM's own packages
@@ -272,6 +272,7 @@ class VLLMBackend(Backend):
         for path in self._adapters.values():
             self._check_adapter(path)
         self._stopping, self._failed = False, None
+        self.restarts, self._restart_times = 0, []
         if self._client is None:
             self.port = self.port or free_port()
             self._client = httpx.AsyncClient(base_url=self.base_url, trust_env=False,
