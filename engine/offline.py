@@ -65,6 +65,9 @@ CACHE_ENV_SUBDIRS: dict[str, str] = {
 }
 
 _guard_installed = False
+# The user's own values of the variables `confine_caches` replaces (captured at its first call),
+# so that per-user settings (e.g. the config dir holding keys) still resolve inside a job.
+_USER_ENV: dict[str, str | None] = {}
 _ALLOWED_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", ""}
 
 
@@ -139,6 +142,11 @@ def enforce() -> None:
     install_egress_guard()
 
 
+def user_env(var: str) -> str | None:
+    """The value `var` had before the first `confine_caches` (its current value if never confined)."""
+    return _USER_ENV[var] if var in _USER_ENV else os.environ.get(var)
+
+
 def confine_caches(directory: str | Path) -> Path:
     """Point every library cache and temp directory into `directory` (created, mode 0700).
 
@@ -146,6 +154,8 @@ def confine_caches(directory: str | Path) -> Path:
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _USER_ENV:
+        _USER_ENV.update({var: os.environ.get(var) for var in (*CACHE_ENV_SUBDIRS, "HOME")})
     for var, sub in CACHE_ENV_SUBDIRS.items():
         path = root / sub
         path.mkdir(parents=True, exist_ok=True, mode=0o700)

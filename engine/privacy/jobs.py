@@ -1,0 +1,131 @@
+"""Privacy hooks around one CLI verb: audit entries at success/failure, retention after refine and
+train, and — for tenants with `encryption: true` — open the sealed data for the job and seal it
+again when the job ends (success, failure or Ctrl-C), one job per encrypted tenant at a time.
+
+engine/cli.py calls `begin(...)` once the verb knows its workspace and tenant, `done(...)` on
+success, and wraps the whole command in `session()`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.console import err
+from engine.privacy import audit
+
+
+@dataclass
+class _Job:
+    ws: Any
+    action: str
+    tenant: str | None
+    ids: dict[str, Any] = field(default_factory=dict)
+    cfg: Any = None
+    finished: bool = False
+    lock_fd: int | None = None
+    key: bytes | None = None
+
+
+_current: list[_Job] = []
+
+
+def _encryption_key(ws: Any, tenant: str | None) -> bytes | None:
+    if tenant is None:
+        return None
+    from engine.privacy.policy import load_policy
+
+    if not load_policy(ws).encrypted(tenant):
+        return None
+    from engine.privacy.keys import tenant_key
+
+    return tenant_key(ws, tenant)
+
+
+def file_sha256(path: Any) -> str | None:
+    from engine.hashing import sha256_file
+
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
+def _is_worker() -> bool:
+    """A rank started by a distributed launcher: the launching command audits and seals."""
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
+          cfg: Any = None) -> None:
+    """Start of a verb's work: remember what to audit; open an encrypted tenant's data."""
+    if _is_worker():
+        return
+    job = _Job(ws, action, tenant, dict(ids or {}), cfg)
+    key = _encryption_key(ws, tenant)
+    if key is not None and tenant is not None:
+        from engine.privacy.crypto import open_tree
+
+        tdir = ws.tenant_dir(tenant)
+        job.lock_fd = os.open(tdir / ".job.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(job.lock_fd, fcntl.LOCK_EX)  # one job per encrypted tenant
+        job.key = key
+        opened = open_tree(key, tenant, tdir)
+        err.print(f"encrypted tenant {tenant}: opened {opened['files']} file(s) for this job")
+    _current.append(job)
+
+
+def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = None,
+         result: Any = None, registry: Any = None) -> None:
+    """The verb succeeded: audit it, then apply the retention policy (refine/train)."""
+    if not _current:
+        return
+    job = _current[-1]
+    job.finished = True
+    audit.record(job.ws, job.action, tenant=job.tenant, ids={**job.ids, **(ids or {})},
+                 hashes=hashes)
+    from engine.privacy import retention
+
+    certs: list[Path] = []
+    if job.action == "refine" and result is not None and job.cfg is not None:
+        certs = retention.after_refine(job.ws, job.cfg, result)
+    elif job.action in ("train", "run") and registry is not None and job.tenant is not None:
+        run_id = (ids or {}).get("run_id")
+        if run_id:
+            certs = retention.after_train(job.ws, job.tenant, str(run_id), registry)
+    for cert in certs:
+        err.print(f"retention: deleted per policy, certificate {cert.name}")
+
+
+def _end(job: _Job, exc: BaseException | None) -> None:
+    try:
+        if not job.finished:
+            kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            audit.record(job.ws, f"{job.action}.{kind}", tenant=job.tenant,
+                         ids={**job.ids, "error": type(exc).__name__ if exc else "exit"})
+    finally:
+        if job.key is not None and job.tenant is not None:
+            from engine.privacy.crypto import seal_tree
+
+            sealed = seal_tree(job.key, job.tenant, job.ws.tenant_dir(job.tenant))
+            err.print(f"encrypted tenant {job.tenant}: sealed {sealed['files']} file(s)")
+        if job.lock_fd is not None:
+            fcntl.flock(job.lock_fd, fcntl.LOCK_UN)
+            os.close(job.lock_fd)
+
+
+@contextmanager
+def session() -> Iterator[None]:
+    """Wrap one CLI invocation: every begun job is closed (audited, re-sealed) however it ends."""
+    start = len(_current)
+    exc: BaseException | None = None
+    try:
+        yield
+    except BaseException as e:  # re-raised below; recorded as failed/interrupted first
+        exc = e
+        raise
+    finally:
+        while len(_current) > start:
+            _end(_current.pop(), exc)
