@@ -219,7 +219,7 @@ def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")
     ws = _ws()
     registry = _registry(ws)
     base_dir = config.resolve().parent
-    _privacy.begin(ws, "eval", cfg.tenant, ids={"models": list(cfg.eval.models)})
+    _privacy.begin(ws, "eval", cfg.tenant, ids={"models": list(cfg.eval.models)}, cfg=cfg)
     if spec.suite is not None:  # one eval per (model, task); relative task paths: config's folder
         from engine.eval.tasks import load_suite, print_result, run_suite
 

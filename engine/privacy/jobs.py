@@ -63,6 +63,10 @@ def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any
     """Start of a verb's work: remember what to audit; open an encrypted tenant's data."""
     if _is_worker():
         return
+    if cfg is not None:
+        from engine.privacy.isolation import check_config_paths
+
+        check_config_paths(ws, cfg)
     job = _Job(ws, action, tenant, dict(ids or {}), cfg)
     key = _encryption_key(ws, tenant)
     if key is not None and tenant is not None:

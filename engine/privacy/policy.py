@@ -67,7 +67,7 @@ def policy_path(ws: Any) -> Path:
 
 
 def load_policy(ws_or_root: Any) -> PrivacyPolicy:
-    root = Path(getattr(ws_or_root, "root", ws_or_root))
+    root = Path(ws_or_root) if isinstance(ws_or_root, (str, Path)) else Path(ws_or_root.root)
     path = root / POLICY_FILE
     if not path.exists():
         return PrivacyPolicy()

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from engine.errors import StudioError
 from engine.hashing import sha256_file, sha256_json
 from engine.privacy import audit, keys
-from engine.workspace import check_name
+from engine.workspace import check_id, check_name
 
 CERT_FORMAT = "expert-studio/deletion-certificate/1"
 CERT_FIELDS = ("format", "certificate_id", "workspace_id", "tenant", "selection", "reason",
@@ -71,13 +71,13 @@ def select(ws: Any, tenant: str, *, run: str | None = None, dataset: str | None 
         rows = [(t, "tenant=?", (tenant,)) for t in _TENANT_TABLES]
         return Target({"scope": "tenant"}, [tdir], rows)
     if run is not None:
-        check_name(run, "run")
+        check_id(run, "run")
         row = next(iter(_query(ws, "SELECT * FROM runs WHERE run_id=? AND tenant=?", run, tenant)), None)
         if row is None and not (tdir / "runs" / run).exists():
             raise StudioError(f"unknown run {run!r} for tenant {tenant!r}", hint="see `studio runs list`")
         return Target({"run_id": run}, [tdir / "runs" / run], [("runs", "run_id=? AND tenant=?", (run, tenant))])
     if eval_id is not None:
-        check_name(eval_id, "eval")
+        check_id(eval_id, "eval")
         row = next(iter(_query(ws, "SELECT * FROM evals WHERE eval_id=? AND tenant=?", eval_id, tenant)), None)
         if row is None and not (tdir / "evals" / eval_id).exists():
             raise StudioError(f"unknown eval {eval_id!r} for tenant {tenant!r}")
