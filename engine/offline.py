@@ -86,12 +86,32 @@ def is_loopback(host: Any) -> bool:
         return False
 
 
+def log_attempt(kind: str, address: str) -> None:
+    """Strict mode: with STUDIO_EGRESS_LOG=path, append every blocked attempt as one JSON line."""
+    path = os.environ.get("STUDIO_EGRESS_LOG")
+    if not path:
+        return
+    import json
+    import time
+
+    line = json.dumps({"ts": time.time(), "pid": os.getpid(), "kind": kind, "address": address})
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _check_address(family: int, address: Any) -> None:
     if family == getattr(socket, "AF_UNIX", None):
         return
     if isinstance(address, tuple) and address:
         host, port = address[0], address[1] if len(address) > 1 else None
         if not is_loopback(host):
+            log_attempt("connect", f"{host}:{port}")
             raise EgressBlocked(f"{host}:{port}")
     elif isinstance(address, (str, bytes)):  # unix path passed to a non-unix socket: let OS decide
         return
@@ -122,6 +142,7 @@ def install_egress_guard() -> None:
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host is not None and not is_loopback(host):
+            log_attempt("getaddrinfo", str(host))
             raise EgressBlocked(f"{host} (name lookup)")
         return orig_getaddrinfo(host, *args, **kwargs)
 
@@ -136,10 +157,21 @@ def guard_installed() -> bool:
     return _guard_installed
 
 
+CHILD_GUARD_DIR = Path(__file__).resolve().parent / "privacy" / "childguard"
+
+
 def enforce() -> None:
-    """Set the offline/no-telemetry variables (inherited by child processes) and install the guard."""
+    """Set the offline/no-telemetry variables (inherited by child processes) and install the guard.
+
+    Child Python processes inherit the guard too: STUDIO_EGRESS_GUARD=1 and a PYTHONPATH entry
+    whose sitecustomize installs it at interpreter start (any venv, engine importable or not).
+    """
     os.environ.update(OFFLINE_ENV)
     install_egress_guard()
+    os.environ["STUDIO_EGRESS_GUARD"] = "1"
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(CHILD_GUARD_DIR) not in paths and CHILD_GUARD_DIR.is_dir():
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(CHILD_GUARD_DIR), *paths])
 
 
 def user_env(var: str) -> str | None:
