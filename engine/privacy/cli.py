@@ -152,7 +152,7 @@ def purge_cmd(
     if not yes and not typer.confirm(f"permanently delete {len(files)} file(s) of tenant "
                                      f"{tenant} ({what})?", err=True):
         raise StudioError("purge cancelled", hint="pass --yes to purge without a question")
-    jobs.begin(ws, "purge.request", tenant, ids=target.ids)
+    jobs.begin(ws, "purge.request", tenant, ids=target.ids, open_data=False)  # sealed stays sealed
     cert, path = purge(ws, tenant, target)
     jobs.done()
     out.print(f"purged {cert['deleted']['file_count']} file(s) ({cert['deleted']['bytes']} bytes) "

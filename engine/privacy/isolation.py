@@ -39,7 +39,12 @@ def _resolve(cfg: Any, value: str) -> Path | None:
 
 def check_config_paths(ws: Any, cfg: Any) -> None:
     """StudioError naming the field when a config path resolves into another tenant's directory."""
-    tenants_root = (Path(ws.root) / "tenants").resolve()
+    from engine.privacy.keys import workspace_id
+    from engine.privacy.view import view_root
+
+    # tenant folders, and the tmpfs views of encrypted tenants while one of their jobs runs
+    roots = [(Path(ws.root) / "tenants").resolve(),
+             (view_root() / workspace_id(ws)).resolve()]
     tenant = getattr(cfg, "tenant", None)
     for field, value in _strings(cfg.model_dump(mode="json")):
         if "/" not in value and "\\" not in value and not value.startswith("."):
@@ -47,12 +52,14 @@ def check_config_paths(ws: Any, cfg: Any) -> None:
         path = _resolve(cfg, value)
         if path is None:
             continue
-        try:
-            rel = path.relative_to(tenants_root)
-        except ValueError:
-            continue
-        owner = rel.parts[0] if rel.parts else None
-        if owner != tenant:
+        owners = set()
+        for root in roots:
+            try:
+                rel = path.relative_to(root)
+            except ValueError:
+                continue
+            owners.add(rel.parts[0] if rel.parts else None)
+        for owner in owners - {tenant}:
             raise StudioError(
                 f"{field} points into the directory of another tenant "
                 f"({owner or 'the tenants folder'}); a job of tenant {tenant!r} may only read its own data",

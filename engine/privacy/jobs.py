@@ -1,6 +1,7 @@
 """Privacy hooks around one CLI verb: audit entries at success/failure, retention after refine and
-train, and — for tenants with `encryption: true` — open the sealed data for the job and seal it
-again when the job ends (success, failure or Ctrl-C), one job per encrypted tenant at a time.
+train, and — for tenants with `encryption: true` — a decrypted tmpfs view of the tenant for the
+job, sealed back and wiped when the job ends (success, failure or Ctrl-C), one job per encrypted
+tenant at a time.
 
 engine/cli.py calls `begin(...)` once the verb knows its workspace and tenant, `done(...)` on
 success, and wraps the whole command in `session()`.
@@ -30,6 +31,7 @@ class _Job:
     finished: bool = False
     lock_fd: int | None = None
     key: bytes | None = None
+    view: Any = None
 
 
 _current: list[_Job] = []
@@ -59,8 +61,9 @@ def _is_worker() -> bool:
 
 
 def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
-          cfg: Any = None) -> None:
-    """Start of a verb's work: remember what to audit; open an encrypted tenant's data."""
+          cfg: Any = None, open_data: bool = True) -> None:
+    """Start of a verb's work: remember what to audit; open an encrypted tenant's data in a
+    tmpfs view (open_data=False: only take the tenant's lock, e.g. to purge sealed files)."""
     if _is_worker():
         return
     if cfg is not None:
@@ -70,14 +73,21 @@ def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any
     job = _Job(ws, action, tenant, dict(ids or {}), cfg)
     key = _encryption_key(ws, tenant)
     if key is not None and tenant is not None:
-        from engine.privacy.crypto import open_tree
+        from engine.privacy import view
 
-        tdir = ws.tenant_dir(tenant)
-        job.lock_fd = os.open(tdir / ".job.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        tenants = ws.tenant_dir(tenant, create=False).parent
+        tenants.mkdir(parents=True, exist_ok=True, mode=0o700)
+        job.lock_fd = os.open(tenants / f".lock-{tenant}", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(job.lock_fd, fcntl.LOCK_EX)  # one job per encrypted tenant
         job.key = key
-        opened = open_tree(key, tenant, tdir)
-        err.print(f"encrypted tenant {tenant}: opened {opened['files']} file(s) for this job")
+        _current.append(job)  # from here on, session() closes it whatever happens
+        if open_data:
+            job.view = view.open_view(ws, tenant, key)
+            err.print(f"encrypted tenant {tenant}: opened {len(job.view.snapshot)} file(s) in "
+                      f"{job.view.view.parent} for this job")
+        else:
+            view.recover(ws, tenant, key)
+        return
     _current.append(job)
 
 
@@ -110,14 +120,17 @@ def _end(job: _Job, exc: BaseException | None) -> None:
             audit.record(job.ws, f"{job.action}.{kind}", tenant=job.tenant,
                          ids={**job.ids, "error": type(exc).__name__ if exc else "exit"})
     finally:
-        if job.key is not None and job.tenant is not None:
-            from engine.privacy.crypto import seal_tree
+        try:
+            if job.view is not None and job.key is not None:
+                from engine.privacy.view import close_view
 
-            sealed = seal_tree(job.key, job.tenant, job.ws.tenant_dir(job.tenant))
-            err.print(f"encrypted tenant {job.tenant}: sealed {sealed['files']} file(s)")
-        if job.lock_fd is not None:
-            fcntl.flock(job.lock_fd, fcntl.LOCK_UN)
-            os.close(job.lock_fd)
+                res = close_view(job.view, job.key)
+                err.print(f"encrypted tenant {job.tenant}: sealed {res['sealed']} new or changed "
+                          f"file(s), removed {res['removed']}; plaintext view wiped")
+        finally:
+            if job.lock_fd is not None:
+                fcntl.flock(job.lock_fd, fcntl.LOCK_UN)
+                os.close(job.lock_fd)
 
 
 @contextmanager

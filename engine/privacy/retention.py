@@ -37,7 +37,8 @@ def after_refine(ws: Any, cfg: Any, result: Any) -> list[Path]:
         for name in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
             p = Path(name)
             if p.exists() and _inside(p, raw_root) and p.resolve() != raw_root.resolve():
-                found.append(p)
+                # the workspace path, also when tenants/<t> is an encrypted tenant's view symlink
+                found.append(raw_root / p.resolve().relative_to(raw_root.resolve()))
     if not found:
         return []
     target = Target({"policy": "raw_after_refine", "dataset": result.name,

@@ -151,6 +151,8 @@ def test_encrypted_tenant_and_retention_policy(env: dict, config_dir: Path) -> N
     res = _studio(e, "refine", "configs/refine_tickets.yaml")
     assert res.returncode == 0, res.stderr
     assert "retention: deleted per policy" in res.stderr
+    assert "plaintext view wiped" in res.stderr
+    assert not tenant.is_symlink() and not (e["ws"] / "tenants" / ".store-default").exists()
     assert list((tenant / "raw").iterdir()) == []  # uploads deleted after refine
     version = next((tenant / "datasets").glob("*/v1"))
     names = sorted(p.name for p in version.iterdir())
@@ -164,6 +166,9 @@ def test_encrypted_tenant_and_retention_policy(env: dict, config_dir: Path) -> N
     res = _studio(e, "train", "configs/sft_lora.yaml", "--dry-run")
     assert res.returncode == 0, res.stderr
     assert all(p.name.endswith(".sealed") for p in version.iterdir())
+    assert json.loads(res.stdout[res.stdout.index("{"):])["loss_mode"] == "assistant_only"
+    # the job saw the decrypted data (in tmpfs); nothing plaintext is left anywhere
+    assert _scan(e)["hits"] == []
     (key_file,) = list((config_dir / "keys").rglob("default.key"))  # $STUDIO_CONFIG_DIR
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert _studio(e, "purge", "--all", "--yes").returncode == 0
