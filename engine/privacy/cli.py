@@ -188,8 +188,9 @@ def privacy_seal(tenant: str = TenantOpt,
     from engine.privacy.crypto import seal_tree
     from engine.privacy.keys import tenant_key
 
+    only = _sub(sub)
     ws = _ws()
-    res = seal_tree(tenant_key(ws, tenant), tenant, ws.tenant_dir(tenant), _sub(sub))
+    res = seal_tree(tenant_key(ws, tenant), tenant, ws.tenant_dir(tenant), only)
     record(ws, "privacy.seal", tenant=tenant, ids={"files": res["files"], "only": sub})
     out.print(f"sealed {res['files']} file(s) ({res['bytes']} bytes)")
 
@@ -202,8 +203,9 @@ def privacy_open(tenant: str = TenantOpt,
     from engine.privacy.crypto import open_tree
     from engine.privacy.keys import tenant_key
 
+    only = _sub(sub)
     ws = _ws()
-    res = open_tree(tenant_key(ws, tenant), tenant, ws.tenant_dir(tenant), _sub(sub))
+    res = open_tree(tenant_key(ws, tenant), tenant, ws.tenant_dir(tenant), only)
     record(ws, "privacy.open", tenant=tenant, ids={"files": res["files"], "only": sub})
     out.print(f"opened {res['files']} file(s)")
 

@@ -143,7 +143,9 @@ def tenant_key_env(tenant: str) -> str:
 
 
 def tenant_key_path(ws: Any, tenant: str) -> Path:
-    return config_dir() / "keys" / workspace_id(ws) / f"{tenant}.key"
+    from engine.workspace import check_name
+
+    return config_dir() / "keys" / workspace_id(ws) / f"{check_name(tenant, 'tenant')}.key"
 
 
 def _kms_hook() -> Callable[..., bytes] | None:
@@ -161,6 +163,9 @@ def _kms_hook() -> Callable[..., bytes] | None:
 
 def tenant_key(ws: Any, tenant: str, *, create: bool = False) -> bytes:
     """The tenant's data key: KMS hook, then $STUDIO_TENANT_KEY_<TENANT>, then the key file."""
+    from engine.workspace import check_name
+
+    check_name(tenant, "tenant")
     hook = _kms_hook()
     if hook is not None:
         key = hook(workspace_id=workspace_id(ws), tenant=tenant)

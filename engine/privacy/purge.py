@@ -69,7 +69,8 @@ def select(ws: Any, tenant: str, *, run: str | None = None, dataset: str | None 
                                                 "SELECT 1 FROM runs WHERE tenant=?", tenant, tenant):
             raise StudioError(f"tenant {tenant!r} has nothing to purge")
         rows = [(t, "tenant=?", (tenant,)) for t in _TENANT_TABLES]
-        return Target({"scope": "tenant"}, [tdir], rows)
+        store = tdir.parent / f".store-{tenant}"  # an encrypted tenant's sealed files mid-job
+        return Target({"scope": "tenant"}, [tdir] + ([store] if store.exists() else []), rows)
     if run is not None:
         check_id(run, "run")
         row = next(iter(_query(ws, "SELECT * FROM runs WHERE run_id=? AND tenant=?", run, tenant)), None)

@@ -1,0 +1,68 @@
+"""Every CLI entry point that takes a name or id refuses path traversal with a user error (exit 2),
+and nothing is created outside the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+
+REFINE = """kind: refine
+tenant: {tenant}
+refine:
+  dataset: {dataset}
+  inputs: [{{path: chats.jsonl, format: openai_jsonl}}]
+"""
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "chats.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    return tmp_path / "proj"
+
+
+CASES = {  # argv, and what the error must say
+    "refine dataset": (lambda p: ["refine", _cfg(p, "default", "../../escaped")], "invalid dataset name"),
+    "refine tenant": (lambda p: ["refine", _cfg(p, "../escaped", "tickets")], "invalid tenant name"),
+    "purge run": (lambda p: ["purge", "--run", "../../escaped", "--yes"], "invalid run id"),
+    "purge eval": (lambda p: ["purge", "--eval", "a/../../escaped", "--yes"], "invalid eval id"),
+    "purge dataset": (lambda p: ["purge", "--dataset", "../escaped:v1", "--yes"], "invalid dataset name"),
+    "purge tenant": (lambda p: ["purge", "--tenant", "../escaped", "--all", "--yes"], "invalid tenant"),
+    "export run": (lambda p: ["export", "../../escaped"], "unknown run"),
+    "models import name": (lambda p: ["models", "import", str(p), "--name", "../escaped"],
+                           "invalid model name"),
+    "privacy only": (lambda p: ["privacy", "seal", "--only", "../../escaped"], "invalid folder name"),
+    "privacy enable tenant": (lambda p: ["privacy", "enable", "--tenant", "../escaped"], "invalid tenant"),
+    "privacy open tenant": (lambda p: ["privacy", "open", "--tenant", "../escaped"], "invalid tenant"),
+}
+
+
+def _cfg(p: Path, tenant: str, dataset: str) -> str:
+    f = p / f"refine-{abs(hash((tenant, dataset)))}.yaml"
+    f.write_text(REFINE.format(tenant=tenant, dataset=dataset))
+    return str(f)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_traversal_is_refused(case: str, project: Path, config_dir: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    ws = project / "ws"
+    argv, message = CASES[case]
+    code = _exit_code(["--workspace", str(ws), *argv(project)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (project / "escaped").exists() and not (ws / "escaped").exists()
+    assert not (ws / "tenants" / "escaped").exists() and not (project.parent / "escaped").exists()
+    assert list(config_dir.rglob("*escaped*")) == []
