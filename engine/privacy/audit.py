@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,6 @@ class VerifyResult:
     bad_seq: int | None = None
     line: int | None = None
     reason: str | None = None
-    problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "entries": self.entries, "head": self.head, "bad_seq": self.bad_seq,

@@ -105,10 +105,17 @@ def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = N
     certs: list[Path] = []
     if job.action == "refine" and result is not None and job.cfg is not None:
         certs = retention.after_refine(job.ws, job.cfg, result)
-    elif job.action in ("train", "run") and registry is not None and job.tenant is not None:
+    if job.action == "run" and job.cfg is not None and getattr(job.cfg, "refine", None):
+        name, _, version = str((ids or {}).get("dataset") or "").partition("@v")
+        if version.isdigit():  # the pipeline refined this version: its uploads may go now
+            from types import SimpleNamespace
+
+            certs = retention.after_refine(job.ws, job.cfg,
+                                           SimpleNamespace(name=name, version=int(version)))
+    if job.action in ("train", "run") and registry is not None and job.tenant is not None:
         run_id = (ids or {}).get("run_id")
         if run_id:
-            certs = retention.after_train(job.ws, job.tenant, str(run_id), registry)
+            certs += retention.after_train(job.ws, job.tenant, str(run_id), registry)
     for cert in certs:
         err.print(f"retention: deleted per policy, certificate {cert.name}")
 

@@ -98,9 +98,13 @@ def test_canary_stays_in_tenant_files_and_is_gone_after_purge(env: dict) -> None
     (e["proj"] / "configs" / "eval_both.yaml").write_text(yaml.safe_dump(cfg))
     res = _studio(e, "eval", "configs/eval_both.yaml")
     assert res.returncode == 0, res.stderr
+    eval_ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("eval ")]
+    assert _studio(e, "diff", *eval_ids, "--require", "none").returncode == 0
+    assert _studio(e, "export", run_row["run_id"]).returncode == 0
 
     # the canary is where the data is meant to be, and nowhere else
     allowed = [tenant / "raw", tenant / "datasets", tenant / "evals", tenant / "cache"]
+    # (diff reports under evals/ show per-item texts; runs/ — adapter, export — must hold none)
     report = _scan(e, *allowed)
     assert report["stray"] == 0, [h for h in report["hits"] if not h["allowed"]]
     hit_dirs = {Path(h["path"]).relative_to(tenant).parts[0] for h in report["hits"]}
@@ -114,7 +118,7 @@ def test_canary_stays_in_tenant_files_and_is_gone_after_purge(env: dict) -> None
     # the audit log recorded every verb, verifies, and carries no content
     res = _studio(e, "audit", "log", "--json")
     actions = [json.loads(line)["action"] for line in res.stdout.splitlines()]
-    assert actions == ["models.import", "refine", "train", "eval"]
+    assert actions == ["models.import", "refine", "train", "eval", "diff", "export"]
     assert _studio(e, "audit", "verify").returncode == 0
     log_text = (e["ws"] / "audit" / "audit.jsonl").read_text()
     assert e["canary"] not in log_text and "Customer" not in log_text
