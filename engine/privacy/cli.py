@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -149,6 +150,9 @@ def purge_cmd(
     target = select(ws, tenant, run=run, dataset=dataset, eval_id=eval_id, everything=everything)
     files = inventory(ws, target.paths)
     what = ", ".join(f"{k}={v}" for k, v in target.ids.items())
+    if not yes and not sys.stdin.isatty():
+        raise StudioError("purge asks for confirmation, but there is no terminal",
+                          hint="pass --yes to purge non-interactively")
     if not yes and not typer.confirm(f"permanently delete {len(files)} file(s) of tenant "
                                      f"{tenant} ({what})?", err=True):
         raise StudioError("purge cancelled", hint="pass --yes to purge without a question")

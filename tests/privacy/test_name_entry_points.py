@@ -18,9 +18,11 @@ refine:
 
 
 def _exit_code(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exc:
+    try:
         main(argv)
-    return int(exc.value.code or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 @pytest.fixture
@@ -66,3 +68,15 @@ def test_traversal_is_refused(case: str, project: Path, config_dir: Path,
     assert not (project / "escaped").exists() and not (ws / "escaped").exists()
     assert not (ws / "tenants" / "escaped").exists() and not (project.parent / "escaped").exists()
     assert list(config_dir.rglob("*escaped*")) == []
+
+
+def test_purge_without_yes_needs_a_terminal(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = project / "ws"
+    run_dir = ws / "tenants" / "default" / "runs" / "run-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text("{}")
+    assert _exit_code(["--workspace", str(ws), "purge", "--run", "run-1"]) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert run_dir.is_dir()
+    assert _exit_code(["--workspace", str(ws), "purge", "--run", "run-1", "--yes"]) == 0
+    assert not run_dir.exists()
