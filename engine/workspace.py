@@ -25,7 +25,7 @@ TENANT_SUBDIRS = ("raw", "datasets", "runs", "evals", "tmp")
 
 def check_name(value: str, what: str) -> str:
     """Names become directory names: lower-case letters, digits, '.', '_' and '-' only."""
-    if not _NAME_RE.match(value or "") or ".." in value:
+    if not _NAME_RE.fullmatch(value or "") or ".." in value:
         raise StudioError(
             f"invalid {what} name {value!r}",
             hint="use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -38,7 +38,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 def check_id(value: str, what: str) -> str:
     """Run/eval ids become directory names too: no separators, no '..', no leading dot."""
-    if not _ID_RE.match(value or "") or ".." in value:
+    if not _ID_RE.fullmatch(value or "") or ".." in value:
         raise StudioError(f"invalid {what} id {value!r}",
                           hint="ids are letters, digits, '.', '_' and '-' (as printed by studio)")
     return value

@@ -51,7 +51,8 @@ def test_config_path_into_another_tenant_is_refused(workspace: Workspace, tmp_pa
         check_config_paths(workspace, _cfg(tmp_path, rel))
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "", "A" * 300, "x\x00y", "a\\b/.."])
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "", "A" * 300, "x\x00y", "a\\b/..",
+                                 "name\n"])
 def test_ids_and_names_cannot_escape(workspace: Workspace, bad: str) -> None:
     with pytest.raises(StudioError):
         check_id(bad, "run")
