@@ -55,23 +55,30 @@ def file_sha256(path: Any) -> str | None:
     return sha256_file(path) if path is not None and Path(path).is_file() else None
 
 
-def _is_worker() -> bool:
-    """A rank started by a distributed launcher: the launching command audits and seals."""
-    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+def _distributed() -> tuple[bool, bool]:
+    """(silent, audit_only) for this process: a rank of `studio train --nproc` stays silent (the
+    launching command audits and holds the view); under the user's own launcher rank 0 audits but
+    opens no view (the other ranks could not wait for it) and the other ranks stay silent."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False, False
+    if os.environ.get("STUDIO_LAUNCHER_PID", "").isdigit():
+        return True, False
+    return os.environ.get("RANK", "0") != "0", True
 
 
 def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
           cfg: Any = None, open_data: bool = True) -> None:
     """Start of a verb's work: remember what to audit; open an encrypted tenant's data in a
     tmpfs view (open_data=False: only take the tenant's lock, e.g. to purge sealed files)."""
-    if _is_worker():
+    silent, audit_only = _distributed()
+    if silent:
         return
     if cfg is not None:
         from engine.privacy.isolation import check_config_paths
 
         check_config_paths(ws, cfg)
     job = _Job(ws, action, tenant, dict(ids or {}), cfg)
-    key = _encryption_key(ws, tenant)
+    key = None if audit_only else _encryption_key(ws, tenant)
     if key is not None and tenant is not None:
         from engine.privacy import view
 

@@ -55,3 +55,29 @@ def test_encrypted_tenant_without_key_fails_before_work(workspace: Workspace) ->
     (workspace.root / "privacy.yaml").write_text("tenants: {acme: {encryption: true}}\n")
     with pytest.raises(StudioError, match="no encryption key"), jobs.session():
         jobs.begin(workspace, "refine", "acme")
+
+
+@pytest.mark.parametrize("env, expect", [
+    ({}, (False, False)),
+    ({"WORLD_SIZE": "2", "RANK": "1", "STUDIO_LAUNCHER_PID": "123"}, (True, False)),
+    ({"WORLD_SIZE": "2", "RANK": "0", "STUDIO_LAUNCHER_PID": "123"}, (True, False)),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, (False, True)),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, (True, True)),
+])
+def test_distributed_ranks(env: dict, expect: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("WORLD_SIZE", "RANK", "STUDIO_LAUNCHER_PID"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert jobs._distributed() == expect
+
+
+def test_worker_of_studio_launcher_records_nothing(workspace: Workspace,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("STUDIO_LAUNCHER_PID", "1")
+    with jobs.session():
+        jobs.begin(workspace, "train", "acme")
+        jobs.done(ids={"worker": True})
+    assert audit.entries(workspace) == []
