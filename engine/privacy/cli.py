@@ -76,12 +76,20 @@ def audit_head() -> None:
 @audit_app.command("verify-certificate")
 def audit_verify_certificate(
         file: Path = typer.Argument(..., help="A certificate JSON from <workspace>/certificates/."),
-        public_key: Optional[Path] = typer.Option(None, "--public-key",
-                                                  help="PEM the certificate must be signed by.")) -> None:
+        public_key: Optional[str] = typer.Option(
+            None, "--public-key", help="The key it must be signed by: a PEM file (or PEM text).")) -> None:
     """Verify a deletion certificate's structure and Ed25519 signature."""
     from engine.privacy.purge import verify_certificate
 
-    pem = public_key.read_text() if public_key else None
+    pem = None
+    if public_key:
+        if public_key.lstrip().startswith("-----BEGIN"):
+            pem = public_key
+        else:
+            try:
+                pem = Path(public_key).read_text()
+            except OSError:
+                raise StudioError("cannot read the public key file", where=public_key) from None
     cert = verify_certificate(file, pem)
     d = cert["deleted"]
     out.print(f"[green]valid[/] {cert['certificate_id']}: tenant {cert['tenant']}, "

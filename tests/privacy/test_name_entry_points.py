@@ -80,3 +80,23 @@ def test_purge_without_yes_needs_a_terminal(project: Path, capsys: pytest.Captur
     assert run_dir.is_dir()
     assert _exit_code(["--workspace", str(ws), "purge", "--run", "run-1", "--yes"]) == 0
     assert not run_dir.exists()
+
+
+def test_verify_certificate_cli_with_exported_public_key(project: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    ws = project / "ws"
+    (ws / "tenants" / "default" / "evals" / "eval-1").mkdir(parents=True)
+    (ws / "tenants" / "default" / "evals" / "eval-1" / "scores.jsonl").write_text("{}\n")
+    assert _exit_code(["--workspace", str(ws), "purge", "--eval", "eval-1", "--yes"]) == 0
+    cert = next((ws / "certificates").glob("cert-*.json"))
+    capsys.readouterr()
+    assert _exit_code(["--workspace", str(ws), "audit", "public-key"]) == 0
+    pem = tmp_path / "signing.pub.pem"
+    pem.write_text(capsys.readouterr().out)
+    assert pem.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert _exit_code(["--workspace", str(ws), "audit", "verify-certificate", str(cert),
+                       "--public-key", str(pem)]) == 0
+    assert "valid" in capsys.readouterr().out
+    cert.write_text(cert.read_text().replace('"eval-1"', '"eval-2"'))
+    assert _exit_code(["--workspace", str(ws), "audit", "verify-certificate", str(cert)]) == 2
+    assert "signature is invalid" in capsys.readouterr().err
