@@ -21,6 +21,7 @@ from rich.table import Table
 from engine import offline
 from engine.console import err, make_progress, out, quiet_libraries
 from engine.errors import GateFailed, StudioError
+from engine.privacy import jobs as _privacy  # audit entries, retention, sealed tenants per verb
 
 app = typer.Typer(name="studio", no_args_is_help=True, add_completion=False,
                   help="Expert Studio: raw logs to a proven fine-tuned model, fully offline.",
@@ -31,6 +32,12 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Refined dataset versions.
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
+# Private Space: audit log, purge with certificates, encryption at rest (engine/privacy/cli.py)
+from engine.privacy.cli import audit_app, privacy_app, purge_cmd  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
+app.command("purge")(purge_cmd)
 
 _state: dict[str, Any] = {"workspace": None}
 
@@ -107,8 +114,11 @@ def models_import(
     from engine.models.store import import_model
 
     ws = _ws()
+    _privacy.begin(ws, "models.import", None, ids={"model": name})
     with ws.job_tmp("default"), make_progress() as progress:
         row = import_model(ws, _registry(ws), source, name, overwrite=overwrite, progress=progress)
+    _privacy.done(ids={"format": row["format"]}, hashes={"manifest": row["manifest_sha256"],
+                                                         "source": row.get("source_sha256")})
     out.print(f"imported [bold]{row['name']}[/] ({row['format']}) manifest {row['manifest_sha256'][:12]}")
 
 
@@ -146,8 +156,12 @@ def refine(config: Path = typer.Argument(..., help="A config of kind 'refine'.")
     cfg = _load(config)
     _expect_kind(cfg, "refine", config)
     ws = _ws()
+    _privacy.begin(ws, "refine", cfg.tenant, cfg=cfg)
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         res = do_refine(cfg, ws, _registry(ws), progress)
+    _privacy.done(ids={"dataset": res.name, "version": res.version, **{
+        k: v for k, v in res.counts.items() if isinstance(v, int)}},
+        hashes={"dataset": res.sha256}, result=res)
     out.print(f"dataset [bold]{res.name}@v{res.version}[/]: {_split_text(res.counts)}")
     out.print(f"card: {res.path / 'card.html'} (data: {res.path / 'card.json'})")
 
@@ -173,6 +187,7 @@ def train(
     _expect_kind(cfg, "train", config)
     ws = _ws()
     registry = _registry(ws)
+    _privacy.begin(ws, "train.dry_run" if dry_run else "train", cfg.tenant, cfg=cfg)
     with ws.job_tmp(cfg.tenant):
         if dry_run:
             from engine.train.preview import preview
@@ -181,6 +196,7 @@ def train(
             print(json.dumps(report, indent=2))
             if report.get("gate", "passed") != "passed":
                 raise StudioError(f"template/mask gate {report['gate']}", where=str(config))
+            _privacy.done()
             return
         from engine.train.launch import train_run
 
@@ -188,7 +204,11 @@ def train(
             res = train_run(cfg, ws, registry, progress=progress, resume=resume, nproc=nproc,
                             force=force)
     if res is None:  # one worker of several: the launching command reports
+        _privacy.done(ids={"worker": True})
         return
+    _privacy.done(ids={"run_id": res.run_id, "steps": res.metrics.get("steps")},
+                  hashes={"manifest": _privacy.file_sha256(res.path / "manifest.json")},
+                  registry=registry)
     out.print(f"run [bold]{res.run_id}[/] finished: {res.metrics['steps']} steps, "
               f"loss {res.metrics['final_loss']}, {res.metrics['train_seconds']} s")
 
@@ -208,21 +228,32 @@ def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")
     ws = _ws()
     registry = _registry(ws)
     base_dir = config.resolve().parent
+    _privacy.begin(ws, "eval", cfg.tenant, ids={"models": list(cfg.eval.models)}, cfg=cfg)
     if spec.suite is not None:  # one eval per (model, task); relative task paths: config's folder
         from engine.eval.tasks import load_suite, print_result, run_suite
 
         tasks = load_suite(spec, base_dir, registry, cfg.tenant)  # every task checked first
+        eval_ids: list[str] = []
         with ws.job_tmp(cfg.tenant), make_progress() as progress:
             for ref in cfg.eval.models:
-                run_suite(spec, ws, registry, tenant=cfg.tenant, model_ref=ref, cfg_dir=base_dir,
-                          tasks=tasks, progress=progress, on_task=print_result)
+                results = run_suite(spec, ws, registry, tenant=cfg.tenant, model_ref=ref,
+                                    cfg_dir=base_dir, tasks=tasks, progress=progress,
+                                    on_task=print_result)
+                eval_ids.extend(r.eval_id for r in results)
+        _privacy.done(ids={"eval_ids": eval_ids})
         return
     dataset = resolve_dataset(registry, cfg.tenant, cfg.eval.dataset)
+    ids: list[str] = []
+    proofs: list[str | None] = []
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         for ref in cfg.eval.models:
             res = run_eval(spec, ws, registry, tenant=cfg.tenant, model_ref=ref,
                            dataset=dataset, progress=progress, base_dir=base_dir)
             out.print(f"eval [bold]{res.eval_id}[/]  {ref} scored {res.score:.3f} on {res.n} items")
+            proofs.append(res.proof_sha256)
+            ids.append(res.eval_id)
+    _privacy.done(ids={"eval_ids": ids, "dataset": f"{dataset['name']}@v{dataset['version']}"},
+                  hashes={"dataset": dataset["sha256"], "proofs": [p for p in proofs if p]})
 
 
 @app.command()
@@ -244,6 +275,8 @@ def diff(
         raise StudioError(f"--require must be better, not_worse or none, got {require!r}")
     ws = _ws()
     registry = _registry(ws)
+    _privacy.begin(ws, "diff", tenant, ids={"base_eval": base_eval, "tuned_eval": tuned_eval,
+                                            "require": require})
     rows = []
     for eid in (base_eval, tuned_eval):
         row = registry.get_eval(eid)
@@ -258,6 +291,8 @@ def diff(
                      tuned_label=rows[1]["model_ref"])
     _print_diff(res.stats)
     out.print(f"report: {res.report_path}")
+    _privacy.done(ids={"verdict": res.verdict, "gate_passed": res.gate_passed},
+                  hashes={"report": _privacy.file_sha256(res.report_path)})
     if not res.gate_passed:
         failed = res.stats["gate"]["failed_slices"]
         extra = f"; not non-inferior on slices: {', '.join(failed)}" if failed else ""
@@ -281,8 +316,11 @@ def export(
     from engine.train.export import export_run
 
     ws = _ws()
+    _privacy.begin(ws, "export", tenant, ids={"run_id": run_id, "merge": merge})
     with ws.job_tmp(tenant):
         path = export_run(ws, _registry(ws), run_id, tenant, merge=merge)
+    _privacy.done(ids={"path": str(Path(path).relative_to(ws.root)) if Path(path).is_relative_to(
+        ws.root) else Path(path).name})
     out.print(f"exported {'merged model' if merge else 'adapter'} of {run_id} to {path}")
 
 
@@ -299,8 +337,11 @@ def run(
     cfg = _load(config)
     _expect_kind(cfg, "pipeline", config)
     ws = _ws()
+    _privacy.begin(ws, "run", cfg.tenant, cfg=cfg)
     with ws.job_tmp(cfg.tenant), make_progress() as progress:
         summary = run_pipeline(cfg, ws, _registry(ws), progress=progress, started=t0)
+    _privacy.done(ids={k: summary.get(k) for k in ("run_id", "dataset", "verdict", "gate_passed")},
+                  registry=_registry(ws))
     out_console = err if as_json else out
     out_console.print(
         f"[bold]time to first model {summary['ttfm_seconds']:.0f} s[/]  run {summary['run_id']}\n"
@@ -349,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     offline.enforce()
     quiet_libraries()
     try:
-        rc = app(args=argv, prog_name="studio", standalone_mode=False)
+        with _privacy.session():  # every begun job is audited (and re-sealed) however it ends
+            rc = app(args=argv, prog_name="studio", standalone_mode=False)
     except StudioError as exc:
         err.print(f"[red bold]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)

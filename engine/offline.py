@@ -65,6 +65,9 @@ CACHE_ENV_SUBDIRS: dict[str, str] = {
 }
 
 _guard_installed = False
+# The user's own values of the variables `confine_caches` replaces (captured at its first call),
+# so that per-user settings (e.g. the config dir holding keys) still resolve inside a job.
+_USER_ENV: dict[str, str | None] = {}
 _ALLOWED_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", ""}
 
 
@@ -83,12 +86,32 @@ def is_loopback(host: Any) -> bool:
         return False
 
 
+def log_attempt(kind: str, address: str) -> None:
+    """Strict mode: with STUDIO_EGRESS_LOG=path, append every blocked attempt as one JSON line."""
+    path = os.environ.get("STUDIO_EGRESS_LOG")
+    if not path:
+        return
+    import json
+    import time
+
+    line = json.dumps({"ts": time.time(), "pid": os.getpid(), "kind": kind, "address": address})
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _check_address(family: int, address: Any) -> None:
     if family == getattr(socket, "AF_UNIX", None):
         return
     if isinstance(address, tuple) and address:
         host, port = address[0], address[1] if len(address) > 1 else None
         if not is_loopback(host):
+            log_attempt("connect", f"{host}:{port}")
             raise EgressBlocked(f"{host}:{port}")
     elif isinstance(address, (str, bytes)):  # unix path passed to a non-unix socket: let OS decide
         return
@@ -119,6 +142,7 @@ def install_egress_guard() -> None:
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host is not None and not is_loopback(host):
+            log_attempt("getaddrinfo", str(host))
             raise EgressBlocked(f"{host} (name lookup)")
         return orig_getaddrinfo(host, *args, **kwargs)
 
@@ -133,10 +157,26 @@ def guard_installed() -> bool:
     return _guard_installed
 
 
+CHILD_GUARD_DIR = Path(__file__).resolve().parent / "privacy" / "childguard"
+
+
 def enforce() -> None:
-    """Set the offline/no-telemetry variables (inherited by child processes) and install the guard."""
+    """Set the offline/no-telemetry variables (inherited by child processes) and install the guard.
+
+    Child Python processes inherit the guard too: STUDIO_EGRESS_GUARD=1 and a PYTHONPATH entry
+    whose sitecustomize installs it at interpreter start (any venv, engine importable or not).
+    """
     os.environ.update(OFFLINE_ENV)
     install_egress_guard()
+    os.environ["STUDIO_EGRESS_GUARD"] = "1"
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(CHILD_GUARD_DIR) not in paths and CHILD_GUARD_DIR.is_dir():
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(CHILD_GUARD_DIR), *paths])
+
+
+def user_env(var: str) -> str | None:
+    """The value `var` had before the first `confine_caches` (its current value if never confined)."""
+    return _USER_ENV[var] if var in _USER_ENV else os.environ.get(var)
 
 
 def confine_caches(directory: str | Path) -> Path:
@@ -146,6 +186,8 @@ def confine_caches(directory: str | Path) -> Path:
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _USER_ENV:
+        _USER_ENV.update({var: os.environ.get(var) for var in (*CACHE_ENV_SUBDIRS, "HOME")})
     for var, sub in CACHE_ENV_SUBDIRS.items():
         path = root / sub
         path.mkdir(parents=True, exist_ok=True, mode=0o700)

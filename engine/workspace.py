@@ -25,11 +25,22 @@ TENANT_SUBDIRS = ("raw", "datasets", "runs", "evals", "tmp")
 
 def check_name(value: str, what: str) -> str:
     """Names become directory names: lower-case letters, digits, '.', '_' and '-' only."""
-    if not _NAME_RE.match(value or "") or ".." in value:
+    if not _NAME_RE.fullmatch(value or "") or ".." in value:
         raise StudioError(
             f"invalid {what} name {value!r}",
             hint="use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
+    return value
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_id(value: str, what: str) -> str:
+    """Run/eval ids become directory names too: no separators, no '..', no leading dot."""
+    if not _ID_RE.fullmatch(value or "") or ".." in value:
+        raise StudioError(f"invalid {what} id {value!r}",
+                          hint="ids are letters, digits, '.', '_' and '-' (as printed by studio)")
     return value
 
 
@@ -75,10 +86,10 @@ class Workspace:
         return self.tenant_dir(tenant) / "datasets" / check_name(name, "dataset") / f"v{version}"
 
     def run_dir(self, tenant: str, run_id: str) -> Path:
-        return self.tenant_dir(tenant) / "runs" / run_id
+        return self.tenant_dir(tenant) / "runs" / check_id(run_id, "run")
 
     def eval_dir(self, tenant: str, eval_id: str) -> Path:
-        return self.tenant_dir(tenant) / "evals" / eval_id
+        return self.tenant_dir(tenant) / "evals" / check_id(eval_id, "eval")
 
     def tmp_dir(self, tenant: str) -> Path:
         return self.tenant_dir(tenant) / "tmp"

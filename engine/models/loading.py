@@ -18,10 +18,45 @@ def torch_dtype(dtype: Any) -> Any:
     return value
 
 
+def remote_code_allowed(model_dir: str | Path) -> bool:
+    """trust_remote_code only for store models listed in <workspace>/privacy.yaml trust_remote_code."""
+    p = Path(model_dir).resolve()
+    if p.parent.name != "models":
+        return False
+    from engine.privacy.policy import load_policy
+
+    return p.name in load_policy(p.parent.parent).trust_remote_code
+
+
+def safe_load_kwargs(model_dir: str | Path) -> dict[str, Any]:
+    """from_pretrained kwargs that load safetensors only (a .bin-only model is refused)."""
+    from engine.errors import StudioError
+
+    d = Path(model_dir)
+    if d.is_dir() and not any(d.glob("*.safetensors")):
+        pickles = sorted(p.name for p in d.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise StudioError(
+            f"{d.name}: no safetensors weights" + (f" (found {pickles[0]}: pickle, refused)" if pickles else ""),
+            where=str(d), hint="only safetensors weights are loaded; convert the model on a trusted "
+                               "machine (save_pretrained(safe_serialization=True)) and import it")
+    return {"use_safetensors": True, "trust_remote_code": remote_code_allowed(d)}
+
+
+def check_adapter(adapter_dir: str | Path) -> None:
+    """A PEFT adapter must be safetensors (adapter_model.safetensors); pickle adapters are refused."""
+    from engine.errors import StudioError
+
+    d = Path(adapter_dir)
+    if not (d / "adapter_model.safetensors").is_file():
+        raise StudioError(f"{d.name}: no adapter_model.safetensors", where=str(d),
+                          hint="only safetensors adapters are loaded (pickle .bin adapters can run code)")
+
+
 def load_tokenizer(model_dir: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True,
+                                         trust_remote_code=remote_code_allowed(model_dir))
 
 
 def load_causal_lm(model_dir: str | Path, adapter_dir: str | Path | None = None, *,
@@ -30,9 +65,11 @@ def load_causal_lm(model_dir: str | Path, adapter_dir: str | Path | None = None,
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch_dtype(dtype), local_files_only=True)
+        str(model_dir), dtype=torch_dtype(dtype), local_files_only=True, **safe_load_kwargs(model_dir))
     if adapter_dir is not None:
         from peft import PeftModel
+
+        check_adapter(adapter_dir)
 
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
         if merge:

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from engine.config import LoraSpec
 from engine.errors import StudioError
+from engine.models.loading import safe_load_kwargs
 
 
 def new_run_id() -> str:
@@ -184,6 +185,7 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
 
     kwargs: dict[str, Any] = {"local_files_only": True,
                               "dtype": torch.bfloat16 if use_cuda else torch.float32}
+    kwargs.update(safe_load_kwargs(model_dir))  # safetensors only; remote code only if allow-listed
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if spec.adapter == "qlora":

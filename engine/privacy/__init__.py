@@ -1,0 +1,1 @@
+"""Private Space: audit log, purge with signed certificates, encryption at rest, retention, canary scans."""

@@ -1,0 +1,162 @@
+"""Privacy hooks around one CLI verb: audit entries at success/failure, retention after refine and
+train, and — for tenants with `encryption: true` — a decrypted tmpfs view of the tenant for the
+job, sealed back and wiped when the job ends (success, failure or Ctrl-C), one job per encrypted
+tenant at a time.
+
+engine/cli.py calls `begin(...)` once the verb knows its workspace and tenant, `done(...)` on
+success, and wraps the whole command in `session()`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.console import err
+from engine.privacy import audit
+
+
+@dataclass
+class _Job:
+    ws: Any
+    action: str
+    tenant: str | None
+    ids: dict[str, Any] = field(default_factory=dict)
+    cfg: Any = None
+    finished: bool = False
+    lock_fd: int | None = None
+    key: bytes | None = None
+    view: Any = None
+
+
+_current: list[_Job] = []
+
+
+def _encryption_key(ws: Any, tenant: str | None) -> bytes | None:
+    if tenant is None:
+        return None
+    from engine.privacy.policy import load_policy
+
+    if not load_policy(ws).encrypted(tenant):
+        return None
+    from engine.privacy.keys import tenant_key
+
+    return tenant_key(ws, tenant)
+
+
+def file_sha256(path: Any) -> str | None:
+    from engine.hashing import sha256_file
+
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
+def _distributed() -> tuple[bool, bool]:
+    """(silent, audit_only) for this process: a rank of `studio train --nproc` stays silent (the
+    launching command audits and holds the view); under the user's own launcher rank 0 audits but
+    opens no view (the other ranks could not wait for it) and the other ranks stay silent."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False, False
+    if os.environ.get("STUDIO_LAUNCHER_PID", "").isdigit():
+        return True, False
+    return os.environ.get("RANK", "0") != "0", True
+
+
+def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
+          cfg: Any = None, open_data: bool = True) -> None:
+    """Start of a verb's work: remember what to audit; open an encrypted tenant's data in a
+    tmpfs view (open_data=False: only take the tenant's lock, e.g. to purge sealed files)."""
+    silent, audit_only = _distributed()
+    if silent:
+        return
+    if cfg is not None:
+        from engine.privacy.isolation import check_config_paths
+
+        check_config_paths(ws, cfg)
+    job = _Job(ws, action, tenant, dict(ids or {}), cfg)
+    key = None if audit_only else _encryption_key(ws, tenant)
+    if key is not None and tenant is not None:
+        from engine.privacy import view
+
+        tenants = ws.tenant_dir(tenant, create=False).parent
+        tenants.mkdir(parents=True, exist_ok=True, mode=0o700)
+        job.lock_fd = os.open(tenants / f".lock-{tenant}", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(job.lock_fd, fcntl.LOCK_EX)  # one job per encrypted tenant
+        job.key = key
+        _current.append(job)  # from here on, session() closes it whatever happens
+        if open_data:
+            job.view = view.open_view(ws, tenant, key)
+            err.print(f"encrypted tenant {tenant}: opened {len(job.view.snapshot)} file(s) in "
+                      f"{job.view.view.parent} for this job")
+        else:
+            view.recover(ws, tenant, key)
+        return
+    _current.append(job)
+
+
+def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = None,
+         result: Any = None, registry: Any = None) -> None:
+    """The verb succeeded: audit it, then apply the retention policy (refine/train)."""
+    if not _current:
+        return
+    job = _current[-1]
+    job.finished = True
+    audit.record(job.ws, job.action, tenant=job.tenant, ids={**job.ids, **(ids or {})},
+                 hashes=hashes)
+    from engine.privacy import retention
+
+    certs: list[Path] = []
+    if job.action == "refine" and result is not None and job.cfg is not None:
+        certs = retention.after_refine(job.ws, job.cfg, result)
+    if job.action == "run" and job.cfg is not None and getattr(job.cfg, "refine", None):
+        name, _, version = str((ids or {}).get("dataset") or "").partition("@v")
+        if version.isdigit():  # the pipeline refined this version: its uploads may go now
+            from types import SimpleNamespace
+
+            certs = retention.after_refine(job.ws, job.cfg,
+                                           SimpleNamespace(name=name, version=int(version)))
+    if job.action in ("train", "run") and registry is not None and job.tenant is not None:
+        run_id = (ids or {}).get("run_id")
+        if run_id:
+            certs += retention.after_train(job.ws, job.tenant, str(run_id), registry)
+    for cert in certs:
+        err.print(f"retention: deleted per policy, certificate {cert.name}")
+
+
+def _end(job: _Job, exc: BaseException | None) -> None:
+    try:
+        if not job.finished:
+            kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            audit.record(job.ws, f"{job.action}.{kind}", tenant=job.tenant,
+                         ids={**job.ids, "error": type(exc).__name__ if exc else "exit"})
+    finally:
+        try:
+            if job.view is not None and job.key is not None:
+                from engine.privacy.view import close_view
+
+                res = close_view(job.view, job.key)
+                err.print(f"encrypted tenant {job.tenant}: sealed {res['sealed']} new or changed "
+                          f"file(s), removed {res['removed']}; plaintext view wiped")
+        finally:
+            if job.lock_fd is not None:
+                fcntl.flock(job.lock_fd, fcntl.LOCK_UN)
+                os.close(job.lock_fd)
+
+
+@contextmanager
+def session() -> Iterator[None]:
+    """Wrap one CLI invocation: every begun job is closed (audited, re-sealed) however it ends."""
+    start = len(_current)
+    exc: BaseException | None = None
+    try:
+        yield
+    except BaseException as e:  # re-raised below; recorded as failed/interrupted first
+        exc = e
+        raise
+    finally:
+        while len(_current) > start:
+            _end(_current.pop(), exc)

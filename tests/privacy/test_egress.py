@@ -1,0 +1,60 @@
+"""Strict egress mode: every blocked attempt is logged; child Python processes inherit the guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import offline
+from engine.errors import EgressBlocked
+
+PROBE = """
+import socket, sys
+try:
+    socket.socket().connect(("192.0.2.1", 443))
+    print("CONNECTED")
+except OSError as exc:
+    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
+try:
+    socket.getaddrinfo("huggingface.co", 443)
+    print("RESOLVED")
+except OSError as exc:
+    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+c = socket.create_connection(s.getsockname(), timeout=2); print("LOOPBACK OK")
+"""
+
+
+def test_blocked_attempts_are_logged_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "egress.jsonl"
+    monkeypatch.setenv("STUDIO_EGRESS_LOG", str(log))
+    assert offline.guard_installed()
+    with socket.socket() as s, pytest.raises(EgressBlocked):
+        s.connect(("192.0.2.1", 80))
+    with pytest.raises(EgressBlocked):
+        socket.getaddrinfo("example.com", 443)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["kind"], r["address"]) for r in rows] == [("connect", "192.0.2.1:80"),
+                                                         ("getaddrinfo", "example.com")]
+    assert all(r["pid"] == os.getpid() for r in rows)
+
+
+def test_child_python_inherits_guard_and_offline_env(tmp_path: Path) -> None:
+    log = tmp_path / "child-egress.jsonl"
+    offline.enforce()  # what every entry point does; its environment is what children inherit
+    env = dict(os.environ, STUDIO_EGRESS_LOG=str(log))
+    assert str(offline.CHILD_GUARD_DIR) in env["PYTHONPATH"].split(os.pathsep)
+    res = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)  # cwd: `engine` is not importable from here
+    assert res.stdout.split() == ["BLOCKED", "BLOCKED", "LOOPBACK", "OK"], res.stderr
+    kinds = [json.loads(line)["kind"] for line in log.read_text().splitlines()]
+    assert kinds == ["connect", "getaddrinfo"]
+    res = subprocess.run([sys.executable, "-c", "import os;print(os.environ['HF_HUB_OFFLINE'])"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "1"
