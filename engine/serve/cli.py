@@ -70,10 +70,15 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
         started.append(True)
         _print_ready(gateway, spec)
 
+    from engine.privacy import jobs
+
+    jobs.begin(ws, "serve", None, ids={"backend": spec.backend, "base_model": spec.base_model,
+                                       "host": spec.host, "port": spec.port})
     try:
         with ws.job_tmp(cfg.tenant) as scratch:
             serve_forever(spec, ws, _registry(ws), scratch, on_ready=ready,
                           on_status=_print_status, status_every_s=status_every)
+        jobs.done()
     finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
         if started:
             err.print("[yellow]gateway stopped[/]")
@@ -110,8 +115,16 @@ def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a 
     """Serve a run's adapter to its tenant, only if its Eval & Diff gate passed (or --force)."""
     from engine.serve.promote import promote
 
+    from engine.privacy import jobs
+
     ws = _ws()
-    row = promote(ws, _registry(ws), run_id, name, force=force)
+    registry = _registry(ws)
+    run = registry.get_run(run_id)
+    jobs.begin(ws, "serve.promote", run["tenant"] if run else None,
+               ids={"run_id": run_id, "name": name, "force": force})
+    row = promote(ws, registry, run_id, name, force=force)
+    jobs.done(ids={"gate": row["gate"], "forced": bool(row["forced"])},
+              hashes={"adapter": jobs.file_sha256(Path(row["adapter_path"]) / "adapter_model.safetensors")})
     how = f"gate {row['gate']}" if row["gate"] else "[yellow]FORCED without a passing gate[/]"
     out.print(f"promoted [bold]{row['run_id']}[/] as [bold]{row['tenant']}/{row['name']}[/] ({how}); "
               "running gateways pick it up within serve.reload_interval_s")
@@ -122,7 +135,12 @@ def serve_demote(name: str = typer.Argument(..., help="Served model name."), ten
     """Stop serving a promoted model (running gateways unload it on their next re-read)."""
     from engine.serve.promote import demote
 
-    row = demote(_ws(), tenant, name)
+    from engine.privacy import jobs
+
+    ws = _ws()
+    jobs.begin(ws, "serve.demote", tenant, ids={"name": name})
+    row = demote(ws, tenant, name)
+    jobs.done(ids={"run_id": row["run_id"]})
     out.print(f"demoted [bold]{row['tenant']}/{row['name']}[/] (run {row['run_id']})")
 
 
@@ -153,7 +171,12 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant t
     """Create a key; the token is printed once (only its hash is stored)."""
     from engine.serve.keys import KeyStore
 
-    token, info = KeyStore(_ws().registry_path).create(tenant, name, "admin" if admin else "tenant")
+    from engine.privacy import jobs
+
+    ws = _ws()
+    jobs.begin(ws, "keys.create", tenant, ids={"role": "admin" if admin else "tenant"})
+    token, info = KeyStore(ws.registry_path).create(tenant, name, "admin" if admin else "tenant")
+    jobs.done(ids={"key_id": info.key_id})
     if as_json:
         print(json.dumps({"key": token, "key_id": info.key_id, "tenant": info.tenant, "role": info.role}))
         return
@@ -184,7 +207,12 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (8 hex charac
     """Revoke a key (takes effect on the next request)."""
     from engine.serve.keys import KeyStore
 
-    info = KeyStore(_ws().registry_path).revoke(key_id)
+    from engine.privacy import jobs
+
+    ws = _ws()
+    jobs.begin(ws, "keys.revoke", None, ids={"key_id": key_id})
+    info = KeyStore(ws.registry_path).revoke(key_id)
+    jobs.done(ids={"tenant": info.tenant})
     out.print(f"revoked key [bold]{info.key_id}[/] of tenant {info.tenant}")
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.privacy import audit
 from engine.serve.api import ApiError, check_request, model_not_found, parse_json
 from engine.serve.backends.base import Backend, BackendError
 from engine.serve.config import ServeSpec
@@ -34,7 +36,7 @@ from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
 from engine.serve.promote import ServedModels
 from engine.serve.usage import UsageStore
-from engine.workspace import check_name
+from engine.workspace import Workspace, check_name
 
 log = logging.getLogger("studio.serve")
 SEP = "--"  # internal adapter id = <tenant>--<name>
@@ -68,6 +70,8 @@ class Gateway:
         self.spec, self.backend = spec, backend
         self.registry_path = Path(registry_path)
         self.keys = KeyStore(registry_path)
+        self.workspace = Workspace(self.registry_path.parent)
+        self._key_days: set[tuple[str, str]] = set()  # (key id, UTC day) already in the audit log
         self.usage = UsageStore(registry_path)
         self.served = ServedModels(registry_path)
         self.metrics = GatewayMetrics()
@@ -196,7 +200,20 @@ class Gateway:
             if scheme.lower() == "bearer" else None
         if info is None:
             raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+        day = datetime.now(timezone.utc).date().isoformat()
+        if (info.key_id, day) not in self._key_days:  # key use: once per key and day, never content
+            self._key_days.add((info.key_id, day))
+            await self.audit("serve.key_use", info, info.tenant, day=day)
         return info
+
+    async def audit(self, action: str, key: KeyInfo | None, tenant: str | None, **ids: Any) -> None:
+        """One audit-log entry (engine/privacy/audit.py) with the key id as actor; ids only."""
+        actor = f"key:{key.key_id}" if key is not None else None
+        try:
+            await asyncio.to_thread(audit.record, self.workspace, action, tenant=tenant, actor=actor,
+                                    ids={"key_id": key.key_id if key else None, **ids})
+        except OSError as exc:  # a full or read-only disk must not take serving down silently
+            log.error("audit log write failed for %s: %s", action, type(exc).__name__)
 
     async def admin(self, request: Request) -> KeyInfo:
         info = await self.authenticate(request)
@@ -414,18 +431,20 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.post("/admin/keys")
     async def keys_create(request: Request) -> Response:
-        await g.admin(request)
+        admin = await g.admin(request)
         body = parse_json(await request.body())
         tenant, name, role = body.get("tenant"), body.get("name", "default"), body.get("role", "tenant")
         if not isinstance(tenant, str) or not isinstance(name, str) or not isinstance(role, str):
             raise ApiError(400, "'tenant', 'name' and 'role' must be strings", "invalid_value")
         token, info = await asyncio.to_thread(g.keys.create, tenant, name, role)
+        await g.audit("keys.create", admin, info.tenant, created_key_id=info.key_id, role=info.role)
         return JSONResponse({**_key_dict(info), "key": token}, status_code=201)
 
     @app.delete("/admin/keys/{key_id}")
     async def keys_revoke(key_id: str, request: Request) -> Response:
-        await g.admin(request)
+        admin = await g.admin(request)
         info = await asyncio.to_thread(g.keys.revoke, key_id)
+        await g.audit("keys.revoke", admin, info.tenant, revoked_key_id=info.key_id)
         return JSONResponse(_key_dict(info))
 
     @app.get("/admin/adapters")
@@ -437,7 +456,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.post("/admin/adapters")
     async def adapters_load(request: Request) -> Response:
-        await g.admin(request)
+        admin = await g.admin(request)
         body = parse_json(await request.body())
         tenant, name, path = body.get("tenant"), body.get("name"), body.get("adapter_path")
         if not all(isinstance(v, str) and v for v in (tenant, name, path)):
@@ -450,17 +469,19 @@ def create_app(gateway: Gateway) -> FastAPI:
                                "already_loaded")
             await g._load(route)
             g.metrics.adapters.set(len(g.backend.adapters()))
+        await g.audit("serve.adapter_load", admin, tenant, name=name, internal_id=route.internal_id)
         return JSONResponse({"tenant": tenant, "name": name, "internal_id": route.internal_id},
                             status_code=201)
 
     @app.delete("/admin/adapters/{tenant}/{name}")
     async def adapters_unload(tenant: str, name: str, request: Request) -> Response:
-        await g.admin(request)
+        admin = await g.admin(request)
         async with g._routes_lock:
             if (tenant, name) not in g.routes:
                 raise ApiError(404, "no such adapter is loaded", "not_found")
             await g._unload((tenant, name))
             g.metrics.adapters.set(len(g.backend.adapters()))
+        await g.audit("serve.adapter_unload", admin, tenant, name=name)
         return JSONResponse({"tenant": tenant, "name": name, "unloaded": True})
 
     @app.post("/admin/reload")

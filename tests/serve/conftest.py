@@ -88,27 +88,48 @@ def served_workspace(root: Path, tiny_model_dir: Path, adapters: dict[str, Path]
     return ws, keys
 
 
-# The vLLM backend joins when an interpreter with vLLM is named (its own venv; see STACK-NOTES).
-BACKENDS = ["transformers"] + (["vllm"] if os.environ.get("STUDIO_TEST_VLLM_PYTHON") else [])
+def _vllm_python() -> str | None:
+    """The interpreter with vLLM the gateway tests also run against: $STUDIO_TEST_VLLM_PYTHON, else
+    the one the engine would find ($STUDIO_VLLM_PYTHON, .venv-vllm — CI builds it)."""
+    if os.environ.get("STUDIO_TEST_VLLM_PYTHON"):
+        return os.environ["STUDIO_TEST_VLLM_PYTHON"]
+    from engine.serve.vllm_env import find_vllm
+
+    install = find_vllm()
+    return str(install.python) if install is not None else None
+
+
+VLLM_PYTHON = _vllm_python()
+BACKENDS = ["transformers"] + (["vllm"] if VLLM_PYTHON else [])
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Served]:
-    """A real gateway on a free loopback port, parametrized over backends (one per param)."""
+           tiny_model_dir: Path, tiny_adapters: dict[str, Path], session_dir: Path) -> Iterator[Served]:
+    """A real gateway on a free loopback port, parametrized over backends (one per param).
+
+    vLLM's CPU kernels need attention heads of size >= 32, so the vLLM gateway serves the tiny
+    model's vLLM-sized sibling (same tokenizer and template) with adapters made for it."""
     from engine.registry import Registry
     from engine.serve.config import ServeSpec
     from engine.serve.server import start_in_thread
 
-    ws, keys = served_workspace(tmp_path_factory.mktemp("served") / "ws", tiny_model_dir, tiny_adapters)
+    model_dir, adapters = tiny_model_dir, tiny_adapters
+    if request.param == "vllm":
+        from tests.serve.vllm_helpers import build_vllm_tiny
+
+        model_dir = build_vllm_tiny(session_dir / "vllm-tiny-gateway")
+        adapters = {name: make_lora(model_dir, session_dir / "vllm-gateway-adapters" / name, seed)
+                    for name, seed in (("a1", 1), ("a2", 2))}
+    ws, keys = served_workspace(tmp_path_factory.mktemp("served") / "ws", model_dir, adapters)
     spec = ServeSpec(backend=request.param, base_model=TINY, port=0, reload_interval_s=0.3,
                      default_max_tokens=16, max_tokens_limit=64, threads=1,
                      batching={"max_batch_size": 8, "batch_wait_ms": 20},
-                     vllm={"python": os.environ.get("STUDIO_TEST_VLLM_PYTHON"), "dtype": "float32",
+                     vllm={"python": VLLM_PYTHON, "dtype": "float32",
                            "max_model_len": 512, "max_lora_rank": 8})
     running = start_in_thread(spec, ws, Registry(ws.registry_path))
     try:
-        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, tiny_adapters,
+        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, adapters,
                      running.gateway.backend)
     finally:
         running.stop()

@@ -5,6 +5,7 @@ Every test takes the `served` fixture, which is parametrized over backends.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -133,6 +134,21 @@ def test_admin_endpoints_need_an_admin_key(served):
         assert admin.delete(f"/admin/keys/{created.json()['key_id']}").status_code == 200
         with pytest.raises(openai.AuthenticationError):
             client.models.list()
+    # the audit log has who did what with which key — ids only, never a secret — and verifies
+    from engine.privacy import audit
+    from engine.workspace import Workspace
+
+    ws = Workspace(served.registry_path.parent)
+    log_text = audit.log_path(ws).read_text()
+    assert token not in log_text and token.rsplit("-", 1)[1] not in log_text
+    entries = [json.loads(line) for line in log_text.splitlines()]
+    new_id = created.json()["key_id"]
+    actions = {(e["action"], e["ids"].get("created_key_id") or e["ids"].get("revoked_key_id")
+                or e["ids"].get("key_id")) for e in entries}
+    assert ("keys.create", new_id) in actions and ("keys.revoke", new_id) in actions
+    assert ("serve.key_use", new_id) in actions  # the new key's first use today
+    assert all(e["actor"].startswith("key:") for e in entries if e["action"].startswith("keys."))
+    assert audit.verify(ws).ok
 
 
 def test_adapters_load_and_unload_at_runtime(served):

@@ -112,6 +112,16 @@ def test_cli_promote_keys_and_usage(workspace, registry, tiny_adapters, tmp_path
     assert [(k["key_id"], k["tenant"]) for k in keys] == [(key_id, "acme")] and token not in json.dumps(keys)
     assert studio(*ws, "keys", "revoke", key_id, cwd=tmp_path).returncode == 0
     assert json.loads(studio(*ws, "keys", "list", "--json", cwd=tmp_path).stdout) == []
+    # the audit log: the refused promotion failed, the forced one succeeded (flagged), keys by id
+    from engine.privacy import audit
+
+    log = [(e["action"], e["tenant"], e["ids"]) for e in audit.entries(workspace)]
+    assert [a for a, _, _ in log] == ["serve.promote.failed", "serve.promote", "keys.create",
+                                      "keys.revoke"]
+    assert log[1][1] == "acme" and log[1][2]["forced"] is True and log[1][2]["run_id"] == "run-1"
+    assert log[2][2]["key_id"] == key_id and log[3][2]["key_id"] == key_id
+    assert token not in audit.log_path(workspace).read_text()
+    assert audit.verify(workspace).ok
 
     store = UsageStore(workspace.registry_path)
     store.record("acme", "support", prompt_tokens=10, completion_tokens=5, day="2026-11-02")
