@@ -334,6 +334,12 @@ def runs_show(run_id: str = typer.Argument(...)) -> None:
     print(json.dumps({"run": row, "manifest": manifest}, indent=2, sort_keys=True))
 
 
+# ------------------------------------------------- reproduce, stats, ui (engine/repro, stats, web)
+from engine.repro.cli import reproduce_cmd  # noqa: E402
+
+app.command("reproduce")(reproduce_cmd)
+
+
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: offline guard first, then the CLI, then user errors as one message."""
