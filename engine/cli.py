@@ -336,8 +336,10 @@ def runs_show(run_id: str = typer.Argument(...)) -> None:
 
 # ------------------------------------------------- reproduce, stats, ui (engine/repro, stats, web)
 from engine.repro.cli import reproduce_cmd  # noqa: E402
+from engine.web.cli import ui_cmd  # noqa: E402
 
 app.command("reproduce")(reproduce_cmd)
+app.command("ui")(ui_cmd)
 
 
 # ---------------------------------------------------------------------------------------- main
