@@ -336,10 +336,12 @@ def runs_show(run_id: str = typer.Argument(...)) -> None:
 
 # ------------------------------------------------- reproduce, stats, ui (engine/repro, stats, web)
 from engine.repro.cli import reproduce_cmd  # noqa: E402
+from engine.stats import stats_app  # noqa: E402  (serving adds `stats_app.command("usage")`)
 from engine.web.cli import ui_cmd  # noqa: E402
 
 app.command("reproduce")(reproduce_cmd)
 app.command("ui")(ui_cmd)
+app.add_typer(stats_app, name="stats")
 
 
 # ---------------------------------------------------------------------------------------- main

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from engine.hashing import canonical_json
+from engine.registry import Registry
 from engine.serve.keys import KeyStore
 from tests.helpers import ROOT, make_project
 from tests.helpers import studio as _studio
@@ -46,7 +48,7 @@ def audit_entries(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     proj = make_project(tmp_path_factory.mktemp("web") / "proj", tickets=40)
     ws = proj / "studio-workspace"
@@ -61,7 +63,8 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
     (proj / "configs" / "eval_both.yaml").write_text(yaml.safe_dump(ev))
     res = studio("eval", "configs/eval_both.yaml", cwd=proj)
     eval_ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("eval ")]
-    studio("diff", *eval_ids, "--require", "none", "--slice", "channel", cwd=proj)
+    # a wide non-inferiority margin: the gate a random tiny model can honestly pass (TTFM needs one)
+    studio("diff", *eval_ids, "--require", "not_worse", "--margin", "0.9", "--slice", "channel", cwd=proj)
     repro = studio("reproduce", run_id, cwd=proj)
     repro_id = re.search(r"run (run-[0-9a-z-]+) reproduces", repro.stdout).group(1)
     # tenant b: its own refined dataset (same name, other tenant)
@@ -71,6 +74,8 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
     studio("refine", "configs/refine_b.yaml", cwd=proj)
 
     registry = ws / "registry.sqlite"
+    finished = Registry(registry).get_run(run_id)["finished_at"]
+    promoted_at = (datetime.fromisoformat(finished) + timedelta(minutes=5)).isoformat()
     # promotions and usage belong to the serving module: rows in the agreed schema stand in here
     with closing(sqlite3.connect(registry)) as db, db:
         db.execute("CREATE TABLE IF NOT EXISTS served_models (tenant TEXT, name TEXT, run_id TEXT, "
@@ -78,7 +83,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
                    "PRIMARY KEY(tenant, name))")
         db.execute("INSERT INTO served_models VALUES (?,?,?,?,?,?,?,?)",
                    ("default", "brightwave-triage", run_id, "adapter", "smollm2-135m-instruct",
-                    "2026-11-02T09:00:00+00:00", None, 0))
+                    promoted_at, None, 0))
         db.execute("CREATE TABLE IF NOT EXISTS usage (tenant TEXT, model TEXT, day TEXT, requests INT, "
                    "prompt_tokens INT, completion_tokens INT, errors INT, PRIMARY KEY(tenant, model, day))")
         db.executemany("INSERT INTO usage VALUES (?,?,?,?,?,?,?)", [
@@ -98,7 +103,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
     diff_id = next((ws / "tenants/default/evals").glob("diff-*")).name
     return {"proj": proj, "ws": ws, "run_id": run_id, "repro_id": repro_id, "eval_ids": eval_ids,
             "diff_id": diff_id, "key_a": token_a, "key_b": token_b, "key_admin": token_admin,
-            "keys": keys}
+            "keys": keys, "promoted_at": promoted_at}
 
 
 def _free_port() -> int:
@@ -107,7 +112,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(filled: dict[str, Any]) -> Iterator[str]:
     """The real `studio ui` in its own process on a free loopback port."""
     import httpx

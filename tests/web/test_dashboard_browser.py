@@ -189,7 +189,7 @@ def test_evals_pages_show_the_verdict_and_embed_the_report(tenant_a: Page, serve
     assert page.locator("#gate").inner_text() == ("passed" if stats["gate"]["passed"] else "failed")
     frame = page.frame_locator("#report-frame")
     frame.locator("#verdict-text").wait_for()
-    assert frame.locator("#gate").inner_text().startswith("gate passed (require: none)")
+    assert frame.locator("#gate").inner_text().startswith("gate passed (require: not_worse)")
     _shot(page, "eval")
 
 
