@@ -158,3 +158,28 @@ def test_tolerances() -> None:
     for bad in ("nope=1", "loss=-1", "loss=nan"):
         with pytest.raises(StudioError):
             rp.parse_tolerances([bad], gpu=False)
+
+
+def test_run_from_a_data_file_is_pinned_to_that_file(project: dict) -> None:
+    src = project["ws"] / "tenants/default/datasets/brightwave-tickets/v1/train.jsonl"
+    data = project["dir"] / "data" / "tickets_file.jsonl"
+    data.write_bytes(src.read_bytes())
+    cfg = yaml.safe_load((project["dir"] / "configs" / "repro.yaml").read_text())
+    del cfg["train"]["dataset"]
+    cfg["train"].update(data="../data/tickets_file.jsonl", max_steps=2)
+    (project["dir"] / "configs" / "repro_file.yaml").write_text(yaml.safe_dump(cfg))
+    res = studio("train", "configs/repro_file.yaml", cwd=project["dir"])
+    assert res.returncode == 0, res.stderr
+    run_id = re.search(r"run (run-[0-9a-z-]+) finished", res.stdout).group(1)
+
+    ws = Workspace(project["ws"])
+    registry = Registry(ws.registry_path)
+    original = rp.load_original(registry, run_id, "default")
+    rebuilt, pins = rp.rebuild_config(original)
+    assert pins["train.data"] == str(data.resolve()) == rebuilt.train.data
+    assert rp.find_drift(original, rebuilt, ws, registry).refusals == []
+    data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")
+    (refusal,) = rp.find_drift(original, rebuilt, ws, registry).refusals
+    assert refusal.startswith("dataset sha256 (tickets_file.jsonl): " + original.manifest["dataset"]["sha256"])
+    data.unlink()
+    assert rp.find_drift(original, rebuilt, ws, registry).refusals == ["dataset file tickets_file.jsonl: missing"]
