@@ -55,8 +55,11 @@ class Sessions:
         self._by_id: dict[str, Session] = {}
 
     def create(self, info: Any) -> str:
+        now = time.monotonic()
+        for old in [k for k, s in self._by_id.items() if now - s.last_seen > self.idle_s]:
+            del self._by_id[old]  # expired sessions go when a new one starts
         sid = secrets.token_urlsafe(32)
-        self._by_id[sid] = Session(info.key_id, info.tenant, info.role, info.name, time.monotonic())
+        self._by_id[sid] = Session(info.key_id, info.tenant, info.role, info.name, now)
         return sid
 
     def get(self, sid: str | None) -> Session | None:

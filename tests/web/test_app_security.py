@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -78,3 +80,18 @@ def test_server_logged_no_customer_text(server: str, filled: dict[str, Any]) -> 
     log = (filled["proj"] / "ui.log").read_text()
     assert filled["key_a"] not in log
     assert "GET /" not in log  # no access log lines at all
+
+
+def test_sessions_expire_when_idle() -> None:
+    from engine.web.app import Sessions
+
+    sessions = Sessions(idle_s=0.05)
+    info = SimpleNamespace(key_id="k1", tenant="t", role="tenant", name="n")
+    sid = sessions.create(info)
+    assert sessions.get(sid) is not None and sessions.get("nope") is None
+    time.sleep(0.1)
+    assert sessions.get(sid) is None
+    stale = sessions.create(info)
+    time.sleep(0.1)
+    sessions.create(info)
+    assert stale not in sessions._by_id  # purged when the next session started
