@@ -122,7 +122,8 @@ def compute(ws: Workspace, tenant: str | None = None, month: str | None = None) 
 
             def in_project(run_id: str | None) -> bool:
                 run = runs_by_id.get(run_id or "")
-                return run is not None and run["tenant"] == t and (project == ALL or _project(run["dataset"]) == project)
+                return (run is not None and run["tenant"] == t
+                        and (project == ALL or _project(run["dataset"]) == project))
 
             promoted = [(_ts(s["promoted_at"]), s["run_id"]) for s in served or []
                         if s["tenant"] == t and in_project(s["run_id"]) and _ts(s["promoted_at"])]
@@ -253,8 +254,9 @@ def stats_overview(
         table.add_row(r["tenant"], r["project"], _fmt_seconds(r["seconds"]), r["run_id"] or "—",
                       r["definition"] or "no model yet")
     out.print(table)
+    rate = data["retrain"]["runs_per_lineage_per_month"]
     table = Table("tenant", "base model", "project", "month", "runs",
-                  title=f"Retrain rate: {data['retrain']['runs_per_lineage_per_month']} runs per lineage per month")
+                  title=f"Retrain rate: {rate} runs per lineage per month")
     for r in data["retrain"]["per_lineage_month"]:
         table.add_row(r["tenant"], r["base_model"], r["project"], r["month"], str(r["runs"]))
     out.print(table)

@@ -136,7 +136,9 @@ class View:
         config = (path / "config.yaml").read_text(encoding="utf-8") if (path / "config.yaml").is_file() else ""
         repro = self._reproductions()
         certs = []
-        for r in repro["by_original"].get(run_id, []) + ([repro["by_run"][run_id]] if run_id in repro["by_run"] else []):
+        linked = repro["by_original"].get(run_id, []) + (
+            [repro["by_run"][run_id]] if run_id in repro["by_run"] else [])
+        for r in linked:
             cert = _read_json(Path(r["certificate"])) if self.allows(r["tenant"]) else None
             if cert is not None:
                 certs.append(cert)
