@@ -95,3 +95,16 @@ def test_sessions_expire_when_idle() -> None:
     time.sleep(0.1)
     sessions.create(info)
     assert stale not in sessions._by_id  # purged when the next session started
+
+
+def test_shipped_assets_reference_nothing_outside() -> None:
+    import re
+
+    import engine.web
+
+    root = Path(engine.web.__file__).parent
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    assert {p.name for p in files} >= {"base.html.jinja", "style.css"}
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        assert not re.search(r"https?://|(src|href)=\"//|url\(|@import", text), p
