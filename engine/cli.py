@@ -77,12 +77,12 @@ def _expect_kind(cfg: Any, kind: str, path: Path) -> None:
 
 _VERB_FOR_KIND = {"pipeline": "run", "refine": "refine", "train": "train", "eval": "eval"}
 
-# serving: `studio serve`, `studio keys`, `studio stats usage`, `studio bench serve` (engine/serve/cli.py)
-from engine.serve.cli import bench_app, keys_app, serve_app, stats_app  # noqa: E402
+# serving: `studio serve`, `studio keys`, `studio stats usage` (on engine.stats.stats_app),
+# `studio bench serve` (engine/serve/cli.py)
+from engine.serve.cli import bench_app, keys_app, serve_app  # noqa: E402
 
 app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
-app.add_typer(stats_app, name="stats")
 app.add_typer(bench_app, name="bench")
 _VERB_FOR_KIND["serve"] = "serve"
 
@@ -382,6 +382,16 @@ def runs_show(run_id: str = typer.Argument(...)) -> None:
     if manifest:
         manifest.pop("lockfile", None)
     print(json.dumps({"run": row, "manifest": manifest}, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------- reproduce, stats, ui (engine/repro, stats, web)
+from engine.repro.cli import reproduce_cmd  # noqa: E402
+from engine.stats import stats_app  # noqa: E402  (serving adds `stats_app.command("usage")`)
+from engine.web.cli import ui_cmd  # noqa: E402
+
+app.command("reproduce")(reproduce_cmd)
+app.command("ui")(ui_cmd)
+app.add_typer(stats_app, name="stats")
 
 
 # ---------------------------------------------------------------------------------------- main

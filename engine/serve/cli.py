@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from engine.console import err, out
 from engine.errors import StudioError
+from engine.stats import stats_app  # `studio stats` (overview); `usage` is added below
 
 
 class _ServeGroup(TyperGroup):
@@ -28,7 +29,6 @@ serve_app = typer.Typer(cls=_ServeGroup, no_args_is_help=True,
                         help="Serve models over an OpenAI-compatible API (`studio serve CONFIG`), "
                              "and manage what is served.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (per tenant, or admin).")
-stats_app = typer.Typer(no_args_is_help=True, help="Usage statistics.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
 
 TenantOpt = typer.Option("default", "--tenant", "-t", help="Tenant.")

@@ -113,7 +113,7 @@ def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
     several processes only rank 0 touches the registry, the run dir files and the manifest.
     """
     from engine.hashing import file_manifest, sha256_json
-    from engine.repro.manifest import environment_section
+    from engine.repro.manifest import environment_section, run_sections
     from engine.train import resume
     from engine.train.distributed import is_main_process, world_size
 
@@ -155,6 +155,7 @@ def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
             "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
             "metrics": handle.metrics,
             **environment_section(),
+            **run_sections(cfg, run_dir, outputs, base_model),  # engine/repro/manifest.py
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
                                                encoding="utf-8")

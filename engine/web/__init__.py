@@ -1,0 +1,1 @@
+"""The Studio dashboard: read-only FastAPI pages (server-rendered Jinja, package-shipped CSS, inline SVG)."""

@@ -1,0 +1,110 @@
+"""Dashboard security without a browser: origin checks, cookies, revocation, the audit-chain verifier."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.web.audit import read_and_verify
+from tests.web.conftest import audit_entries
+
+ROWS = [{"actor": "a", "action": "refine", "tenant": "t", "ids": {"dataset": "d@v1"}},
+        {"actor": "a", "action": "train", "tenant": "t", "ids": {"run": "r1"}},
+        {"actor": "a", "action": "purge", "tenant": None, "ids": {}}]
+
+
+def test_audit_chain_verified_and_tampering_found(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = audit_entries(ROWS)
+    path.write_text("\n".join(lines) + "\n")
+    status = read_and_verify(path)
+    assert (status.present, status.ok, status.entries) == (True, True, 3)
+    edited = json.loads(lines[1])
+    edited["ids"] = {"run": "r2"}  # an edit without re-hashing
+    path.write_text("\n".join([lines[0], json.dumps(edited), lines[2]]) + "\n")
+    status = read_and_verify(path)
+    assert (status.ok, status.broken_at, status.reason) == (False, 2, "hash does not match the entry")
+    path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # a deleted line
+    status = read_and_verify(path)
+    assert (status.ok, status.broken_at) == (False, 2) and "prev" in status.reason
+    assert read_and_verify(tmp_path / "none.jsonl").present is False
+
+
+def test_login_post_needs_same_origin_and_pages_need_a_session(server: str, filled: dict[str, Any]) -> None:
+    with httpx.Client(base_url=server) as client:
+        assert client.get("/runs").status_code == 303
+        for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
+            r = client.post("/login", data={"key": filled["key_a"]}, headers=headers)
+            assert r.status_code == 403 and "studio_session" not in r.cookies
+        r = client.post("/login", data={"key": filled["key_a"]}, headers={"Origin": server})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = client.get("/runs")
+        assert page.status_code == 200
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert client.post("/logout", headers={"Origin": "http://evil.example"}).status_code == 403
+        assert client.get("/runs").status_code == 200
+        assert client.post("/logout", headers={"Origin": server}).status_code == 303
+        assert client.get("/runs").status_code == 303
+
+
+def test_revoked_key_ends_its_sessions(server: str, filled: dict[str, Any]) -> None:
+    token, info = filled["keys"].create("default", "short-lived")
+    with httpx.Client(base_url=server) as client:
+        client.post("/login", data={"key": token}, headers={"Origin": server})
+        assert client.get("/datasets").status_code == 200
+        filled["keys"].revoke(info.key_id)
+        assert client.get("/datasets").status_code == 303
+
+
+@pytest.mark.parametrize("path", ["/runs/..%2F..%2Fetc", "/evals/diff-..%2F..", "/evals/x/report",
+                                  "/datasets/default/..%2F/v1", "/runs/run-nope"])
+def test_odd_ids_are_404(server: str, filled: dict[str, Any], path: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        client.post("/login", data={"key": filled["key_admin"]}, headers={"Origin": server})
+        assert client.get(path).status_code == 404
+
+
+def test_server_logged_no_customer_text(server: str, filled: dict[str, Any]) -> None:
+    with httpx.Client(base_url=server) as client:
+        client.post("/login", data={"key": filled["key_a"]}, headers={"Origin": server})
+        client.get("/datasets/default/brightwave-tickets/v1")
+    log = (filled["proj"] / "ui.log").read_text()
+    assert filled["key_a"] not in log
+    assert "GET /" not in log  # no access log lines at all
+
+
+def test_sessions_expire_when_idle() -> None:
+    from engine.web.app import Sessions
+
+    sessions = Sessions(idle_s=0.05)
+    info = SimpleNamespace(key_id="k1", tenant="t", role="tenant", name="n")
+    sid = sessions.create(info)
+    assert sessions.get(sid) is not None and sessions.get("nope") is None
+    time.sleep(0.1)
+    assert sessions.get(sid) is None
+    stale = sessions.create(info)
+    time.sleep(0.1)
+    sessions.create(info)
+    assert stale not in sessions._by_id  # purged when the next session started
+
+
+def test_shipped_assets_reference_nothing_outside() -> None:
+    import re
+
+    import engine.web
+
+    root = Path(engine.web.__file__).parent
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    assert {p.name for p in files} >= {"base.html.jinja", "style.css"}
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        assert not re.search(r"https?://|(src|href)=\"//|url\(|@import", text), p
