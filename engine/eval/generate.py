@@ -147,3 +147,27 @@ class TransformersBackend:
             for i, row in zip(idx, logprobs.tolist()):
                 out[i] = row
         return out
+
+
+def make_backend(spec: Any, model_dir: Path, adapter_dir: Path | None = None) -> Any:
+    """The generation backend an eval spec asks for (`eval.backend`): transformers in-process, or
+    a vLLM server started on first use (caches under this job's confined temp dir; `close()` it)."""
+    if getattr(spec, "backend", "transformers") != "vllm":
+        return TransformersBackend(model_dir, adapter_dir)
+    import tempfile
+
+    from engine.eval.generate_vllm import VLLMGenerationBackend
+
+    v = spec.vllm
+    return VLLMGenerationBackend(model_dir, adapter_dir,
+                                 cache_dir=Path(tempfile.mkdtemp(prefix="vllm-eval-")),
+                                 python=v.python, max_model_len=v.max_model_len, dtype=v.dtype,
+                                 gpu_memory_utilization=v.gpu_memory_utilization,
+                                 extra_args=list(v.extra_args), startup_timeout=v.startup_timeout_s)
+
+
+def close_backend(backend: Any) -> None:
+    """Stop what a backend started (the vLLM server); nothing for in-process transformers."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()

@@ -143,16 +143,24 @@ def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, 
         judge = {"ref": judge_ref, "weights": judged_by.weights,
                  "weights_sha256": sha256_json(judged_by.weights)}
     items = load_items(dataset, spec.split, spec.limit)
+    own_backend = backend is None
     if backend is None:
-        from engine.eval.generate import TransformersBackend
+        from engine.eval.generate import make_backend
 
-        backend = TransformersBackend(ref.model_dir, ref.adapter_dir)  # weights load on first miss
+        backend = make_backend(spec, ref.model_dir, ref.adapter_dir)  # loads/starts on first miss
     gen = spec.generation
     cache = GenerationCache.for_tenant(ws, tenant) if spec.cache else None
-    outputs, cache_stats = cached_generate(
-        backend, [it["prompt"] for it in items], model_identity=ref.weights,
-        max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, temperature=gen.temperature,
-        seed=gen.seed, cache=cache, progress=progress, label=f"eval {model_ref}"[:40])
+    try:
+        outputs, cache_stats = cached_generate(
+            backend, [it["prompt"] for it in items], model_identity=ref.weights,
+            max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+            temperature=gen.temperature, seed=gen.seed, cache=cache, progress=progress,
+            label=f"eval {model_ref}"[:40])
+    finally:
+        if own_backend:
+            from engine.eval.generate import close_backend
+
+            close_backend(backend)
     eval_id = new_eval_id()
     out_dir = ws.eval_dir(tenant, eval_id)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")

@@ -407,18 +407,26 @@ def run_suite(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str,
     if tasks is None:
         tasks = load_suite(spec, cfg_dir, registry, tenant)
     ref = resolve_model(registry, model_ref, tenant)
+    own_backend = backend is None
     if backend is None:
-        from engine.eval.generate import TransformersBackend
+        from engine.eval.generate import make_backend
 
-        backend = TransformersBackend(ref.model_dir, ref.adapter_dir)  # weights load on first miss
+        backend = make_backend(spec, ref.model_dir, ref.adapter_dir)  # loads/starts on first miss
     suite_name = spec.suite.name if spec.suite is not None else None
     results = []
-    for task in tasks:
-        res = run_task(task, ws, registry, tenant=tenant, model_ref=model_ref, ref=ref,
-                       backend=backend, cfg_dir=cfg_dir, progress=progress, suite_name=suite_name)
-        results.append(res)
-        if on_task is not None:
-            on_task(res)
+    try:
+        for task in tasks:
+            res = run_task(task, ws, registry, tenant=tenant, model_ref=model_ref, ref=ref,
+                           backend=backend, cfg_dir=cfg_dir, progress=progress,
+                           suite_name=suite_name)
+            results.append(res)
+            if on_task is not None:
+                on_task(res)
+    finally:
+        if own_backend:
+            from engine.eval.generate import close_backend
+
+            close_backend(backend)
     return results
 
 

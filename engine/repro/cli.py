@@ -35,9 +35,14 @@ def reproduce_cmd(
         for line in getattr(drift, "notes"):
             err.print(f"[dim]note:[/] {escape(line)}")
 
+    from engine.privacy import jobs
+
+    jobs.begin(ws, "reproduce", tenant, ids={"run_id": run_id, "allow_drift": allow_drift})
     with ws.job_tmp(tenant), make_progress() as progress:
         res = reproduce(ws, _registry(ws), run_id, tenant, allow_drift=allow_drift,
                         tolerances=tolerance, progress=progress, on_drift=warn)
+    jobs.done(ids={"new_run_id": res.run_id, "passed": res.passed},
+              hashes={"certificate": jobs.file_sha256(res.path / "reproducibility.json")})
     table = Table("check", "result", "max abs diff", "tolerance")
     for name, check in res.certificate["checks"].items():
         diff = check.get("max_abs_diff")

@@ -36,6 +36,7 @@ from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
 from engine.serve.promote import ServedModels
 from engine.serve.usage import UsageStore
+from engine.stats import StudioCollector
 from engine.workspace import Workspace, check_name
 
 log = logging.getLogger("studio.serve")
@@ -75,6 +76,7 @@ class Gateway:
         self.usage = UsageStore(registry_path)
         self.served = ServedModels(registry_path)
         self.metrics = GatewayMetrics()
+        self.metrics.registry.register(StudioCollector(self.workspace))  # TTFM, retrain rate, usage
         self.routes: dict[tuple[str, str], Route] = {}
         self.in_flight: dict[str, int] = {}
         self._routes_lock = asyncio.Lock()

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from engine.privacy import audit as audit_log
 from engine.web.data import View, safe_id, table_rows
 from engine.workspace import Workspace
 
@@ -154,6 +155,8 @@ def create_app(ws: Workspace) -> FastAPI:
             return page("login.html.jinja", request, status=401, title="Log in",
                         error="That key is not valid for this workspace (or was revoked).")
         sessions.drop(request.cookies.get(COOKIE))
+        audit_log.record(ws, "ui.login", tenant=info.tenant, actor=f"key:{info.key_id}",
+                     ids={"key_id": info.key_id, "role": info.role})
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, sessions.create(info), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")

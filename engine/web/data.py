@@ -224,6 +224,6 @@ class View:
     def audit(self) -> Any:
         from engine.web.audit import read_and_verify
 
-        status = read_and_verify(self.ws.root / "audit" / "audit.jsonl")
+        status = read_and_verify(self.ws)
         status.rows = [r for r in status.rows if self.tenant is None or r.get("tenant") == self.tenant]
         return status

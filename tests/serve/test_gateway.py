@@ -273,6 +273,8 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
     assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
            f'{float(seen[served.base_model][2])}' in text
     assert "studio_request_latency_seconds_bucket" in text
+    month = time.strftime("%Y-%m", time.gmtime())  # product metrics (engine/stats.py) from the usage table
+    assert f'studio_inferences{{model="{served.base_model}",month="{month}",tenant="load"}}' in text
 
 
 def test_served_output_equals_the_eval_output(served):

@@ -68,3 +68,39 @@ def test_describe_names_vllm(backends: Any) -> None:
     assert info["backend"] == "vllm" and info["device"] in {"cpu", "cuda"}
     assert info["chat_template_sha256"] == hf.describe()["chat_template_sha256"]
     assert info != hf.describe()       # a different cache key than transformers' outputs
+
+
+def test_an_eval_suite_with_backend_vllm_scores_like_transformers(session_dir: Path, tmp_path: Path) -> None:
+    """`eval.backend: vllm` end to end: the suite runner starts vLLM for the model, generates,
+    grades and stops it; outputs and scores equal the transformers backend's."""
+    import json
+
+    from engine.config import StudioConfig
+    from engine.eval.tasks import run_suite
+    from engine.models.store import import_model
+    from engine.registry import Registry
+    from engine.workspace import Workspace
+
+    if find_vllm() is None:
+        pytest.skip(f"no vLLM interpreter found; {SETUP_HINT}")
+    model = build_vllm_tiny(session_dir / "vllm-eval" / "tiny-llama-vllm")
+    ws = Workspace(tmp_path / "ws").ensure()
+    registry = Registry(ws.registry_path)
+    import_model(ws, registry, str(model), "tiny-vllm")
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": i, "messages": p, "ideal": "x"}) + "\n"
+                             for i, p in enumerate(PROMPTS)))
+    outputs = {}
+    for backend in ("transformers", "vllm"):
+        cfg = StudioConfig.model_validate({
+            "kind": "eval", "tenant": "default",
+            "eval": {"models": ["tiny-vllm"], "backend": backend, "cache": False,
+                     "vllm": {"max_model_len": 512, "dtype": "float32"},
+                     "generation": {"max_new_tokens": 16, "batch_size": 5},
+                     "suite": {"name": "s", "tasks": [{"name": "t", "path": str(items),
+                                                       "graders": [{"type": "contains"}]}]}}})
+        with ws.job_tmp("default"):
+            (res,) = run_suite(cfg.eval, ws, registry, tenant="default", model_ref="tiny-vllm")
+        rows = [json.loads(line) for line in (res.path / "outputs.jsonl").read_text().splitlines()]
+        outputs[backend] = [r["output"] for r in rows]
+    assert outputs["vllm"] == outputs["transformers"] and all(outputs["vllm"])

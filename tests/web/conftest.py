@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -18,7 +17,6 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from engine.hashing import canonical_json
 from engine.registry import Registry
 from engine.serve.keys import KeyStore
 from tests.helpers import ROOT, make_project
@@ -31,21 +29,6 @@ def studio(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     res = _studio(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT)})
     assert res.returncode in (0, 3), f"studio {' '.join(args)}: {res.stderr}"
     return res
-
-
-def audit_entries(rows: list[dict[str, Any]]) -> list[str]:
-    """audit.jsonl lines in the agreed format, chained (written here independently of engine/web)."""
-    import hashlib
-
-    prev, out = "0" * 64, []
-    for seq, row in enumerate(rows, 1):
-        entry = {"seq": seq, "ts": f"2026-11-25T10:00:{seq:02d}+00:00", "actor": row["actor"],
-                 "action": row["action"], "tenant": row["tenant"], "ids": row["ids"], "hashes": {},
-                 "prev": prev}
-        entry["hash"] = hashlib.sha256(canonical_json(entry).encode()).hexdigest()
-        prev = entry["hash"]
-        out.append(json.dumps(entry))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -90,12 +73,12 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
             ("default", "brightwave-triage", "2026-11-03", 120, 9000, 3000, 1),
             ("default", "brightwave-triage", "2026-11-20", 80, 6000, 2000, 0),
             ("b", "b-model", "2026-11-04", 7, 100, 50, 0)])
-    (ws / "audit").mkdir()
-    (ws / "audit" / "audit.jsonl").write_text("\n".join(audit_entries([
-        {"actor": "key:admin", "action": "refine", "tenant": "default", "ids": {"dataset": "brightwave-tickets@v1"}},
-        {"actor": "key:admin", "action": "train", "tenant": "default", "ids": {"run": run_id}},
-        {"actor": "key:admin", "action": "refine", "tenant": "b", "ids": {"dataset": "brightwave-tickets@v1"}},
-    ])) + "\n")
+    # the real verbs above wrote the audit log (engine/privacy/audit.py); tenant b gets one entry
+    from engine.privacy import audit
+    from engine.workspace import Workspace
+
+    audit.record(Workspace(ws), "refine", tenant="b", actor="key:admin",
+                 ids={"dataset": "brightwave-tickets@v1"})
     keys = KeyStore(registry)
     token_a, _ = keys.create("default", "dashboard-a")
     token_b, _ = keys.create("b", "dashboard-b")

@@ -12,28 +12,29 @@ import httpx
 import pytest
 
 from engine.web.audit import read_and_verify
-from tests.web.conftest import audit_entries
 
-ROWS = [{"actor": "a", "action": "refine", "tenant": "t", "ids": {"dataset": "d@v1"}},
-        {"actor": "a", "action": "train", "tenant": "t", "ids": {"run": "r1"}},
-        {"actor": "a", "action": "purge", "tenant": None, "ids": {}}]
+def test_audit_view_reports_the_privacy_chain_check(tmp_path: Path) -> None:
+    from engine.privacy import audit
+    from engine.workspace import Workspace
 
-
-def test_audit_chain_verified_and_tampering_found(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    lines = audit_entries(ROWS)
-    path.write_text("\n".join(lines) + "\n")
-    status = read_and_verify(path)
+    ws = Workspace(tmp_path / "ws").ensure()
+    assert read_and_verify(ws).present is False
+    for action, tenant, ids in (("refine", "t", {"dataset": "d@v1"}), ("train", "t", {"run": "r1"}),
+                                ("purge", None, {})):
+        audit.record(ws, action, tenant=tenant, actor="a", ids=ids)
+    status = read_and_verify(ws)
     assert (status.present, status.ok, status.entries) == (True, True, 3)
+    path = audit.log_path(ws)
+    lines = path.read_text().splitlines()
     edited = json.loads(lines[1])
     edited["ids"] = {"run": "r2"}  # an edit without re-hashing
     path.write_text("\n".join([lines[0], json.dumps(edited), lines[2]]) + "\n")
-    status = read_and_verify(path)
-    assert (status.ok, status.broken_at, status.reason) == (False, 2, "hash does not match the entry")
+    status = read_and_verify(ws)
+    assert (status.ok, status.broken_at) == (False, 2) and "modified" in status.reason
+    assert [r["seq"] for r in status.rows] == [1, 2, 3]  # still listed, flagged as broken
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # a deleted line
-    status = read_and_verify(path)
-    assert (status.ok, status.broken_at) == (False, 2) and "prev" in status.reason
-    assert read_and_verify(tmp_path / "none.jsonl").present is False
+    status = read_and_verify(ws)
+    assert (status.ok, status.broken_at) == (False, 2) and "missing" in status.reason
 
 
 def test_login_post_needs_same_origin_and_pages_need_a_session(server: str, filled: dict[str, Any]) -> None:
@@ -42,8 +43,17 @@ def test_login_post_needs_same_origin_and_pages_need_a_session(server: str, fill
         for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
             r = client.post("/login", data={"key": filled["key_a"]}, headers=headers)
             assert r.status_code == 403 and "studio_session" not in r.cookies
+        from engine.privacy import audit
+        from engine.workspace import Workspace
+
+        logins = len([e for e in audit.entries(Workspace(filled["ws"])) if e["action"] == "ui.login"])
         r = client.post("/login", data={"key": filled["key_a"]}, headers={"Origin": server})
         assert r.status_code == 303
+        last = audit.entries(Workspace(filled["ws"]))[-1]  # the login is audited (key id, no secret)
+        assert last["action"] == "ui.login" and last["tenant"] == "default"
+        assert last["ids"]["key_id"] == filled["key_a"].split("-")[2]
+        assert len([e for e in audit.entries(Workspace(filled["ws"]))
+                    if e["action"] == "ui.login"]) == logins + 1  # refused logins are not sessions
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
         page = client.get("/runs")

@@ -154,7 +154,7 @@ class VLLMBackend(Backend):
         env.update({
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "VLLM_HOST_IP": LOOPBACK,
-            "VLLM_RPC_BASE_PATH": env["TMPDIR"],
+            "VLLM_RPC_BASE_PATH": self._rpc_dir(env["TMPDIR"]),
             "VLLM_LOGGING_LEVEL": "INFO",   # DEBUG would log prompt token ids
             "PYTHONUNBUFFERED": "1",
         })
@@ -162,6 +162,17 @@ class VLLMBackend(Backend):
         if self.install is not None and self.install.device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kvcache_gb:g}")
         return env
+
+    def _rpc_dir(self, tmpdir: str) -> str:
+        """Where vLLM puts its ZeroMQ IPC sockets: the job's TMPDIR, unless that path is so long
+        that `<dir>/<uuid>` would exceed the 107-byte limit of a Unix socket path (a deep workspace
+        path) — then a short private directory under the system temp dir, removed at stop().
+        Sockets hold no data at rest."""
+        if len(tmpdir) + 1 + 36 + 8 < 100:
+            return tmpdir
+        if getattr(self, "_short_rpc_dir", None) is None:
+            self._short_rpc_dir = Path(tempfile.mkdtemp(prefix="vllm-", dir="/tmp"))
+        return str(self._short_rpc_dir)
 
     def _dtype(self) -> str:
         if self.dtype == "auto" and self.install is not None and self.install.device == "cpu":
@@ -358,6 +369,10 @@ class VLLMBackend(Backend):
         await self._close_client()
         if self.owns_cache_dir:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+        short = getattr(self, "_short_rpc_dir", None)
+        if short is not None:
+            shutil.rmtree(short, ignore_errors=True)
+            self._short_rpc_dir = None
 
     async def health(self) -> bool:
         if self._client is None or self.proc is None or self.proc.returncode is not None:
