@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import StudioError
-from engine.offline import confine_caches
+from engine.offline import CACHE_ENV_SUBDIRS, confine_caches
 
 DEFAULT_WORKSPACE = "studio-workspace"
 DEFAULT_TENANT = "default"
@@ -98,8 +99,18 @@ class Workspace:
     def job_tmp(self, tenant: str) -> Iterator[Path]:
         """A per-job scratch directory that receives every library cache; removed at the end."""
         path = self.tmp_dir(tenant) / f"job-{uuid.uuid4().hex[:12]}"
+        saved = {var: os.environ.get(var) for var in CACHE_ENV_SUBDIRS}
+        saved_tempdir = tempfile.tempdir
         confine_caches(path)
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            # back to the caller's confinement: a later job (or test) in this process must not
+            # inherit a temp dir that no longer exists
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+            tempfile.tempdir = saved_tempdir

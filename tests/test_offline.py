@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,24 @@ def test_is_loopback() -> None:
     assert not offline.is_loopback("192.168.1.1")
     assert not offline.is_loopback("localhost.evil.com")
     assert not offline.is_loopback(None)
+
+
+def test_job_tmp_confines_caches_and_restores_them_afterwards(tmp_path) -> None:
+    """Inside a job every cache and temp dir points into the tenant's job dir; afterwards the dir
+    is gone and the process is back to its previous confinement (never to a deleted dir)."""
+    import os
+    import tempfile
+
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    before = {v: os.environ.get(v) for v in ("TMPDIR", "HF_HOME", "HF_DATASETS_CACHE")}
+    before_tempdir = tempfile.gettempdir()
+    with ws.job_tmp("acme") as job:
+        assert os.environ["TMPDIR"].startswith(str(job)) and tempfile.gettempdir().startswith(str(job))
+        assert os.environ["HF_DATASETS_CACHE"].startswith(str(job))
+        with tempfile.NamedTemporaryFile(dir=None) as f:
+            assert f.name.startswith(str(ws.tmp_dir("acme")))
+    assert not job.exists()
+    assert {v: os.environ.get(v) for v in before} == before
+    assert tempfile.gettempdir() == before_tempdir and Path(tempfile.mkdtemp()).is_dir()

@@ -33,3 +33,39 @@ def test_quickstart_proves_the_tuned_model_better(tmp_path: Path, smollm2_worksp
     report = Path(summary["report"]).read_text()
     assert "better" in report
     print("quickstart summary:", json.dumps(summary))
+
+    # the product loop after the quickstart: promote (the gate passed), serve, count, report
+    ws = ["--workspace", str(smollm2_workspace.root)]
+    promoted = studio(*ws, "serve", "promote", summary["run_id"], "--name", "triage", cwd=project,
+                      home=home)
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    key = studio(*ws, "keys", "create", "--tenant", "default", "--name", "qs", cwd=project,
+                 home=home).stdout.strip()
+    from openai import OpenAI
+
+    from engine.registry import Registry
+    from engine.serve.config import ServeSpec
+    from engine.serve.server import start_in_thread
+
+    running = start_in_thread(ServeSpec(base_model="smollm2-135m-instruct", port=0, threads=2),
+                              smollm2_workspace, Registry(smollm2_workspace.registry_path))
+    try:
+        client = OpenAI(base_url=f"{running.url}/v1", api_key=key, max_retries=0, timeout=300)
+        for text in ("My router keeps dropping Wi-Fi.", "I was charged twice for my order."):
+            answer = client.chat.completions.create(
+                model="triage", messages=[{"role": "user", "content": text}], max_tokens=12,
+                temperature=0)
+            assert answer.choices[0].message.content
+    finally:
+        running.stop()
+    res = studio(*ws, "stats", "--tenant", "default", "--json", cwd=project, home=home)
+    assert res.returncode == 0, res.stderr[-2000:]
+    stats = json.loads(res.stdout)
+    ttfm = {r["project"]: r for r in stats["ttfm"]}
+    row = ttfm["brightwave-tickets"]
+    assert row["run_id"] == summary["run_id"] and row["seconds"] > 0
+    assert row["definition"].startswith("first promotion")
+    assert any(r["runs"] >= 1 for r in stats["retrain"]["per_lineage_month"])
+    assert [(r["model"], r["requests"]) for r in stats["inferences"]
+            if r["model"] == "triage"] == [("triage", 2)]
+    print("quickstart stats:", json.dumps(stats))

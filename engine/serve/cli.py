@@ -79,6 +79,9 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
             serve_forever(spec, ws, _registry(ws), scratch, on_ready=ready,
                           on_status=_print_status, status_every_s=status_every)
         jobs.done()
+    except KeyboardInterrupt:  # Ctrl-C is how a foreground gateway stops: audited as a stop
+        jobs.done(ids={"stopped_by": "interrupt"})
+        raise
     finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
         if started:
             err.print("[yellow]gateway stopped[/]")

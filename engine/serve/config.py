@@ -25,13 +25,15 @@ class VllmSpec(_Strict):
     """Options the vLLM backend (engine/serve/backends/vllm.py) reads."""
 
     python: str | None = Field(default=None, description="Python interpreter of the environment "
-                               "with vLLM installed (none: the current interpreter)")
+                               "with vLLM installed (none: $STUDIO_VLLM_PYTHON, else .venv-vllm next "
+                               "to the project)")
     max_model_len: int | None = Field(default=None, ge=16, description="context length "
                                       "(--max-model-len); none: the model's")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    max_loras: int = Field(default=4, ge=1, description="adapters resident at once (--max-loras)")
-    max_lora_rank: int = Field(default=16, ge=1, description="--max-lora-rank")
+    max_loras: int = Field(default=4, ge=1, description="different adapters one batch may mix (--max-loras)")
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        default=16, description="--max-lora-rank (one of the ranks vLLM accepts)")
     startup_timeout_s: float = Field(default=600.0, gt=0.0, description="how long to wait for the "
                                      "vLLM server to answer /health")
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments, "

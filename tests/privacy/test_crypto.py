@@ -24,7 +24,7 @@ def test_roundtrip_in_chunks(size: int) -> None:
     data = os.urandom(size)
     sealed = io.BytesIO()
     crypto.seal_stream(KEY, "acme", "raw/a.csv", io.BytesIO(data), sealed, chunk=4096)
-    assert data == b"" or data not in sealed.getvalue()
+    assert size < 16 or data not in sealed.getvalue()  # (a few random bytes can occur by chance)
     opened = io.BytesIO()
     crypto.open_stream(KEY, "acme", "raw/a.csv", io.BytesIO(sealed.getvalue()), opened)
     assert opened.getvalue() == data

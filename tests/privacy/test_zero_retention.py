@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -83,6 +84,52 @@ def _scan(e: dict, *allow: Path) -> dict:
     return report
 
 
+def _serve_with_canary(e: dict, run_id: str) -> str:
+    """Promote the run, start the real `studio serve` (a child process), send it a prompt that
+    carries the canary, stop it with Ctrl-C; returns everything the server printed."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    assert _studio(e, "serve", "promote", run_id, "--name", "triage", "--force").returncode == 0
+    key = _studio(e, "keys", "create", "--tenant", "default").stdout.strip()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (e["proj"] / "configs" / "serve_test.yaml").write_text(yaml.safe_dump({
+        "kind": "serve", "serve": {"base_model": "smollm2-135m-instruct", "port": port,
+                                   "threads": 1}}))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "XDG_", "TRANSFORMERS_", "TORCH", "TRITON", "TMPDIR"))}
+    env.update(e["env"], HOME=str(e["home"]))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "configs/serve_test.yaml"],
+                            cwd=e["proj"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.3)
+            r = http.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "triage", "max_tokens": 8, "messages": [
+                              {"role": "user", "content": f"my account is {e['canary']}, help"}]})
+            assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output[-2000:]
+    return output
+
+
 def test_canary_stays_in_tenant_files_and_is_gone_after_purge(env: dict) -> None:
     e = env
     tenant = e["ws"] / "tenants" / "default"
@@ -101,6 +148,8 @@ def test_canary_stays_in_tenant_files_and_is_gone_after_purge(env: dict) -> None
     eval_ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("eval ")]
     assert _studio(e, "diff", *eval_ids, "--require", "none").returncode == 0
     assert _studio(e, "export", run_row["run_id"]).returncode == 0
+    served_log = _serve_with_canary(e, run_row["run_id"])
+    assert e["canary"] not in served_log  # prompts and completions are never logged
 
     # the canary is where the data is meant to be, and nowhere else
     allowed = [tenant / "raw", tenant / "datasets", tenant / "evals", tenant / "cache"]
@@ -118,7 +167,8 @@ def test_canary_stays_in_tenant_files_and_is_gone_after_purge(env: dict) -> None
     # the audit log recorded every verb, verifies, and carries no content
     res = _studio(e, "audit", "log", "--json")
     actions = [json.loads(line)["action"] for line in res.stdout.splitlines()]
-    assert actions == ["models.import", "refine", "train", "eval", "diff", "export"]
+    assert actions == ["models.import", "refine", "train", "eval", "diff", "export",
+                       "serve.promote", "keys.create", "serve.key_use", "serve"]
     assert _studio(e, "audit", "verify").returncode == 0
     log_text = (e["ws"] / "audit" / "audit.jsonl").read_text()
     assert e["canary"] not in log_text and "Customer" not in log_text

@@ -340,3 +340,62 @@ def test_batched_requests_answer_like_single_ones(served):
     assert batched == alone
     if batches_before is not None:
         assert served.backend.batches - batches_before < len(prompts)
+
+
+def test_200_concurrent_streams_no_errors_and_usage_equals_client_sums(served):
+    """200 streaming requests in flight at once (four tenants, 50 each — under the per-tenant
+    limit): every one completes, and the usage table grew by exactly what the clients were told."""
+    tenants = {"acme": "support", "globex": "support", "load": served.base_model, "admin": served.base_model}
+    owner = {"acme": "acme", "globex": "globex", "load": "load", "admin": "ops"}
+    before = {owner[w]: _usage(served.registry_path, owner[w]) for w in tenants}
+    clients = {who: served.client(who) for who in tenants}
+    barrier = threading.Barrier(200)
+    lock = threading.Lock()
+    sums: dict[tuple[str, str], list[int]] = {}
+    errors: list[str] = []
+
+    def one(i):
+        who = list(tenants)[i % 4]
+        model = tenants[who]
+        barrier.wait()
+        try:
+            text, usage, finish = _stream_text(_chat(clients[who], model, stream=True,
+                                                     max_tokens=4 + i % 7,
+                                                     stream_options={"include_usage": True}))
+        except Exception as exc:  # collected: the assertion below reports them
+            with lock:
+                errors.append(type(exc).__name__)
+            return
+        with lock:
+            row = sums.setdefault((owner[who], model), [0, 0, 0])
+            row[0] += 1
+            row[1] += usage.prompt_tokens
+            row[2] += usage.completion_tokens
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        list(pool.map(one, range(200)))
+    assert errors == []
+    assert sum(r[0] for r in sums.values()) == 200
+    for (tenant, model), (req, prompt, completion) in sums.items():
+        after = _usage(served.registry_path, tenant)[model]
+        b = before[tenant].get(model, (0, 0, 0, 0))
+        assert (after[0] - b[0], after[1] - b[1], after[2] - b[2], after[3] - b[3]) == \
+            (req, prompt, completion, 0), (tenant, model)
+
+
+def test_killed_vllm_is_reported_unhealthy_restarted_and_serves_again(served):
+    """Kill vLLM (the whole process group, as an OOM kill would) while the gateway runs: /health
+    turns 503, the supervisor relaunches it with the tenants' adapters, and answers come back."""
+    import os
+    import signal
+
+    if getattr(served.backend, "kind", None) != "vllm":
+        pytest.skip("the in-process transformers backend has no server process to kill")
+    expected = _chat(served.client("acme"), "support").choices[0].message.content
+    old = served.backend.pgid
+    os.killpg(old, signal.SIGKILL)
+    with served.http() as http:
+        assert _wait(lambda: http.get("/health").status_code == 503, timeout=30)
+        assert _wait(lambda: http.get("/health").status_code == 200, timeout=300)
+    assert served.backend.pgid != old
+    assert _chat(served.client("acme"), "support").choices[0].message.content == expected
