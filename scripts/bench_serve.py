@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads when self-started "
                         "(0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="16 requests, 16 tokens each")
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                        help="self-started backend; vllm needs --model-dir with attention heads of "
+                             "size >= 32 on CPU (e.g. SmolLM2) and vLLM in its own venv")
     args = parser.parse_args()
     offline.enforce()
     with tempfile.TemporaryDirectory(prefix="studio-bench-caches-") as caches:
@@ -51,7 +54,7 @@ def main() -> None:
                             prompt_words=args.prompt_words, max_tokens=16 if args.quick else args.max_tokens,
                             direct=not args.no_direct)
         report = run_bench(opts, url=args.url, key=args.key, model=args.model, lora_model=args.lora_model,
-                           model_dir=args.model_dir, threads=args.threads or None)
+                           model_dir=args.model_dir, threads=args.threads or None, backend=args.backend)
     print(json.dumps(report, sort_keys=True))
 
 

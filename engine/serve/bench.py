@@ -177,8 +177,8 @@ async def direct_load(backend: Any, internal_id: str, prompts: list[list[dict[st
 
 
 # ------------------------------------------------------------------------------------ self-start
-def _self_started(root: Path, model_dir: Path | None = None, threads: int | None = 1
-                  ) -> tuple[Any, dict[str, str]]:
+def _self_started(root: Path, model_dir: Path | None = None, threads: int | None = 1,
+                  backend: str = "transformers") -> tuple[Any, dict[str, str]]:
     """A model (default: a tiny one), a LoRA adapter (random non-zero B) and a gateway on a free
     loopback port."""
     import torch
@@ -213,14 +213,16 @@ def _self_started(root: Path, model_dir: Path | None = None, threads: int | None
         "base_model": "tiny", "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
     token = KeyStore(ws.registry_path).create("bench", "bench")[0]
     spec = ServeSpec(base_model="tiny", port=0, reload_interval_s=0, max_tokens_limit=4096, threads=threads,
-                     max_concurrent_per_tenant=1024, batching={"max_batch_size": 16, "batch_wait_ms": 5})
+                     max_concurrent_per_tenant=1024, batching={"max_batch_size": 16, "batch_wait_ms": 5},
+                     backend=backend, vllm={"dtype": "float32", "max_model_len": 2048})
     running = start_in_thread(spec, ws, registry)
     return running, {"key": token, "base": "tiny", "lora": "lora", "lora_id": "bench--lora"}
 
 
 def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = None,
               model: str | None = None, lora_model: str | None = None,
-              model_dir: Path | None = None, threads: int | None = 1) -> dict[str, Any]:
+              model_dir: Path | None = None, threads: int | None = 1,
+              backend: str = "transformers") -> dict[str, Any]:
     """Run every scenario; print a table on stderr; return the report (ratios included)."""
     prompts = _prompts(opts)
     results: list[dict[str, Any]] = []
@@ -228,7 +230,7 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
     tmp = tempfile.TemporaryDirectory(prefix="studio-bench-")
     try:
         if url is None:
-            running, info = _self_started(Path(tmp.name), model_dir, threads)
+            running, info = _self_started(Path(tmp.name), model_dir, threads, backend)
             url, key, model, lora_model = f"{running.url}/v1", info["key"], info["base"], info["lora"]
         if not key or not model:
             from engine.errors import StudioError
@@ -256,7 +258,8 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
     report = {"options": opts.__dict__, "url": None if running is not None else url,
               "model": (Path(model_dir).name if model_dir else "tiny-llama") if running is not None else model,
               "threads": threads if running is not None else None,
-              "self_started": running is not None, "scenarios": results, "ratios": _ratios(results)}
+              "self_started": running is not None, "backend": backend if running is not None else None,
+              "scenarios": results, "ratios": _ratios(results)}
     _print(report)
     return report
 

@@ -258,9 +258,15 @@ def bench_serve(
     model_dir: Optional[Path] = typer.Option(None, "--model-dir",
                                              help="Self-start with this HF model directory, not a tiny model."),
     threads: int = typer.Option(1, "--threads", min=0, help="Torch CPU threads when self-started (0: default)."),
+    backend: str = typer.Option("transformers", "--backend",
+                                help="Self-started backend: transformers or vllm (needs --model-dir "
+                                     "with head size >= 32 on CPU, e.g. SmolLM2)."),
 ) -> None:
     """Load-test a gateway: TTFT, inter-token latency, tokens/s, percentiles, errors; ends with JSON."""
     import tempfile
+
+    if backend not in ("transformers", "vllm"):
+        raise StudioError(f"--backend must be transformers or vllm, got {backend!r}")
 
     from engine.offline import confine_caches
     from engine.serve.bench import BenchOptions, run_bench
@@ -270,5 +276,5 @@ def bench_serve(
     with tempfile.TemporaryDirectory(prefix="studio-bench-caches-") as caches:
         confine_caches(caches)  # no library cache in $HOME; removed at the end
         report = run_bench(opts, url=url, key=key, model=model, lora_model=lora_model,
-                           model_dir=model_dir, threads=threads or None)
+                           model_dir=model_dir, threads=threads or None, backend=backend)
     print(json.dumps(report, sort_keys=True))
