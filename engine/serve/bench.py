@@ -225,6 +225,7 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
               backend: str = "transformers") -> dict[str, Any]:
     """Run every scenario; print a table on stderr; return the report (ratios included)."""
     prompts = _prompts(opts)
+    backend_kind = backend
     results: list[dict[str, Any]] = []
     running = None
     tmp = tempfile.TemporaryDirectory(prefix="studio-bench-")
@@ -258,7 +259,7 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
     report = {"options": opts.__dict__, "url": None if running is not None else url,
               "model": (Path(model_dir).name if model_dir else "tiny-llama") if running is not None else model,
               "threads": threads if running is not None else None,
-              "self_started": running is not None, "backend": backend if running is not None else None,
+              "self_started": running is not None, "backend": backend_kind if running is not None else None,
               "scenarios": results, "ratios": _ratios(results)}
     _print(report)
     return report
