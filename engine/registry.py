@@ -47,6 +47,28 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return out
 
 
+@contextmanager
+def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """One transaction on registry.sqlite (rows as sqlite3.Row): committed on success, rolled back
+    on an error, the connection closed either way. Modules that own their own tables use it too."""
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        db.row_factory = sqlite3.Row
+        with db:
+            yield db
+
+
+def table_rows(path: str | Path, table: str, sql: str,
+               args: tuple[Any, ...] = ()) -> list[dict[str, Any]] | None:
+    """Rows of a read query, or None when `table` (owned by another module) does not exist yet."""
+    if not Path(path).is_file():
+        return None
+    with connect(path) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                      (table,)).fetchone() is None:
+            return None
+        return [dict(r) for r in db.execute(sql, args)]
+
+
 class Registry:
     """Thin, explicit access to registry.sqlite; every write is one transaction."""
 
@@ -61,11 +83,9 @@ class Registry:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.row_factory = sqlite3.Row
+        with connect(self.path) as db:
             db.execute("PRAGMA foreign_keys = ON")
-            with db:
-                yield db
+            yield db
 
     def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         with self._db() as db:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import defaultdict
-from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -33,6 +31,7 @@ from typing import Any, Iterator, Optional
 import typer
 
 from engine.errors import StudioError
+from engine.registry import table_rows
 from engine.workspace import Workspace
 
 DEF_PROMOTED = "first promotion (served_models.promoted_at)"
@@ -52,23 +51,12 @@ def _ts(value: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _rows(db_path: Path, table: str, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]] | None:
-    """Rows of a query, or None when `table` does not exist (tables other modules own)."""
-    if not db_path.is_file():
-        return None
-    with closing(sqlite3.connect(db_path, timeout=30)) as db:
-        db.row_factory = sqlite3.Row
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is None:
-            return None
-        return [dict(r) for r in db.execute(sql, args)]
-
-
 def _project(dataset_ref: str | None) -> str:
     return (dataset_ref or "").split("@", 1)[0] or "(file)"
 
 
 def _reproduction_ids(db: Path) -> set[str]:
-    return {r["run_id"] for r in (_rows(db, "reproductions", "SELECT run_id FROM reproductions") or [])}
+    return {r["run_id"] for r in (table_rows(db, "reproductions", "SELECT run_id FROM reproductions") or [])}
 
 
 def _passed_gates(ws: Workspace, tenant: str, evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,13 +83,13 @@ def compute(ws: Workspace, tenant: str | None = None, month: str | None = None) 
     if month is not None and not _MONTH.match(month):
         raise StudioError(f"--month must look like 2026-11, got {month!r}")
     db = ws.registry_path
-    datasets = _rows(db, "datasets", "SELECT tenant, name, version, ingest_started_at, created_at "
+    datasets = table_rows(db, "datasets", "SELECT tenant, name, version, ingest_started_at, created_at "
                      "FROM datasets") or []
-    runs = _rows(db, "runs", "SELECT run_id, tenant, base_model, dataset, status, created_at, "
+    runs = table_rows(db, "runs", "SELECT run_id, tenant, base_model, dataset, status, created_at, "
                  "finished_at, parent_run FROM runs") or []
-    evals = {r["eval_id"]: r for r in _rows(db, "evals", "SELECT eval_id, tenant, model_ref FROM evals") or []}
-    served = _rows(db, "served_models", "SELECT * FROM served_models")
-    usage = _rows(db, "usage", "SELECT tenant, model, day, requests FROM usage")
+    evals = {r["eval_id"]: r for r in table_rows(db, "evals", "SELECT eval_id, tenant, model_ref FROM evals") or []}
+    served = table_rows(db, "served_models", "SELECT * FROM served_models")
+    usage = table_rows(db, "usage", "SELECT tenant, model, day, requests FROM usage")
     tenants = sorted({r["tenant"] for r in datasets + runs} | {r["tenant"] for r in served or []}
                      | {r["tenant"] for r in usage or []})
     if tenant is not None:

@@ -52,3 +52,24 @@ def interruptible() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def random_lora(model_dir: Path, out_dir: Path, seed: int, *, rank: int, alpha: int,
+                targets: Any, scale: float) -> Path:
+    """A PEFT LoRA adapter with random NON-zero A and B (so it changes outputs); built once."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from engine.models.loading import load_causal_lm
+
+    if (out_dir / "adapter_config.json").is_file():
+        return out_dir
+    peft_model = get_peft_model(load_causal_lm(model_dir, merge=False), LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    peft_model.save_pretrained(out_dir)
+    return out_dir

@@ -24,12 +24,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from engine.atomic import atomic_write
 from engine.config import PiiSpec
 from engine.errors import StudioError
 
@@ -92,18 +92,8 @@ def write_vault(path: str | os.PathLike[str], mapping: dict[str, list[str]], key
     blob = (MAGIC + struct.pack(">I", len(aad)) + aad + nonce
             + AESGCM(key).encrypt(nonce, plaintext, aad))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.chmod(path, 0o600)
+    with atomic_write(path) as f:  # mode 0600
+        f.write(blob)
     log.info("wrote PII vault %s (%d placeholders)", path.name, len(mapping))
     return path
 

@@ -13,13 +13,12 @@ suite may not hide a regression on one ticket category).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import write_text_atomic
 from engine.errors import StudioError
 from engine.eval.report import render_report
 from engine.eval.stats import (
@@ -190,22 +189,6 @@ def _label(given: str | None, summary: dict[str, Any], default: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- writing
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
@@ -314,10 +297,10 @@ def diff_evals(
         })
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "stats.json",
+    write_text_atomic(out_dir / "stats.json",
                   json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    _write_atomic(out_dir / "pairs.jsonl", _jsonl(pairs))
+    write_text_atomic(out_dir / "pairs.jsonl", _jsonl(pairs))
     report_path = out_dir / "report.html"
-    _write_atomic(report_path, render_report(stats, report_pairs))
+    write_text_atomic(report_path, render_report(stats, report_pairs))
     return DiffResult(stats=stats, verdict=verdict, gate_passed=passed, out_dir=out_dir,
                       report_path=report_path)

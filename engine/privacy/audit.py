@@ -15,13 +15,14 @@ import getpass
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from engine.atomic import write_text_atomic
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "ts", "actor", "action", "tenant", "ids", "hashes", "prev", "hash")
@@ -106,12 +107,7 @@ def _last_line(path: Path) -> bytes | None:
 
 def _write_head(ws: Any, seq: int, digest: str) -> None:
     path = head_path(ws)
-    fd, tmp = tempfile.mkstemp(prefix=".head.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"seq": seq, "hash": digest}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"seq": seq, "hash": digest}))
 
 
 def record(ws: Any, action: str, *, tenant: str | None = None, actor: str | None = None,

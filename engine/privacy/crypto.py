@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from engine.atomic import atomic_write
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -81,26 +82,12 @@ def open_stream(key: bytes, tenant: str, relpath: str, src: BinaryIO, dst: Binar
         dst.write(aes.decrypt(prefix + struct.pack(">I", i), data, _aad(header, i, last)))
 
 
-def _atomic(path: Path) -> tuple[BinaryIO, str]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "wb"), tmp
-
-
 def seal_file(key: bytes, tenant: str, tenant_root: Path, path: Path, *, remove: bool = True) -> Path:
     """path → path.sealed (atomic, 0600); the plaintext is removed afterwards unless remove=False."""
     rel = path.relative_to(tenant_root).as_posix()
     target = path.with_name(path.name + SUFFIX)
-    f, tmp = _atomic(target)
-    try:
-        with f, open(path, "rb") as src:
-            seal_stream(key, tenant, rel, src, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as f, open(path, "rb") as src:
+        seal_stream(key, tenant, rel, src, f)
     if remove:
         path.unlink()
     return target
@@ -113,14 +100,8 @@ def open_file(key: bytes, tenant: str, tenant_root: Path, sealed: Path, dest: Pa
     rel = plain.relative_to(tenant_root).as_posix()
     dest = dest or plain
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    f, tmp = _atomic(dest)
-    try:
-        with f, open(sealed, "rb") as src:
-            open_stream(key, tenant, rel, src, f)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dest) as f, open(sealed, "rb") as src:
+        open_stream(key, tenant, rel, src, f)
     if remove and dest == plain:
         sealed.unlink()
     return dest

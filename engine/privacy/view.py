@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import atomic_write
 from engine.console import err
 from engine.privacy import crypto
 from engine.privacy.keys import workspace_id
@@ -81,17 +82,8 @@ def _tenant_base(ws: Any, tenant: str) -> Path:
 def _seal_into(key: bytes, tenant: str, rel: str, src: Path, store: Path) -> None:
     dst = store / (rel + crypto.SUFFIX)
     dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
-            crypto.seal_stream(key, tenant, rel, s, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dst) as f, open(src, "rb") as s:
+        crypto.seal_stream(key, tenant, rel, s, f)
 
 
 def _sync(key: bytes, v: View, full: bool) -> dict[str, int]:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import write_text_atomic
 from engine.errors import StudioError
 from engine.hashing import file_manifest, sha256_file, sha256_json
 from engine.registry import Registry, now_iso
@@ -383,7 +383,7 @@ def reproduce(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
     new_manifest_path = new_dir / "manifest.json"
     new_manifest = json.loads(new_manifest_path.read_text(encoding="utf-8"))
     new_manifest["reproduces"] = {"run_id": run_id, "manifest_sha256": original.manifest_sha256}
-    _write_atomic(new_manifest_path, json.dumps(new_manifest, indent=2, sort_keys=True))
+    write_text_atomic(new_manifest_path, json.dumps(new_manifest, indent=2, sort_keys=True) + "\n")
 
     checks = {"inputs": {"passed": not drift.refusals, "differences": drift.refusals,
                          "notes": drift.notes, "allow_drift": allow_drift}}
@@ -410,7 +410,7 @@ def reproduce(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
                                 new_manifest.get("engine_version")]},
     }
     cert_path = new_dir / CERTIFICATE
-    _write_atomic(cert_path, json.dumps(cert, indent=2, sort_keys=True))
+    write_text_atomic(cert_path, json.dumps(cert, indent=2, sort_keys=True) + "\n")
     record(registry.path, new_id, run_id, tenant, passed, cert_path)
     return Reproduction(new_id, new_dir, cert)
 
@@ -422,12 +422,6 @@ def _cuda() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover
         return False
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------- registry

@@ -225,7 +225,6 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
               backend: str = "transformers") -> dict[str, Any]:
     """Run every scenario; print a table on stderr; return the report (ratios included)."""
     prompts = _prompts(opts)
-    backend_kind = backend
     results: list[dict[str, Any]] = []
     running = None
     tmp = tempfile.TemporaryDirectory(prefix="studio-bench-")
@@ -242,12 +241,12 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
         if lora_model:
             scenarios.append(("gateway lora", lambda: load(url, key, lora_model, prompts, opts)))
         if running is not None and opts.direct:
-            backend, loop = running.gateway.backend, running.gateway.loop
+            served, loop = running.gateway.backend, running.gateway.loop
             scenarios.insert(1, ("direct base", lambda: _on_loop(
-                loop, direct_load(backend, backend.base_id, prompts, opts))))
+                loop, direct_load(served, served.base_id, prompts, opts))))
             if lora_model:
                 scenarios.append(("direct lora", lambda: _on_loop(
-                    loop, direct_load(backend, info["lora_id"], prompts, opts))))
+                    loop, direct_load(served, info["lora_id"], prompts, opts))))
         for name, make in scenarios:
             err.print(f"[dim]bench: {name} ({opts.requests} requests, concurrency {opts.concurrency})[/]")
             samples, wall = asyncio.run(_as_coro(make))
@@ -259,7 +258,7 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
     report = {"options": opts.__dict__, "url": None if running is not None else url,
               "model": (Path(model_dir).name if model_dir else "tiny-llama") if running is not None else model,
               "threads": threads if running is not None else None,
-              "self_started": running is not None, "backend": backend_kind if running is not None else None,
+              "self_started": running is not None, "backend": backend if running is not None else None,
               "scenarios": results, "ratios": _ratios(results)}
     _print(report)
     return report

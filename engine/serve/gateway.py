@@ -72,7 +72,7 @@ class Gateway:
         self.registry_path = Path(registry_path)
         self.keys = KeyStore(registry_path)
         self.workspace = Workspace(self.registry_path.parent)
-        self._key_days: set[tuple[str, str]] = set()  # (key id, UTC day) already in the audit log
+        self._key_day: dict[str, str] = {}  # key id -> the UTC day its use was last audited
         self.usage = UsageStore(registry_path)
         self.served = ServedModels(registry_path)
         self.metrics = GatewayMetrics()
@@ -203,8 +203,8 @@ class Gateway:
         if info is None:
             raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
         day = datetime.now(timezone.utc).date().isoformat()
-        if (info.key_id, day) not in self._key_days:  # key use: once per key and day, never content
-            self._key_days.add((info.key_id, day))
+        if self._key_day.get(info.key_id) != day:  # key use: once per key and day, never content
+            self._key_day[info.key_id] = day
             await self.audit("serve.key_use", info, info.tenant, day=day)
         return info
 

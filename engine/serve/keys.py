@@ -16,14 +16,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StudioError
-from engine.registry import now_iso
+from engine.registry import connect, now_iso
 from engine.workspace import check_name
 
 PREFIX = "sk-studio-"
@@ -67,9 +65,7 @@ class KeyStore:
             db.executescript(SCHEMA)
 
     def _db(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.row_factory = sqlite3.Row
-        return _Txn(conn)
+        return connect(self.path)
 
     def create(self, tenant: str, name: str = "default", role: str = "tenant") -> tuple[str, KeyInfo]:
         """A new key for `tenant`: (the token, shown once; its info)."""
@@ -126,19 +122,3 @@ class KeyStore:
             return None
         return KeyInfo(row["key_id"], row["tenant"], row["name"], row["role"], row["created_at"])
 
-
-class _Txn:
-    """`with` = one transaction on a connection that is closed afterwards."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.conn
-
-    def __exit__(self, *exc: Any) -> None:
-        with closing(self.conn):
-            if exc[0] is None:
-                self.conn.commit()
-            else:
-                self.conn.rollback()

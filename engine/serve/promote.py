@@ -10,14 +10,12 @@ table every `serve.reload_interval_s` seconds (and on `POST /admin/reload`).
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import GateFailed, StudioError
-from engine.registry import Registry, now_iso
+from engine.registry import Registry, connect, now_iso
 from engine.workspace import Workspace, check_name
 
 SCHEMA = """
@@ -42,28 +40,22 @@ class GateEvidence:
     passed: bool
 
 
-def _db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30)
-    db.row_factory = sqlite3.Row
-    return db
-
-
 class ServedModels:
     """The `served_models` table of a workspace's registry.sqlite."""
 
     def __init__(self, registry_path: str | Path):
         self.path = Path(registry_path)
-        with closing(_db(self.path)) as db, db:
+        with connect(self.path) as db:
             db.executescript(SCHEMA)
 
     def upsert(self, row: dict[str, Any]) -> None:
-        with closing(_db(self.path)) as db, db:
+        with connect(self.path) as db:
             db.execute("INSERT OR REPLACE INTO served_models VALUES (?,?,?,?,?,?,?,?)",
                        tuple(row[k] for k in ("tenant", "name", "run_id", "adapter_path", "base_model",
                                               "promoted_at", "demoted_at", "forced")))
 
     def get(self, tenant: str, name: str) -> dict[str, Any] | None:
-        with closing(_db(self.path)) as db:
+        with connect(self.path) as db:
             row = db.execute("SELECT * FROM served_models WHERE tenant=? AND name=?",
                              (tenant, name)).fetchone()
         return dict(row) if row else None
@@ -77,11 +69,11 @@ class ServedModels:
             where.append("demoted_at IS NULL")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with closing(_db(self.path)) as db:
+        with connect(self.path) as db:
             return [dict(r) for r in db.execute(sql + " ORDER BY tenant, name", args)]
 
     def demote(self, tenant: str, name: str) -> dict[str, Any]:
-        with closing(_db(self.path)) as db, db:
+        with connect(self.path) as db:
             row = db.execute("SELECT * FROM served_models WHERE tenant=? AND name=? AND demoted_at IS NULL",
                              (tenant, name)).fetchone()
             if row is None:

@@ -7,7 +7,6 @@ nothing else (no client address, headers or bodies); our own messages carry coun
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import write_text_atomic
 from engine.errors import StudioError
 
 ENV_PYTHON = "STUDIO_VLLM_PYTHON"
@@ -128,12 +129,6 @@ def adjust_config(config: dict[str, Any]) -> dict[str, Any] | None:
     return new if changed else None
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def for_vllm(model_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> Path:
     """A directory vLLM can load `model_dir` from; a shadow copy under `work_dir` if needed.
 
@@ -159,7 +154,7 @@ def for_vllm(model_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str]
         for entry in src.iterdir():
             if entry.name != "config.json":
                 (staging / entry.name).symlink_to(entry)
-        _atomic_write_json(staging / "config.json", adjusted)
+        write_text_atomic(staging / "config.json", json.dumps(adjusted, indent=2, sort_keys=True) + "\n")
         os.replace(staging, dest)
     except OSError:
         if not (dest / "config.json").is_file():   # else another process made it first

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import defaultdict
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from engine.registry import Registry
+from engine.registry import Registry, connect
+from engine.registry import table_rows as registry_table_rows
 from engine.workspace import Workspace
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -29,13 +28,7 @@ def safe_id(value: str) -> bool:
 
 def table_rows(db_path: Path, table: str, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Rows of a query on a table that other modules own and may not have created yet ([] then)."""
-    if not db_path.is_file():
-        return []
-    with closing(sqlite3.connect(db_path, timeout=30)) as db:
-        db.row_factory = sqlite3.Row
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is None:
-            return []
-        return [dict(r) for r in db.execute(sql, args)]
+    return registry_table_rows(db_path, table, sql, args) or []
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -58,7 +51,7 @@ class View:
         if self.tenant is not None:
             return [self.tenant]
         found: set[str] = set()
-        with closing(sqlite3.connect(self.ws.registry_path, timeout=30)) as db:
+        with connect(self.ws.registry_path) as db:
             for table in ("datasets", "runs", "evals"):
                 found.update(r[0] for r in db.execute(f"SELECT DISTINCT tenant FROM {table}"))
         tdir = self.ws.root / "tenants"
@@ -177,7 +170,7 @@ class View:
         return None
 
     def has_table(self, table: str) -> bool:
-        with closing(sqlite3.connect(self.ws.registry_path, timeout=30)) as db:
+        with connect(self.ws.registry_path) as db:
             return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
                               (table,)).fetchone() is not None
 

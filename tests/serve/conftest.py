@@ -10,26 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import random_lora
+
 
 def make_lora(base_dir: Path, out_dir: Path, seed: int) -> Path:
     """A LoRA adapter for the tiny model with random non-zero B (so its outputs differ from the base)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from engine.models.loading import load_causal_lm
-
-    if (out_dir / "adapter_config.json").is_file():
-        return out_dir
-    model = load_causal_lm(base_dir, merge=False)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
-                                                  task_type="CAUSAL_LM"))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    peft_model.save_pretrained(out_dir)
-    return out_dir
+    return random_lora(base_dir, out_dir, seed, rank=4, alpha=16,
+                       targets=["q_proj", "v_proj", "o_proj"], scale=0.5)
 
 
 @pytest.fixture(scope="session")

@@ -42,22 +42,10 @@ def build_vllm_tiny(out_dir: Path, seed: int = 0) -> Path:
 
 def make_lora(model_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
     """A PEFT LoRA adapter on every linear layer with random NON-zero B (so it changes outputs)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.helpers import random_lora
 
-    if (out_dir / "adapter_config.json").is_file():
-        return out_dir
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                                  target_modules="all-linear"))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
-    peft_model.save_pretrained(str(out_dir))
-    return out_dir
+    return random_lora(model_dir, out_dir, seed, rank=rank, alpha=2 * rank, targets="all-linear",
+                       scale=0.3)
 
 
 class LoopThread:

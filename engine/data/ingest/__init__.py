@@ -58,7 +58,7 @@ def _check_json(path: Path, spec: InputSpec) -> None:
     if records:
         head = check_readable_utf8(path)
         if first_char(head) not in ("{", "["):
-            raise DataError(f"'fields.records' is set, but the file is not one JSON document",
+            raise DataError("'fields.records' is set, but the file is not one JSON document",
                             where=str(path), hint="unset 'fields.records' for JSON Lines")
         return
     head = check_text_head(path)

@@ -108,6 +108,7 @@ class VLLMBackend(Backend):
         self.health_failures = health_failures     # failed checks in a row that mean "hung"
         self.install: VLLMInstall | None = None
         self.proc: asyncio.subprocess.Process | None = None
+        self._short_rpc_dir: Path | None = None  # see _rpc_dir
         self.restarts = 0                      # restarts done since start()
         self.startup_seconds: float | None = None   # the last launch's time to healthy
         self._restart_times: list[float] = []
@@ -170,7 +171,7 @@ class VLLMBackend(Backend):
         Sockets hold no data at rest."""
         if len(tmpdir) + 1 + 36 + 8 < 100:
             return tmpdir
-        if getattr(self, "_short_rpc_dir", None) is None:
+        if self._short_rpc_dir is None:
             self._short_rpc_dir = Path(tempfile.mkdtemp(prefix="vllm-", dir="/tmp"))
         return str(self._short_rpc_dir)
 
@@ -369,9 +370,8 @@ class VLLMBackend(Backend):
         await self._close_client()
         if self.owns_cache_dir:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
-        short = getattr(self, "_short_rpc_dir", None)
-        if short is not None:
-            shutil.rmtree(short, ignore_errors=True)
+        if self._short_rpc_dir is not None:
+            shutil.rmtree(self._short_rpc_dir, ignore_errors=True)
             self._short_rpc_dir = None
 
     async def health(self) -> bool:
