@@ -471,7 +471,7 @@ class GraderMessage(Strict):
 
 
 class GraderSpec(Strict):
-    """How one model output is scored (engine/eval/graders.py; keys per type in docs/graders.md)."""
+    """How one model output is scored (engine/grading/graders.py; keys per type in docs/graders.md)."""
 
     type: Literal["exact_match", "contains", "regex", "json_schema", "json_field", "bleu", "chrf",
                   "rouge1", "rouge2", "rougeL", "python", "string_check", "text_similarity",
@@ -586,7 +586,7 @@ class EvalSpec(Strict):
     cache: bool = Field(default=True, description="reuse generations cached in the tenant's "
                         "cache/generations.sqlite for the same model, prompt and settings")
     suite: SuiteSpec | None = Field(default=None, description="several tasks, each its own eval "
-                                    "(engine/eval/tasks.py); the keys above are their defaults")
+                                    "(engine/eval/suite.py); the keys above are their defaults")
     backend: Literal["transformers", "vllm"] = Field(
         default="transformers", description="generation backend: in-process transformers, or a vLLM "
         "server (its own venv) started for the eval and stopped after it")

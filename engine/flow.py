@@ -15,15 +15,19 @@ from rich.progress import Progress
 
 from engine.config import StudioConfig
 from engine.console import err
+from engine.data.refine import refine
 from engine.errors import StudioError
+from engine.eval.diff import diff_evals
+from engine.eval.run import run_eval
+from engine.eval.suite import load_suite, run_suite
+from engine.models.store import import_model
 from engine.registry import Registry
+from engine.train.sft import train_sft
 from engine.workspace import Workspace
 
 
 def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
                  progress: Progress | None) -> dict[str, Any]:
-    from engine.models.store import import_model
-
     assert cfg.model is not None
     row = registry.get_model(cfg.model.name)
     if row is not None:
@@ -40,10 +44,6 @@ def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
 
 def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                  progress: Progress | None = None, started: float | None = None) -> dict[str, Any]:
-    from engine.data.pipeline import refine
-    from engine.eval.suite import run_eval
-    from engine.train.sft import train_sft
-
     t0 = started if started is not None else time.monotonic()
     assert cfg.model and cfg.refine and cfg.train and cfg.eval
     timings: dict[str, float] = {}
@@ -118,8 +118,6 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
 
 def _diff(cfg: StudioConfig, ws: Workspace, base: Any, tuned: Any, base_label: str, tuned_label: str,
           require: str, slice_key: str | None, guard: bool = False) -> Any:
-    from engine.eval.diff import diff_evals
-
     out_dir = ws.eval_dir(cfg.tenant, f"diff-{base.eval_id}-vs-{tuned.eval_id}")
     return diff_evals(base.path, tuned.path, out_dir, alpha=cfg.gate.alpha, require=require,
                       margin=cfg.gate.guard_margin if guard else cfg.gate.margin,
@@ -131,8 +129,6 @@ def _suite_diffs(cfg: StudioConfig, spec: Any, ws: Workspace, registry: Registry
                  run_id: str, progress: Progress | None) -> list[dict[str, Any]]:
     """Every task of the eval suite for base and tuned, and one diff per task: customer tasks
     against `gate.require`, guard tasks (regression suites) against `not_worse`."""
-    from engine.eval.tasks import load_suite, run_suite
-
     cfg_dir = cfg.path.parent if cfg.path else None
     tasks = load_suite(spec, cfg_dir, registry, cfg.tenant)
     if all(task.spec.guard for task in tasks):

@@ -59,3 +59,13 @@ class Reject:
     def to_dict(self) -> dict[str, Any]:
         return {"record_id": self.record_id, "stage": self.stage, "reason": self.reason,
                 "detail": self.detail, "source": asdict(self.source)}
+
+
+def message_text(content: Any) -> str:
+    """Message content — a string or multimodal parts (their text parts) — as plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multimodal content parts: keep the text parts
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)

@@ -1,14 +1,20 @@
-"""The SQLite registry of models, datasets, runs and evals (stdlib sqlite3, one file per workspace)."""
+"""The SQLite registry of models, datasets, runs and evals (stdlib sqlite3, one file per workspace).
+
+Also dataset references ('name', 'name@vN') and their resolution to a registered version.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from engine.errors import StudioError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -173,3 +179,36 @@ class Registry:
 
     def list_evals(self, tenant: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM evals WHERE tenant=? ORDER BY created_at", tenant)
+
+
+# ------------------------------------------------------------------------------ dataset refs
+_REF = re.compile(r"^(?P<name>[^@\s]+)(?:@(?:[vV]?(?P<version>\d+)|(?P<latest>latest)))?$")
+
+
+def parse_dataset_ref(ref: str) -> tuple[str, int | None]:
+    """'name' or 'name@latest' → (name, None); 'name@v3' or 'name@3' → (name, 3)."""
+    m = _REF.match((ref or "").strip())
+    if not m:
+        raise StudioError(f"invalid dataset reference {ref!r}",
+                          hint="use 'name' (latest version), 'name@vN' or 'name@N'")
+    version = m.group("version")
+    return m.group("name"), (int(version) if version is not None else None)
+
+
+def resolve_dataset(registry: Registry, tenant: str, ref: str) -> dict[str, Any]:
+    """The registry row of a dataset version; StudioError listing what exists when not found."""
+    name, version = parse_dataset_ref(ref)
+    row = registry.get_dataset(tenant, name, version)
+    if row is not None:
+        return row
+    rows = registry.list_datasets(tenant)
+    versions = [r["version"] for r in rows if r["name"] == name]
+    if versions:
+        hint = (f"available versions of {name!r}: {', '.join(f'v{v}' for v in sorted(versions))}"
+                f" (or '{name}' for the latest)")
+    elif rows:
+        names = sorted({r["name"] for r in rows})
+        hint = f"datasets in tenant {tenant!r}: {', '.join(names)}"
+    else:
+        hint = f"tenant {tenant!r} has no datasets yet; run `studio refine CONFIG` first"
+    raise StudioError(f"dataset {ref!r} not found in tenant {tenant!r}", hint=hint)

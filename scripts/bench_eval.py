@@ -5,7 +5,7 @@ On the same model object (same weights, same threads) and the same items, in ONE
 
 1. per-item — the way a naive eval script does it: for each prompt, `apply_chat_template`, then
    `model.generate` on that one prompt (greedy), decode the new tokens. The baseline.
-2. batched  — `engine.eval.generate.TransformersBackend.generate` (prompts sorted by length so
+2. batched  — `engine.generation.transformers_backend.TransformersBackend.generate` (prompts sorted by length so
    batches pad little, left padding, greedy, `--batch-size` prompts per call), through
    `engine.eval.cache.cached_generate` with an empty cache (so its write cost is included).
                                                                         goal: ratio >= 5x on CPU
@@ -158,7 +158,7 @@ def main() -> int:
     from rich.table import Table
 
     from engine.eval.cache import GenerationCache, cached_generate
-    from engine.eval.generate import TransformersBackend
+    from engine.generation.transformers_backend import TransformersBackend
     from engine.registry import Registry
     from engine.workspace import Workspace
 
@@ -200,7 +200,7 @@ def main() -> int:
     vllm_s = vllm_start_s = None
     vllm_differ: list[int] = []
     if args.vllm:  # the same items through a vLLM server (continuous batching), greedy
-        from engine.eval.generate_vllm import VLLMGenerationBackend
+        from engine.generation.vllm_generation import VLLMGenerationBackend
 
         vb = VLLMGenerationBackend(model_dir, cache_dir=BENCH_TMP / "vllm", dtype="float32",
                                    max_model_len=2048)

@@ -10,7 +10,7 @@ five raw formats, junk, duplicates, near-duplicates, PII, eval contamination):
    decontam → split in chunks (memory stays bounded); each stage's time is its own calls only.
    The stage list is the STAGES table below; a stage whose module or function is missing is
    reported as a skip, not a crash.
-2. pipeline — `engine.data.pipeline.refine` (the code path of `studio refine`) on a refine config
+2. pipeline — `engine.data.refine.refine` (the code path of `studio refine`) on a refine config
    built here, in a fresh subprocess per size: records/s, MB/s (raw input bytes) and the peak RSS
    of that process, at M and 10·M conversations (M = --rss-base, default N/10, so 10·M = N):
    memory that stays flat from M to 10·M shows the pipeline streams.
@@ -341,7 +341,7 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 def child_main(cfg_file: str, workspace: str) -> None:
     """Run one refine (the `studio refine` code path) and print its numbers as JSON."""
     from engine.config import load_config
-    from engine.data.pipeline import refine
+    from engine.data.refine import refine
     from engine.registry import Registry
     from engine.workspace import Workspace
 
@@ -450,7 +450,7 @@ def main() -> None:
             mh.add_row(row["impl"], f"{row['records_per_s']:,.0f}", f"{row['mb_per_s']:.2f}", speedup)
     console.print(mh)
     if "pipeline" in result:
-        pt = Table(title="whole refine (engine.data.pipeline.refine), fresh process per size")
+        pt = Table(title="whole refine (engine.data.refine.refine), fresh process per size")
         for col in ("conversations", "seconds", "records/s", "MB/s", "records/s per core",
                     "peak RSS MB"):
             pt.add_column(col, justify="right")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: vLLM start-up time and generation tokens/s, base model vs a LoRA adapter, one run.
 
-Launches vLLM through the engine's serving backend (engine/serve/backends/vllm.py), then sends
+Launches vLLM through the engine's serving backend (engine/generation/vllm_server.py), then sends
 `--requests` completion requests at once (each `--max-tokens` tokens, `ignore_eos`, greedy), for
 the base model and for a LoRA adapter (random non-zero B, served unmerged): one warm-up burst
 each, then `--rounds` bursts alternating base and LoRA, the median of each kept.
@@ -43,7 +43,7 @@ async def burst(backend: object, model: str, n: int, max_tokens: int) -> tuple[f
 
 
 async def main(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
-    from engine.serve.backends.vllm import VLLMBackend
+    from engine.generation.vllm_server import VLLMBackend
 
     if args.model:
         model, adapter = Path(args.model), Path(args.adapter) if args.adapter else None

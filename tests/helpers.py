@@ -24,7 +24,7 @@ def make_project(tmp: Path, tickets: int = 60, seed: int = 7) -> Path:
 def refined_dataset(project: Path, ws: Any, registry: Any) -> dict[str, Any]:
     """Run the real refine stage with configs/refine_tickets.yaml; return the registry row."""
     from engine.config import load_config
-    from engine.data.pipeline import refine
+    from engine.data.refine import refine
 
     cfg = load_config(project / "configs" / "refine_tickets.yaml")
     res = refine(cfg, ws, registry)

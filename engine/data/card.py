@@ -22,7 +22,7 @@ from engine.registry import now_iso
 
 if TYPE_CHECKING:
     from engine.config import RefineSpec, StudioConfig
-    from engine.data.refine_run import InputFile, RefineRun
+    from engine.data.refine_passes import InputFile, RefineRun
 
 CARD_SCHEMA = 2
 

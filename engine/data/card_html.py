@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from engine.eval.report import message_text
+from engine.records import message_text
 
 TEMPLATE = "card.html.jinja"
 # Where stages sit in the funnel; stages the card has but this list lacks go before "split".

@@ -9,7 +9,7 @@ idempotent), and purging a tenant's cache is deleting one file.
 
 The key of an output is sha256 of three hashes:
 - model: canonical JSON of the model identity (base manifest sha256, adapter weight hash, parent
-  weights hash — see `engine.eval.suite.model_identity`);
+  weights hash — see `engine.models.resolve.ModelRef.weights`);
 - item: canonical JSON of the prompt messages (the reference is not part of it: it does not change
   what the model writes);
 - settings: max_new_tokens, temperature, seed and the backend's own description (backend name and

@@ -1,7 +1,7 @@
 """Eval diff: pair two evals item by item, test the difference, apply the gate, write the results.
 
 Binary scores (every score 0 or 1) get the exact McNemar test and a Tango interval; continuous
-scores a paired permutation test and a paired bootstrap CI (engine/eval/stats.py). Slices get
+scores a paired permutation test and a paired bootstrap CI (engine/eval/significance.py). Slices get
 the same summary with Holm-adjusted p-values across slices. The gate:
   better     the tuned model is significantly better overall (p < alpha, higher score)
   not_worse  non-inferiority overall: the lower bound of the 95% CI of (tuned − base) > −margin
@@ -21,7 +21,7 @@ from typing import Any
 from engine.atomic import write_text_atomic
 from engine.errors import StudioError
 from engine.eval.report import render_report
-from engine.eval.stats import (
+from engine.eval.significance import (
     holm,
     non_inferiority,
     paired_binary_summary,

@@ -13,7 +13,7 @@ Every eval directory gets a `proof.json` with, per section, what was used and it
 - generation:  max_new_tokens, temperature, batch size, and the backend's description
                (library versions, device, dtype, chat template hash);
 - environment: engine version, key package versions, the whole installed-package lockfile, the
-               git commit (from `engine.repro.manifest`); hardware is recorded but not hashed.
+               git commit (from `engine.manifest`); hardware is recorded but not hashed.
 `hashes` holds one sha256 per section and `proof_sha256` is the hash of `hashes`: it changes when
 an item, the model, the settings or the environment change, and not when the same eval is
 repeated (eval_id and created_at are outside it). Customer text never enters the record: ids and
@@ -31,7 +31,7 @@ from typing import Any
 from engine.config import EvalSpec
 from engine.errors import StudioError
 from engine.hashing import sha256_json
-from engine.repro.manifest import environment_section
+from engine.manifest import environment_section
 
 PROOF_FILE = "proof.json"
 PROOF_FORMAT = "studio.proof/1"
@@ -49,7 +49,7 @@ def items_section(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def model_section(ref: Any) -> dict[str, Any]:
-    """From an `engine.eval.suite.ModelRef`: labels plus the weight hashes."""
+    """From an `engine.models.resolve.ModelRef`: labels plus the weight hashes."""
     return {"ref": ref.label, "identity": ref.identity, "weights": ref.weights,
             "weights_sha256": sha256_json(ref.weights)}
 

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from engine.eval.worddiff import render_sides
+from engine.records import message_text
 
 TEMPLATE = "report.html.jinja"
 BUCKET_ORDER = ("broke", "fixed", "both_wrong", "both_right")
@@ -128,16 +129,6 @@ def last_user_message(prompt: Any) -> str:
             if isinstance(msg, dict) and msg.get("role") == "user":
                 return message_text(msg.get("content"))
     return ""
-
-
-def message_text(content: Any) -> str:
-    """Message content — a string or multimodal parts (their text parts) — as plain text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal content parts: keep the text parts
-        return "\n".join(str(p.get("text", "")) for p in content
-                         if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else str(content)
 
 
 def _clip_parts(text: Any, limit: int = MAX_TEXT_CHARS) -> tuple[str, str]:

@@ -1,9 +1,24 @@
-"""Local-only loading of stored models: tokenizer, causal LM, optional PEFT adapter (merged)."""
+"""Local-only loading of stored models: tokenizer, causal LM, optional PEFT adapter (merged), model kind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from engine.errors import StudioError
+from engine.privacy.policy import load_policy
+
+
+# config.json model_type values of image-text-to-text models (a `vision_config` also counts)
+VLM_MODEL_TYPES = frozenset({
+    "aya_vision", "blip-2", "chameleon", "cohere2_vision", "deepseek_vl", "deepseek_vl_hybrid",
+    "emu3", "florence2", "fuyu", "gemma3", "gemma3n", "glm4v", "got_ocr2", "idefics", "idefics2",
+    "idefics3", "instructblip", "internvl", "janus", "kosmos-2", "lfm2_vl", "llama4", "llava",
+    "llava_next", "llava_next_video", "llava_onevision", "mistral3", "mllama", "ovis2", "paligemma",
+    "perception_lm", "phi4_multimodal", "pixtral", "qwen2_5_vl", "qwen2_vl", "qwen3_vl",
+    "qwen3_vl_moe", "smolvlm",
+})
 
 
 def torch_dtype(dtype: Any) -> Any:
@@ -23,15 +38,11 @@ def remote_code_allowed(model_dir: str | Path) -> bool:
     p = Path(model_dir).resolve()
     if p.parent.name != "models":
         return False
-    from engine.privacy.policy import load_policy
-
     return p.name in load_policy(p.parent.parent).trust_remote_code
 
 
 def safe_load_kwargs(model_dir: str | Path) -> dict[str, Any]:
     """from_pretrained kwargs that load safetensors only (a .bin-only model is refused)."""
-    from engine.errors import StudioError
-
     d = Path(model_dir)
     if d.is_dir() and not any(d.glob("*.safetensors")):
         pickles = sorted(p.name for p in d.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
@@ -44,8 +55,6 @@ def safe_load_kwargs(model_dir: str | Path) -> dict[str, Any]:
 
 def check_adapter(adapter_dir: str | Path) -> None:
     """A PEFT adapter must be safetensors (adapter_model.safetensors); pickle adapters are refused."""
-    from engine.errors import StudioError
-
     d = Path(adapter_dir)
     if not (d / "adapter_model.safetensors").is_file():
         raise StudioError(f"{d.name}: no adapter_model.safetensors", where=str(d),
@@ -76,3 +85,14 @@ def load_causal_lm(model_dir: str | Path, adapter_dir: str | Path | None = None,
             model = model.merge_and_unload()
     model.eval()
     return model
+
+
+def is_vlm_model(model_dir: str | Path) -> bool:
+    """True when the model directory's config.json describes an image-text-to-text model."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    return config.get("model_type") in VLM_MODEL_TYPES or isinstance(config.get("vision_config"), dict)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import offline
+from engine.errors import StudioError
 
 MAX_FILE = 1 << 30
 CHUNK = 1 << 20
@@ -122,8 +123,6 @@ def _scan_file(path: Path, patterns: dict[str, bytes], report: Report, allow: li
 def scan(canary: str, roots: list[Path], allow: list[Path] | None = None) -> Report:
     """Walk `roots` (no symlinks followed, each file once) and report every occurrence."""
     if len(canary) < 8:
-        from engine.errors import StudioError
-
         raise StudioError("the canary must be at least 8 characters",
                           hint="use a random string, e.g. CANARY-<32 hex digits>")
     patterns = encodings(canary)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.errors import StudioError
+from engine.privacy.keys import workspace_id
+from engine.privacy.view import view_root
 
 
 def _strings(obj: Any, where: str = "") -> Iterator[tuple[str, str]]:
@@ -39,9 +41,6 @@ def _resolve(cfg: Any, value: str) -> Path | None:
 
 def check_config_paths(ws: Any, cfg: Any) -> None:
     """StudioError naming the field when a config path resolves into another tenant's directory."""
-    from engine.privacy.keys import workspace_id
-    from engine.privacy.view import view_root
-
     # tenant folders, and the tmpfs views of encrypted tenants while one of their jobs runs
     roots = [(Path(ws.root) / "tenants").resolve(),
              (view_root() / workspace_id(ws)).resolve()]

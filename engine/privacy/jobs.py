@@ -3,8 +3,8 @@ train, and — for tenants with `encryption: true` — a decrypted tmpfs view of
 job, sealed back and wiped when the job ends (success, failure or Ctrl-C), one job per encrypted
 tenant at a time.
 
-engine/cli.py calls `begin(...)` once the verb knows its workspace and tenant, `done(...)` on
-success, and wraps the whole command in `session()`.
+The CLI (engine/cli/) calls `begin(...)` once a verb knows its workspace and tenant, `done(...)`
+on success, and wraps the whole command in `session()`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from engine.console import err
-from engine.privacy import audit
+from engine.hashing import sha256_file
+from engine.privacy import audit, view
+from engine.privacy.isolation import check_config_paths
+from engine.privacy.keys import tenant_key
 
 
 @dataclass
@@ -40,18 +44,15 @@ _current: list[_Job] = []
 def _encryption_key(ws: Any, tenant: str | None) -> bytes | None:
     if tenant is None:
         return None
+    # lazy: CLI start-up time (every verb imports this module; the policy is a pydantic model)
     from engine.privacy.policy import load_policy
 
     if not load_policy(ws).encrypted(tenant):
         return None
-    from engine.privacy.keys import tenant_key
-
     return tenant_key(ws, tenant)
 
 
 def file_sha256(path: Any) -> str | None:
-    from engine.hashing import sha256_file
-
     return sha256_file(path) if path is not None and Path(path).is_file() else None
 
 
@@ -74,14 +75,10 @@ def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any
     if silent:
         return
     if cfg is not None:
-        from engine.privacy.isolation import check_config_paths
-
         check_config_paths(ws, cfg)
     job = _Job(ws, action, tenant, dict(ids or {}), cfg)
     key = None if audit_only else _encryption_key(ws, tenant)
     if key is not None and tenant is not None:
-        from engine.privacy import view
-
         tenants = ws.tenant_dir(tenant, create=False).parent
         tenants.mkdir(parents=True, exist_ok=True, mode=0o700)
         job.lock_fd = os.open(tenants / f".lock-{tenant}", os.O_RDWR | os.O_CREAT, 0o600)
@@ -107,6 +104,7 @@ def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = N
     job.finished = True
     audit.record(job.ws, job.action, tenant=job.tenant, ids={**job.ids, **(ids or {})},
                  hashes=hashes)
+    # lazy: CLI start-up time (the retention policy is a pydantic model)
     from engine.privacy import retention
 
     certs: list[Path] = []
@@ -115,8 +113,6 @@ def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = N
     if job.action == "run" and job.cfg is not None and getattr(job.cfg, "refine", None):
         name, _, version = str((ids or {}).get("dataset") or "").partition("@v")
         if version.isdigit():  # the pipeline refined this version: its uploads may go now
-            from types import SimpleNamespace
-
             certs = retention.after_refine(job.ws, job.cfg,
                                            SimpleNamespace(name=name, version=int(version)))
     if job.action in ("train", "run") and registry is not None and job.tenant is not None:
@@ -136,9 +132,7 @@ def _end(job: _Job, exc: BaseException | None) -> None:
     finally:
         try:
             if job.view is not None and job.key is not None:
-                from engine.privacy.view import close_view
-
-                res = close_view(job.view, job.key)
+                res = view.close_view(job.view, job.key)
                 err.print(f"encrypted tenant {job.tenant}: sealed {res['sealed']} new or changed "
                           f"file(s), removed {res['removed']}; plaintext view wiped")
         finally:

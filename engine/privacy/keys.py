@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine import offline
 from engine.errors import StudioError
+from engine.workspace import check_name
 
 KEY_BYTES = 32
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -143,8 +144,6 @@ def tenant_key_env(tenant: str) -> str:
 
 
 def tenant_key_path(ws: Any, tenant: str) -> Path:
-    from engine.workspace import check_name
-
     return config_dir() / "keys" / workspace_id(ws) / f"{check_name(tenant, 'tenant')}.key"
 
 
@@ -163,8 +162,6 @@ def _kms_hook() -> Callable[..., bytes] | None:
 
 def tenant_key(ws: Any, tenant: str, *, create: bool = False) -> bytes:
     """The tenant's data key: KMS hook, then $STUDIO_TENANT_KEY_<TENANT>, then the key file."""
-    from engine.workspace import check_name
-
     check_name(tenant, "tenant")
     hook = _kms_hook()
     if hook is not None:

@@ -29,11 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import manifest as mf
 from engine.atomic import write_text_atomic
+from engine.config import StudioConfig
 from engine.errors import StudioError
 from engine.hashing import file_manifest, sha256_file, sha256_json
-from engine.registry import Registry, now_iso
-from engine.repro import manifest as mf
+from engine.models.store import verify_model
+from engine.registry import Registry, now_iso, resolve_dataset
+from engine.train.launch import train_run
+from engine.train.resume import read_inputs
+from engine.train.run import base_model_row, new_run_id
 from engine.workspace import Workspace
 
 CERTIFICATE = "reproducibility.json"
@@ -129,8 +134,6 @@ def load_original(registry: Registry, run_id: str, tenant: str) -> Original:
 # ------------------------------------------------------------------------------------ the config
 def rebuild_config(original: Original) -> tuple[Any, dict[str, Any]]:
     """(a `train` config equal to the run's, pinned; the pins applied) from the manifest."""
-    from engine.config import StudioConfig
-
     m = original.manifest
     resolved = m["config"]
     train = dict(resolved["train"])
@@ -155,8 +158,6 @@ def rebuild_config(original: Original) -> tuple[Any, dict[str, Any]]:
 
 
 def _inputs_json(run_dir: Path) -> dict[str, Any]:
-    from engine.train.resume import read_inputs
-
     return read_inputs(run_dir)
 
 
@@ -200,8 +201,6 @@ def _dataset_drift(m: dict[str, Any], cfg: Any, registry: Registry, drift: Drift
         if now != recorded.get("sha256"):
             drift.refusals.append(f"dataset sha256 ({path.name}): {recorded.get('sha256')} → {now}")
         return
-    from engine.data.pipeline import resolve_dataset
-
     try:
         row = resolve_dataset(registry, cfg.tenant, spec.dataset)
     except StudioError:
@@ -219,8 +218,6 @@ def _dataset_drift(m: dict[str, Any], cfg: Any, registry: Registry, drift: Drift
 
 
 def _model_drift(m: dict[str, Any], cfg: Any, ws: Workspace, registry: Registry, drift: Drift) -> None:
-    from engine.train.sft import base_model_row
-
     recorded = m.get("base_model") or {}
     try:
         row = base_model_row(cfg, registry)
@@ -231,8 +228,6 @@ def _model_drift(m: dict[str, Any], cfg: Any, ws: Workspace, registry: Registry,
         drift.refusals.append(f"base model sha256 ({row['name']}): {recorded.get('manifest_sha256')}"
                               f" → {row['manifest_sha256']}")
     if not recorded.get("parent_run"):
-        from engine.models.store import verify_model
-
         try:
             changed = verify_model(ws, row["name"])
         except StudioError as exc:
@@ -357,9 +352,6 @@ def reproduce(ws: Workspace, registry: Registry, run_id: str, tenant: str, *,
               allow_drift: bool = False, tolerances: list[str] | None = None,
               progress: Any = None, on_drift: Any = None) -> Reproduction:
     """Re-train `run_id` from its manifest and certify the result (see the module docstring)."""
-    from engine.train.common import new_run_id
-    from engine.train.launch import train_run
-
     original = load_original(registry, run_id, tenant)
     cfg, pins = rebuild_config(original)
     drift = find_drift(original, cfg, ws, registry)

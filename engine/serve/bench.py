@@ -23,6 +23,16 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.console import err
+from engine.errors import StudioError
+from engine.models.loading import load_causal_lm
+from engine.models.store import import_model
+from engine.models.tiny import build_tiny_llama
+from engine.registry import Registry, now_iso
+from engine.serve.config import ServeSpec
+from engine.serve.keys import KeyStore
+from engine.serve.promote import ServedModels
+from engine.serve.server import start_in_thread
+from engine.workspace import Workspace
 
 _WORDS = ("router", "order", "refund", "password", "invoice", "delivery", "account", "screen",
           "battery", "warranty", "thermostat", "camera", "login", "update", "charger", "speaker")
@@ -184,16 +194,6 @@ def _self_started(root: Path, model_dir: Path | None = None, threads: int | None
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from engine.models.loading import load_causal_lm
-    from engine.models.store import import_model
-    from engine.models.tiny import build_tiny_llama
-    from engine.registry import Registry, now_iso
-    from engine.serve.config import ServeSpec
-    from engine.serve.keys import KeyStore
-    from engine.serve.promote import ServedModels
-    from engine.serve.server import start_in_thread
-    from engine.workspace import Workspace
-
     if threads:
         torch.set_num_threads(threads)
     model_dir = Path(model_dir) if model_dir else build_tiny_llama(root / "tiny-llama", seed=0)
@@ -233,8 +233,6 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
             running, info = _self_started(Path(tmp.name), model_dir, threads, backend)
             url, key, model, lora_model = f"{running.url}/v1", info["key"], info["base"], info["lora"]
         if not key or not model:
-            from engine.errors import StudioError
-
             raise StudioError("--url needs --key and --model", hint="or leave --url out to self-start")
         load = http_load_in_process if opts.client_process else http_load
         scenarios: list[tuple[str, Any]] = [("gateway base", lambda: load(url, key, model, prompts, opts))]

@@ -22,7 +22,7 @@ class BatchingSpec(_Strict):
 
 
 class VllmSpec(_Strict):
-    """Options the vLLM backend (engine/serve/backends/vllm.py) reads."""
+    """Options the vLLM backend (engine/generation/vllm_server.py) reads."""
 
     python: str | None = Field(default=None, description="Python interpreter of the environment "
                                "with vLLM installed (none: $STUDIO_VLLM_PYTHON, else .venv-vllm next "

@@ -30,13 +30,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.privacy import audit
 from engine.serve.api import ApiError, check_request, model_not_found, parse_json
-from engine.serve.backends.base import Backend, BackendError
+from engine.generation.serving import Backend, BackendError
 from engine.serve.config import ServeSpec
 from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
 from engine.serve.promote import ServedModels
 from engine.serve.usage import UsageStore
-from engine.stats import StudioCollector
+from engine.metrics import StudioCollector
 from engine.workspace import Workspace, check_name
 
 log = logging.getLogger("studio.serve")

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StudioError
-from engine.serve.backends.base import Backend
+from engine.generation.serving import Backend
+from engine.generation.vllm_server import from_serve_spec
+from engine.models.store import get_model_dir
+from engine.serve.backends.hf import HFBackend
 from engine.serve.config import ServeSpec
+from engine.serve.gateway import Gateway, create_app
 
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -43,17 +47,10 @@ LOG_CONFIG: dict[str, Any] = {
 def make_backend(spec: ServeSpec, model_dir: Path, scratch: Path | None = None) -> Backend:
     """The backend a serve config asks for, serving `model_dir` under the base model's store name."""
     if spec.backend == "transformers":
-        from engine.serve.backends.hf import HFBackend
-
         b = spec.batching
         return HFBackend(model_dir, spec.base_model, dtype=spec.dtype, max_batch_size=b.max_batch_size,
                          batch_wait_ms=b.batch_wait_ms, max_queue=b.max_queue, threads=spec.threads)
-    try:
-        from engine.serve.backends import vllm as vllm_backend
-    except ImportError as exc:
-        raise StudioError(f"the vLLM backend is not available ({exc.__class__.__name__})",
-                          hint="use serve.backend: transformers") from None
-    return vllm_backend.from_serve_spec(spec, model_dir, scratch)  # type: ignore[attr-defined]
+    return from_serve_spec(spec, model_dir, scratch)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,9 +61,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def build(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None = None) -> Any:
     """(gateway, app) for a serve config in a workspace; nothing is loaded until the app starts."""
-    from engine.models.store import get_model_dir
-    from engine.serve.gateway import Gateway, create_app
-
     backend = make_backend(spec, get_model_dir(ws, registry, spec.base_model), scratch)
     gateway = Gateway(spec, backend, ws.registry_path)
     return gateway, create_app(gateway)

@@ -1,29 +1,27 @@
-"""Shared training plumbing: run dirs and manifests, model/adapter loading, TRL arguments, progress."""
+"""Shared TRL plumbing of the recipes: model/adapter loading, TRL arguments, progress, saving the weights.
+
+The run directory itself (registration, manifest, TrainResult) is engine/train/run.py.
+"""
 
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from rich.progress import Progress
 from transformers import TrainerCallback
 
 from engine.config import LoraSpec
 from engine.errors import StudioError
+from engine.hashing import sha256_file
 from engine.models.loading import safe_load_kwargs
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+from engine.train.plot import write_loss_plot
+from engine.train.ranks import local_world_size, record_rank_state
+from engine.train.resume import MARKER
+from engine.train.run import RunHandle
 
 
 def lora_config(spec: LoraSpec, use_dora: bool = False, task_type: str = "CAUSAL_LM") -> Any:
@@ -51,8 +49,6 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = time.monotonic()
-        from engine.train.resume import MARKER
-
         if state.global_step == 0 and (self.metrics_path.parent / MARKER).is_file():
             raise StudioError("this training method cannot be resumed yet (its recipe does not "
                               "pass run.resume_from to trainer.train)",
@@ -82,95 +78,10 @@ class ProgressCallback(TrainerCallback):
             self.progress.update(self.task, description=f"train loss {logs['loss']:.3f}")
 
 
-# ------------------------------------------------------------------------------------ run dirs
-@dataclass
-class RunHandle:
-    """A registered run in progress: recipes fill `metrics` and write into `adapter_dir`."""
-
-    run_id: str
-    path: Path
-    metrics: dict[str, Any]
-    resume_from: str | None = None  # checkpoint for trainer.train(resume_from_checkpoint=…), see resume.py
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.path / "adapter"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-
-@contextmanager
-def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
-                data_info: dict[str, Any], run_id: str | None = None) -> Iterator[RunHandle]:
-    """Create, register and finish a run directory around a recipe's training code.
-
-    On success: manifest.json (config, data and base-model hashes, output hashes, metrics,
-    environment) and status 'succeeded'. On an exception: status 'failed' or 'interrupted'
-    (Ctrl-C), no manifest, and the exception propagates. A run dir with a resume marker
-    (`studio train --resume`) is continued instead of created (engine/train/resume.py). With
-    several processes only rank 0 touches the registry, the run dir files and the manifest.
-    """
-    from engine.hashing import file_manifest, sha256_json
-    from engine.repro.manifest import environment_section, run_sections
-    from engine.train import resume
-    from engine.train.distributed import is_main_process, world_size
-
-    spec = cfg.train
-    run_id = run_id or new_run_id()
-    run_dir = ws.run_dir(cfg.tenant, run_id)
-    main = is_main_process()
-    resolved = cfg.model_dump(mode="json")
-    checkpoint = resume.pending_checkpoint(run_dir)
-    handle = RunHandle(run_id, run_dir, {}, resume_from=str(checkpoint) if checkpoint else None)
-    if checkpoint is not None:
-        resume.check_inputs(run_dir, data_info, base_model)
-    elif main:
-        run_dir.mkdir(parents=True, mode=0o700, exist_ok=world_size() > 1)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-        resume.record_inputs(run_dir, data_info, base_model, world_size())
-        registry.put_run(run_id, cfg.tenant, spec.method, base_model["name"], data_info["ref"], run_dir,
-                         parent_run=base_model.get("parent_run"))
-    with resume.run_lock(run_dir) if main else nullcontext():  # dies with the process (SIGKILL too)
-        if checkpoint is not None and main:
-            handle.metrics["resumed_from_step"] = resume.reopen(registry, run_id, run_dir, checkpoint)
-        try:
-            yield handle
-        except BaseException as exc:
-            if main:
-                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                registry.finish_run(run_id, status, {"error": exc.__class__.__name__})
-            raise
-        if not main:
-            return
-        outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
-        manifest = {
-            "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
-            "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
-            "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
-            "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
-                           "source_sha256": base_model["source_sha256"],
-                           "parent_run": base_model.get("parent_run")},
-            "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
-            "metrics": handle.metrics,
-            **environment_section(),
-            **run_sections(cfg, run_dir, outputs, base_model),  # engine/repro/manifest.py
-        }
-        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
-                                               encoding="utf-8")
-        resume.clear_marker(run_dir)
-        registry.finish_run(run_id, "succeeded", handle.metrics)
-
-
 # ---------------------------------------------------------------------------------- model load
 def device_setup(spec: Any) -> bool:
     """Threads for CPU torch; returns True when training on CUDA."""
-    import os
-
     import torch
-
-    from engine.train.distributed import local_world_size
 
     # processes on one machine share its cores
     torch.set_num_threads(spec.threads or max(1, (os.cpu_count() or 1) // local_world_size()))
@@ -242,9 +153,6 @@ def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None)
     With several processes every rank records its weight hash (ranks/rank<k>.json) and only the
     process that should save writes the weights.
     """
-    from engine.hashing import sha256_file
-    from engine.train.distributed import record_rank_state
-
     ranks = record_rank_state(trainer, handle.path)
     if ranks is not None:
         handle.metrics["distributed"] = ranks
@@ -264,8 +172,6 @@ def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None)
         "train_loss": last_logged(history, "train_loss"),
         "final_loss": last_logged(history, "loss"),
     })
-    from engine.train.plot import write_loss_plot
-
     write_loss_plot(handle.path)
     weights = out / ("adapter_model.safetensors" if out == handle.adapter_dir else "model.safetensors")
     if weights.is_file():

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import DataError, StudioError
-from engine.hashing import sha256_file
+from engine.hashing import file_manifest, sha256_file
+from engine.registry import resolve_dataset
 
 Want = Literal["sft", "preference", "unpaired", "prompt"]
 Msgs = list[dict[str, str]]
@@ -298,9 +299,6 @@ def load_training_data(spec: Any, registry: Any, tenant: str, want: Want,
                                        "files": {path.name: sha256_file(path)}})
     if not spec.dataset:
         raise StudioError("no training data: set train.dataset or train.data")
-    from engine.data.pipeline import resolve_dataset
-    from engine.hashing import file_manifest
-
     row = resolve_dataset(registry, tenant, spec.dataset)
     root = Path(row["path"])
     train = load_examples(root / "train.jsonl", want, "auto")

@@ -10,10 +10,15 @@ from rich.progress import Progress
 
 from engine.config import StudioConfig
 from engine.errors import StudioError
+from engine.models.loading import is_vlm_model
 from engine.registry import Registry
+from engine.train import distributed, ranks
+from engine.train.resume import MARKER, mark_for_resume, plan_resume
+from engine.train.run import new_run_id
 from engine.workspace import Workspace
 
-# method -> (module, function); each recipe is a self-contained file on TRL.
+# method -> (module, function); each recipe is a self-contained file on TRL, imported only when it
+# runs (TRL and transformers take seconds to import).
 RECIPES: dict[str, tuple[str, str]] = {
     "sft": ("engine.train.sft", "train_sft"),
     "dpo": ("engine.train.preference", "train_preference"),
@@ -24,6 +29,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "reward": ("engine.train.reward", "train_reward"),
     "grpo": ("engine.train.grpo", "train_grpo"),
 }
+VISION_RECIPE = ("engine.train.vlm", "train_vlm")  # any method on a vision-language base model
 
 
 def train_run(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
@@ -35,38 +41,30 @@ def train_run(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     one rank of the run named by STUDIO_RUN_ID (or `resume`). Otherwise `resume` is checked and marked here,
     and `nproc` > 1 starts that many workers on this machine (engine/train/distributed.py).
     """
-    from engine.train import distributed
-
     assert cfg.train is not None
     recipe = _recipe_for(cfg, registry)
     extra = {"force": force} if "force" in inspect.signature(recipe).parameters else {}
-    if distributed.is_worker():
+    if ranks.is_worker():
         if (nproc or 1) > 1:
             raise StudioError("--nproc is for the launching command, not for its workers",
                               hint="under torchrun/accelerate launch the launcher sets the process count")
-        distributed.die_with_launcher()
-        main = distributed.is_main_process()
-        run_id = distributed.worker_run_id(resume)
+        ranks.die_with_launcher()
+        main = ranks.is_main_process()
+        run_id = ranks.worker_run_id(resume)
         if resume:  # a user-launched resume: every rank checks, the marker write is atomic
-            from engine.train.resume import mark_for_resume, plan_resume
-
-            mark_for_resume(plan_resume(cfg, registry, resume, distributed.world_size(), check_lock=main))
+            mark_for_resume(plan_resume(cfg, registry, resume, ranks.world_size(), check_lock=main))
         elif main:
             _refuse_reused_run_id(ws, registry, cfg.tenant, run_id)
         result = recipe(cfg, ws, registry, progress=progress if main else None, run_id=run_id, **extra)
         # under `--nproc` the launching command reports; under a user's launcher rank 0 does
-        return result if main and not distributed.launched_by_studio() else None
+        return result if main and not ranks.launched_by_studio() else None
     if nproc is not None and nproc < 1:
         raise StudioError(f"--nproc must be at least 1, got {nproc}")
     if resume:
-        from engine.train.resume import mark_for_resume, plan_resume
-
         plan = plan_resume(cfg, registry, resume, nproc)
         mark_for_resume(plan)
         run_id, nproc = plan.run_id, plan.world_size
     if (nproc or 1) > 1:
-        from engine.train.common import new_run_id
-
         return distributed.launch(cfg, ws, registry, run_id=run_id or new_run_id(),
                                   nproc=int(nproc or 1), force=force)
     return recipe(cfg, ws, registry, progress=progress, run_id=run_id, **extra)
@@ -74,8 +72,6 @@ def train_run(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
 
 def _refuse_reused_run_id(ws: Workspace, registry: Registry, tenant: str, run_id: str) -> None:
     """A user-chosen STUDIO_RUN_ID that names an existing run is a new run only by mistake."""
-    from engine.train.resume import MARKER
-
     if registry.get_run(run_id) is not None and not (ws.run_dir(tenant, run_id) / MARKER).is_file():
         raise StudioError(f"run {run_id!r} already exists",
                           hint="export a new STUDIO_RUN_ID, or add `--resume RUN_ID` to continue it")
@@ -85,13 +81,9 @@ def _recipe_for(cfg: StudioConfig, registry: Registry) -> Any:
     """The vision recipe for a vision-language base model, else the method's recipe."""
     name = cfg.train.base_model or (cfg.model.name if cfg.model else None)
     row = registry.get_model(name or "")
-    if row is not None:
-        from engine.train.vlm import is_vlm_model
-
-        if is_vlm_model(row["path"]):
-            from engine.train.vlm import train_vlm
-
-            return train_vlm
+    if row is not None and is_vlm_model(row["path"]):
+        module, func = VISION_RECIPE
+        return getattr(importlib.import_module(module), func)
     return _recipe(cfg.train.method)
 
 

@@ -28,9 +28,10 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, tracked_run)
+                                 load_model_for_training)
 from engine.train.data import load_training_data
-from engine.train.sft import TrainResult, base_model_row
+from engine.train.dpo_packing import PackedDPOTrainer
+from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.workspace import Workspace
 
 # method -> TRL loss types it accepts (first one is the default). ORPO has a single loss.
@@ -108,8 +109,6 @@ def train_preference(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         base = common_args(cfg, run.path, use_cuda)
         if method == "dpo":
             from trl import DPOConfig, DPOTrainer
-
-            from engine.train.dpo_packing import PackedDPOTrainer  # packing: padding-free DPO
 
             trainer_cls: Any = PackedDPOTrainer if spec.packing else DPOTrainer  # packing
             args: Any = DPOConfig(**base, max_length=spec.max_seq_len, beta=pref.beta,

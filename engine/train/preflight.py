@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.console import err
 from engine.errors import StudioError
 
 GB = 1024**3
@@ -198,8 +199,6 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None
 def before_training(trainer: Any, spec: Any, use_cuda: bool, force: bool, *,
                     probe: str = "forward", longest_tokens: int | None = None) -> Estimate:
     """Estimate, print, and refuse (unless force) a run that cannot fit — before train()."""
-    from engine.console import err
-
     est = estimate(trainer, spec, use_cuda, longest_tokens, probe)
     err.print(est.line())
     check_fits(est, force)
@@ -208,8 +207,6 @@ def before_training(trainer: Any, spec: Any, use_cuda: bool, force: bool, *,
 
 def after_training(est: Estimate, train_seconds: float, steps: int, use_cuda: bool) -> dict[str, Any]:
     """The estimate next to what happened, printed and returned for the run's metrics."""
-    from engine.console import err
-
     result = {**est.as_dict(), **compare(est, train_seconds, measured_peak_gb(use_cuda), steps)}
     time_note = (f"{result['actual_seconds_per_step']:.2f} s/step (estimate off by "
                  f"{result['time_error_pct']}%)") if est.probe != "none" else "time not estimated"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine.config import StudioConfig
-from engine.registry import Registry
 from engine.errors import StudioError
+from engine.models.loading import is_vlm_model
+from engine.registry import Registry
 from engine.train.data import load_training_data
-from engine.train.gate import check_gate, mask_report
-from engine.train.sft import base_model_row
+from engine.train.mask_gate import check_gate, mask_report
+from engine.train.run import base_model_row
 from engine.train.templates import plan_template
 
 
@@ -17,8 +18,6 @@ def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     model = base_model_row(cfg, registry)
-    from engine.train.vlm import is_vlm_model
-
     if is_vlm_model(model["path"]):  # images are validated by the vision recipe before training
         return {"config": cfg.model_dump(mode="json"), "method": cfg.train.method,
                 "modality": "vision", "loss_mode": "vision recipe (engine/train/vlm.py)",

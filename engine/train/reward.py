@@ -22,9 +22,9 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, tracked_run)
+                                 load_model_for_training)
 from engine.train.data import load_training_data
-from engine.train.sft import TrainResult, base_model_row
+from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.workspace import Workspace
 
 

@@ -12,7 +12,7 @@ Here the B bins stay B rows (padded to the longest bin, which bfd fills almost c
 block-causal mask per row: (B·L²) pairs, the sequences still never see each other, and no padding
 token is computed beyond the few at the end of a bin. The first token of every packed sequence is
 not a target (as in TRL's collator). The loss is identical to the flattened layout — each token's
-prediction depends only on its own sequence — which tests/train/test_row_packing.py checks.
+prediction depends only on its own sequence — which tests/train/test_packing.py checks.
 
 TRL counts training tokens as the flattened row's length; with several rows it would count only
 one, so the collator passes the real token count as `real_tokens`, which the trainer removes

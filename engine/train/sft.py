@@ -9,7 +9,6 @@ adapter/ (or model/ for full fine-tuning) and manifest.json.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,16 @@ from engine.config import StudioConfig
 from engine.errors import StudioError
 from engine.hashing import sha256_text
 from engine.registry import Registry
+from engine.train import preflight, row_packing
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, to_last_turn, tracked_run)
-from engine.train import preflight
+                                 load_model_for_training, to_last_turn)
 from engine.train.data import load_training_data
-from engine.train.gate import check_gate, mask_report
 from engine.train.labelled_loss import labelled_positions_only
+from engine.train.mask_gate import check_gate, mask_report
+from engine.train.row_packing import RowPackedSFTTrainer
+from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.train.templates import plan_template
 from engine.workspace import Workspace
-
-
-@dataclass
-class TrainResult:
-    run_id: str
-    path: Path
-    adapter_dir: Path
-    metrics: dict[str, Any]
-
-
-def base_model_row(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
-    """The base model's registry row; with train.parent_run, the parent run's merged weights
-    (path and hash) in its place, so every recipe starts from where the parent ended."""
-    name = (cfg.train.base_model if cfg.train else None) or (cfg.model.name if cfg.model else None)
-    row = registry.get_model(name or "")
-    if row is None:
-        raise StudioError(f"unknown base model {name!r}", hint="see `studio models list`")
-    parent = cfg.train.parent_run if cfg.train else None
-    if parent:
-        from engine.train.export import parent_weights
-
-        path, digest = parent_weights(registry, parent, cfg.tenant, row["name"])
-        row = {**row, "path": str(path), "manifest_sha256": digest, "parent_run": parent}
-    return row
 
 
 def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
@@ -61,9 +38,6 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
-
-    from engine.train import row_packing
-    from engine.train.row_packing import RowPackedSFTTrainer
 
     spec = cfg.train
     assert spec is not None

@@ -23,40 +23,21 @@ from rich.progress import Progress
 from engine.config import StudioConfig
 from engine.errors import StudioError
 from engine.hashing import file_manifest, sha256_text
-from engine.registry import Registry
+from engine.models.loading import is_vlm_model
+from engine.registry import Registry, resolve_dataset
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, lora_config, to_last_turn, tracked_run)
+                                 load_model_for_training, lora_config, to_last_turn)
 from engine.train.data import Want
 from engine.train.images import VisionData, dataset_features, load_vision_examples
-from engine.train.sft import TrainResult, base_model_row
+from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.workspace import Workspace
 
 VLM_METHODS = ("sft", "dpo")
-# config.json model_type values of image-text-to-text models (a `vision_config` also counts)
-VLM_MODEL_TYPES = frozenset({
-    "aya_vision", "blip-2", "chameleon", "cohere2_vision", "deepseek_vl", "deepseek_vl_hybrid",
-    "emu3", "florence2", "fuyu", "gemma3", "gemma3n", "glm4v", "got_ocr2", "idefics", "idefics2",
-    "idefics3", "instructblip", "internvl", "janus", "kosmos-2", "lfm2_vl", "llama4", "llava",
-    "llava_next", "llava_next_video", "llava_onevision", "mistral3", "mllama", "ovis2", "paligemma",
-    "perception_lm", "phi4_multimodal", "pixtral", "qwen2_5_vl", "qwen2_vl", "qwen3_vl",
-    "qwen3_vl_moe", "smolvlm",
-})
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _PROCESSOR_HINT = ("train vision-language models whose processor works without torchvision "
                    "(LLaVA-style, CLIP/SigLIP image processors) on CPU; Qwen2/2.5-VL processors "
                    "need torchvision, which only the GPU machine image has")
-
-
-def is_vlm_model(model_dir: str | Path) -> bool:
-    """True when the model directory's config.json describes an image-text-to-text model."""
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(config, dict):
-        return False
-    return config.get("model_type") in VLM_MODEL_TYPES or isinstance(config.get("vision_config"), dict)
 
 
 def load_processor(model_dir: Path, model_name: str) -> Any:
@@ -104,8 +85,6 @@ def load_vision_data(cfg: StudioConfig, registry: Registry, want: Want) -> Visio
         return VisionData(rows, [], info)
     if not spec.dataset:
         raise StudioError("no training data: set train.data (a JSONL with images) or train.dataset")
-    from engine.data.pipeline import resolve_dataset
-
     row = resolve_dataset(registry, cfg.tenant, spec.dataset)
     root = Path(row["path"])
     train, _ = load_vision_examples(root / "train.jsonl", want, "auto")

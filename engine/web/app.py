@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from engine.privacy import audit as audit_log
+from engine.serve.keys import KeyStore
 from engine.web.data import View, safe_id, table_rows
 from engine.workspace import Workspace
 
@@ -90,8 +91,6 @@ def _templates() -> jinja2.Environment:
 
 def create_app(ws: Workspace) -> FastAPI:
     """The dashboard for one workspace (read-only)."""
-    from engine.serve.keys import KeyStore
-
     app = FastAPI(title="Expert Studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     env = _templates()

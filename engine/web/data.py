@@ -15,6 +15,9 @@ from typing import Any
 
 from engine.registry import Registry, connect
 from engine.registry import table_rows as registry_table_rows
+from engine.repro.reproduce import list_reproductions
+from engine.train.plot import loss_svg
+from engine.web.audit import read_and_verify
 from engine.workspace import Workspace
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -104,8 +107,6 @@ class View:
         return out
 
     def _reproductions(self) -> dict[str, Any]:
-        from engine.repro.reproduce import list_reproductions
-
         by_original: dict[str, list[dict[str, Any]]] = defaultdict(list)
         by_run: dict[str, dict[str, Any]] = {}
         for t in self.tenants():
@@ -118,8 +119,6 @@ class View:
         row = self.registry.get_run(run_id) if safe_id(run_id) else None
         if row is None or not self.allows(row["tenant"]):
             return None
-        from engine.train.plot import loss_svg
-
         path = Path(row["path"])
         manifest = _read_json(path / "manifest.json")
         metrics_rows = []
@@ -215,8 +214,6 @@ class View:
 
     # audit -----------------------------------------------------------------------------------
     def audit(self) -> Any:
-        from engine.web.audit import read_and_verify
-
         status = read_and_verify(self.ws)
         status.rows = [r for r in status.rows if self.tenant is None or r.get("tenant") == self.tenant]
         return status

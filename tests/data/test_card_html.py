@@ -12,7 +12,7 @@ import pytest
 
 from engine.config import load_config
 from engine.data.card_html import fmt_num, histogram, render_card_html, stage_order
-from engine.data.pipeline import refine
+from engine.data.refine import refine
 from engine.registry import Registry
 from engine.workspace import Workspace
 

@@ -21,11 +21,10 @@ from pydantic import ValidationError
 from engine.config import (LlmExtractQaSpec, LlmRewriteSpec, LlmStagesSpec, parse_config)
 from engine.data.stages.llm import (extract_qa, judge, open_backend, parse_pairs, preference_row,
                                     preferences, rewrite)
-from engine.data.stages.llm.backend import transcript
 from engine.data.stages.llm.extract_qa import grounding, keep_pairs
-from engine.data.stages.llm.judge import CHOICES, judge_prompt, score_from_logprobs
 from engine.data.stages.llm.rewrite import check_rewrite
 from engine.errors import ConfigError, StudioError
+from engine.grading.rubric import CHOICES, judge_prompt, score_from_logprobs, transcript
 from engine.records import Conversation, Reject, SourceRef
 from engine.train.data import convert, load_examples
 
@@ -44,7 +43,7 @@ def llm(**sections: Any) -> LlmStagesSpec:
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> Any:
-    from engine.eval.generate import TransformersBackend
+    from engine.generation.transformers_backend import TransformersBackend
 
     return TransformersBackend(tiny_model_dir)
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from engine.config import load_config
-from engine.data.pipeline import refine
+from engine.data.refine import refine
 from engine.registry import Registry
 from engine.workspace import Workspace
 

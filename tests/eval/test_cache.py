@@ -12,8 +12,10 @@ import pytest
 
 from engine.config import EvalSpec
 from engine.eval.cache import CacheStats, GenerationCache, cached_generate
-from engine.eval.generate import TransformersBackend
-from engine.eval.suite import load_items, resolve_model, run_eval
+from engine.generation.transformers_backend import TransformersBackend
+from engine.eval.items import load_items
+from engine.eval.run import run_eval
+from engine.models.resolve import resolve_model
 from engine.models.store import import_model
 from tests.helpers import make_project, refined_dataset
 

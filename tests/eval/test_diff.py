@@ -199,7 +199,7 @@ def test_bad_arguments_and_inputs(tmp_path: Path) -> None:
 
 
 def test_continuous_scores_use_the_permutation_test_and_bootstrap(tmp_path: Path) -> None:
-    from engine.eval.stats import paired_bootstrap_ci, paired_permutation_test
+    from engine.eval.significance import paired_bootstrap_ci, paired_permutation_test
 
     base_scores = [0.2 + 0.01 * (i % 7) for i in range(40)]
     tuned_scores = [min(1.0, b + 0.25 + 0.005 * (i % 3)) for i, b in enumerate(base_scores)]

@@ -9,8 +9,8 @@ import pytest
 from engine.config import EvalSpec, GraderSpec
 from engine.errors import StudioError
 from engine.eval import guard
-from engine.eval.graders import grade_batch
-from engine.eval.tasks import load_suite, read_jsonl
+from engine.grading.graders import grade_batch
+from engine.eval.suite import load_suite, read_jsonl
 
 
 @pytest.fixture(scope="module")

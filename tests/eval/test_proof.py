@@ -13,7 +13,9 @@ from engine.config import EvalSpec
 from engine.errors import StudioError
 from engine.eval.proof import (PROOF_FILE, build_proof, differing_sections, environment,
                                read_proof, verify_proof)
-from engine.eval.suite import load_items, resolve_model, run_eval
+from engine.eval.items import load_items
+from engine.eval.run import run_eval
+from engine.models.resolve import resolve_model
 from engine.models.store import import_model
 from tests.helpers import make_project, refined_dataset
 

@@ -19,7 +19,7 @@ from engine.eval.report import (
     last_user_message,
     render_report,
 )
-from engine.eval.stats import non_inferiority, paired_binary_summary
+from engine.eval.significance import non_inferiority, paired_binary_summary
 from engine.eval.worddiff import MAX_KEY_PAIRS, render_inline, render_sides, word_diff
 
 XSS = "<script>alert(1)</script>"
@@ -401,7 +401,7 @@ def test_judge_rationales_and_consistency_when_present() -> None:
 
 
 def test_continuous_scores_render() -> None:
-    from engine.eval.stats import paired_continuous_summary
+    from engine.eval.significance import paired_continuous_summary
 
     base = [0.2, 0.4, 0.6, 0.3, 0.55]
     tuned = [0.5, 0.45, 0.4, 0.7, 0.9]

@@ -17,7 +17,7 @@ import pytest
 
 from engine.config import StudioConfig
 from engine.eval.diff import diff_evals
-from engine.eval.tasks import run_suite
+from engine.eval.suite import run_suite
 from engine.models.store import import_model
 from engine.train.launch import train_run
 

@@ -71,8 +71,8 @@ def test_ids_and_names_cannot_escape(workspace: Workspace, bad: str) -> None:
 
 
 def test_real_ids_are_accepted(workspace: Workspace) -> None:
-    from engine.eval.suite import new_eval_id
-    from engine.train.common import new_run_id
+    from engine.eval.items import new_eval_id
+    from engine.train.run import new_run_id
 
     assert workspace.run_dir("acme", new_run_id()).parent.name == "runs"
     assert workspace.eval_dir("acme", new_eval_id()).parent.name == "evals"

@@ -80,7 +80,7 @@ def _vllm_python() -> str | None:
     the one the engine would find ($STUDIO_VLLM_PYTHON, .venv-vllm — CI builds it)."""
     if os.environ.get("STUDIO_TEST_VLLM_PYTHON"):
         return os.environ["STUDIO_TEST_VLLM_PYTHON"]
-    from engine.serve.vllm_env import find_vllm
+    from engine.generation.vllm_env import find_vllm
 
     install = find_vllm()
     return str(install.python) if install is not None else None

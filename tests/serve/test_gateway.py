@@ -273,13 +273,13 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
     assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
            f'{float(seen[served.base_model][2])}' in text
     assert "studio_request_latency_seconds_bucket" in text
-    month = time.strftime("%Y-%m", time.gmtime())  # product metrics (engine/stats.py) from the usage table
+    month = time.strftime("%Y-%m", time.gmtime())  # product metrics (engine/metrics.py) from the usage table
     assert f'studio_inferences{{model="{served.base_model}",month="{month}",tenant="load"}}' in text
 
 
 def test_served_output_equals_the_eval_output(served):
     """What `studio eval` scored is what the gateway serves: same template, same greedy tokens."""
-    from engine.eval.generate import TransformersBackend
+    from engine.generation.transformers_backend import TransformersBackend
 
     model_dir = served.registry_path.parent / "models" / served.base_model
     prompts = [MSGS, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my order?"}]]

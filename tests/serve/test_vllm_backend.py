@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.serve.backends.base import BackendError
-from engine.serve.vllm_env import SETUP_HINT, find_vllm
+from engine.generation.serving import BackendError
+from engine.generation.vllm_env import SETUP_HINT, find_vllm
 from tests.serve.vllm_helpers import LoopThread, build_vllm_tiny, make_lora, transformers_greedy
 
 BASE = "base-0001"
@@ -30,7 +30,7 @@ def setup(session_dir: Path) -> Any:
     install = find_vllm()
     if install is None:
         pytest.skip(f"no vLLM interpreter found; {SETUP_HINT}")
-    from engine.serve.backends.vllm import VLLMBackend
+    from engine.generation.vllm_server import VLLMBackend
 
     root = session_dir / "vllm"
     model = build_vllm_tiny(root / "tiny-llama-vllm")
@@ -230,7 +230,7 @@ def test_stop_leaves_no_process(setup: Any) -> None:
 
 
 def test_start_failure_reports_log_tail(setup: Any, tmp_path: Path) -> None:
-    from engine.serve.backends.vllm import VLLMBackend, VLLMStartError
+    from engine.generation.vllm_server import VLLMBackend, VLLMStartError
 
     bad = tmp_path / "bad-model"
     bad.mkdir()
@@ -248,8 +248,8 @@ def test_start_failure_reports_log_tail(setup: Any, tmp_path: Path) -> None:
 def test_from_serve_spec_maps_the_vllm_block(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from engine.serve.backends.vllm import from_serve_spec
-    from engine.serve.vllm_env import VLLMInstall
+    from engine.generation.vllm_server import from_serve_spec
+    from engine.generation.vllm_env import VLLMInstall
 
     vllm = SimpleNamespace(python="/opt/vllm/bin/python", max_model_len=2048, dtype="bfloat16",
                            gpu_memory_utilization=0.8, extra_args=["--max-num-seqs", "32"],

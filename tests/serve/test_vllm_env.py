@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StudioError
-from engine.serve import vllm_env
+from engine.generation import vllm_env
 
 
 def test_interpreter_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Eval generation through vLLM (engine/eval/generate_vllm.py) equals the transformers backend's.
+"""Eval generation through vLLM (engine/generation/vllm_generation.py) equals the transformers backend's.
 
 One real vLLM server (CPU build) for the module; skipped when no vLLM interpreter is installed.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.serve.vllm_env import SETUP_HINT, find_vllm
+from engine.generation.vllm_env import SETUP_HINT, find_vllm
 from tests.serve.vllm_helpers import build_vllm_tiny, make_lora
 
 PROMPTS = [
@@ -28,8 +28,8 @@ PROMPTS = [
 def backends(session_dir: Path) -> Any:
     if find_vllm() is None:
         pytest.skip(f"no vLLM interpreter found; {SETUP_HINT}")
-    from engine.eval.generate import TransformersBackend
-    from engine.eval.generate_vllm import VLLMGenerationBackend
+    from engine.generation.transformers_backend import TransformersBackend
+    from engine.generation.vllm_generation import VLLMGenerationBackend
 
     root = session_dir / "vllm-eval"
     model = build_vllm_tiny(root / "tiny-llama-vllm")
@@ -76,7 +76,7 @@ def test_an_eval_suite_with_backend_vllm_scores_like_transformers(session_dir: P
     import json
 
     from engine.config import StudioConfig
-    from engine.eval.tasks import run_suite
+    from engine.eval.suite import run_suite
     from engine.models.store import import_model
     from engine.registry import Registry
     from engine.workspace import Workspace

@@ -10,7 +10,7 @@ import pytest
 from engine.config import load_config
 from engine.errors import StudioError
 from engine.models.store import import_model
-from engine.train.export import export_run
+from engine.models.export import export_run
 from engine.train.sft import train_sft
 from tests.helpers import make_project, refined_dataset
 

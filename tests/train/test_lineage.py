@@ -12,10 +12,10 @@ import pytest
 
 from engine.config import load_config
 from engine.errors import StudioError
-from engine.eval.suite import resolve_model
+from engine.models.resolve import resolve_model
 from engine.models.store import import_model
 from engine.registry import Registry
-from engine.train.export import export_run
+from engine.models.export import export_run
 from engine.train.launch import train_run
 from tests.helpers import ROOT, make_project, refined_dataset
 

@@ -147,17 +147,17 @@ def test_ctrl_c_stops_every_process(project: Path) -> None:
 
 # ------------------------------------------------------------------------------------ fast checks
 def test_a_worker_needs_the_shared_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.train import distributed
+    from engine.train import ranks
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.delenv(distributed.RUN_ID_ENV, raising=False)
+    monkeypatch.delenv(ranks.RUN_ID_ENV, raising=False)
     with pytest.raises(StudioError, match="STUDIO_RUN_ID"):
-        distributed.worker_run_id()
-    monkeypatch.setenv(distributed.RUN_ID_ENV, "../escape")
+        ranks.worker_run_id()
+    monkeypatch.setenv(ranks.RUN_ID_ENV, "../escape")
     with pytest.raises(StudioError, match="invalid run name"):
-        distributed.worker_run_id()
-    monkeypatch.setenv(distributed.RUN_ID_ENV, "run-20260101-000000-node")
-    assert distributed.worker_run_id() == "run-20260101-000000-node"
+        ranks.worker_run_id()
+    monkeypatch.setenv(ranks.RUN_ID_ENV, "run-20260101-000000-node")
+    assert ranks.worker_run_id() == "run-20260101-000000-node"
 
 
 def test_a_user_launched_worker_does_not_reuse_a_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_launch_uses_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_trainable_hash_covers_only_trainable_parameters() -> None:
     import torch
 
-    from engine.train.distributed import trainable_sha256
+    from engine.train.ranks import trainable_sha256
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))

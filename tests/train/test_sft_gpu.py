@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import EvalSpec, load_config
-from engine.eval.suite import run_eval
+from engine.eval.run import run_eval
 from engine.models.store import import_model
 from engine.train.sft import train_sft
 from tests.helpers import make_project, refined_dataset

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from engine import stats
+from engine import metrics as stats
 from engine.errors import StudioError
 from engine.registry import Registry
 from engine.workspace import Workspace

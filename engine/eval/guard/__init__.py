@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.config import GraderSpec
 from engine.errors import StudioError
+from engine.grading.graders import grade_detail
 
 GUARD_REF = "builtin:guard"
 GUARD_VERSION = 1
@@ -67,8 +68,6 @@ def item_grader(item: dict[str, Any]) -> GraderSpec:
 def grade(output: str, reference: str, item: dict[str, Any]) -> bool | float:
     """Grade `output` with the item's own grader (a python grader: fn(output, reference, item)):
     pass/fail for pass/fail graders (all of the built-in items), else the score."""
-    from engine.eval.graders import grade_detail
-
     result = grade_detail(item_grader(item), output, reference, item,
                           where=f"meta.grader of {item.get('item_id')}")
     return result.passed if result.passed is not None else result.score

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.serve.backends.base import Backend, BackendError
+from engine.generation.serving import Backend, BackendError
+from engine.models.loading import load_causal_lm, load_tokenizer
 
 _DONE = "done"
 _DELTA = "delta"
@@ -153,8 +154,6 @@ class HFBackend(Backend):
 
     def _load(self) -> None:
         import torch
-
-        from engine.models.loading import load_causal_lm, load_tokenizer
 
         if self.threads:
             self._threads_before = torch.get_num_threads()  # process-wide: restored by stop()

@@ -1,8 +1,9 @@
 """Opening the generation backend for the LLM stages, and their shared prompt/batching helpers.
 
-The backend is the one eval uses (engine/eval/generate.py): `generate` for greedy chat answers
-and `choice_logprobs` for single-token scores. A model is named as in eval: a model store name
-(or a run id, whose adapter is merged into its base), resolved through the registry.
+The backend is the one eval uses (engine/generation/transformers_backend.py): `generate` for
+greedy chat answers and `choice_logprobs` for single-token scores. A model is named as in eval: a
+model store name (or a run id, whose adapter is merged into its base), resolved by
+engine/models/resolve.py. Transcripts for prompts: engine/grading/rubric.py (`transcript`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,23 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
+from engine.generation.protocol import GenerationBackend
+from engine.generation.transformers_backend import TransformersBackend
+from engine.models.resolve import resolve_model
 from engine.records import Conversation
+from engine.registry import Registry
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from engine.eval.generate import Backend
-    from engine.registry import Registry
-
 T = TypeVar("T")
 # PII placeholders: <EMAIL>, <PHONE>, <CARD> and numbered surrogates such as <ORDER_1>, <EMAIL_2>.
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*>")
-SPEAKERS = {"user": "Customer", "assistant": "Agent", "system": "System"}
 
 
-def open_backend(model: str, registry: "Registry", tenant: str,
-                 threads: int | None = None) -> "Backend":
+def open_backend(model: str, registry: Registry, tenant: str,
+                 threads: int | None = None) -> GenerationBackend:
     """The transformers backend for a model store name or run id (StudioError when unknown)."""
-    from engine.eval.generate import TransformersBackend
-    from engine.eval.suite import resolve_model
-
     ref = resolve_model(registry, model, tenant)
     return TransformersBackend(ref.model_dir, ref.adapter_dir, threads=threads)
 
@@ -45,15 +43,6 @@ def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
-
-
-def transcript(messages: list[dict[str, str]], max_chars: int) -> str:
-    """'Customer: …' / 'Agent: …' lines without system messages; only the last max_chars kept."""
-    text = "\n".join(f"{SPEAKERS.get(m['role'], m['role'])}: {m['content']}"
-                     for m in messages if m["role"] != "system")
-    if len(text) <= max_chars:
-        return text
-    return "[…]" + text[len(text) - max_chars:]
 
 
 def final_assistant(conv: Conversation) -> int | None:

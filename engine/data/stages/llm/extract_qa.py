@@ -24,13 +24,14 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from engine.config import LlmExtractQaSpec, LlmStagesSpec
-from engine.data.stages.llm.backend import StageProgress, batched, placeholders, squash, transcript
+from engine.data.stages.llm.backend import StageProgress, batched, placeholders, squash
+from engine.grading.rubric import transcript
 from engine.records import Conversation, Reject
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from engine.eval.generate import Backend
+    from engine.generation.protocol import GenerationBackend
 
 STAGE = "extract_qa"
 SYSTEM = ("You turn customer-support transcripts into standalone FAQ entries. Each question must "
@@ -132,7 +133,7 @@ def _long(conv: Conversation, min_turns: int) -> bool:
     return sum(m["role"] != "system" for m in conv.messages) >= min_turns
 
 
-def extract_qa(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "Backend", *,
+def extract_qa(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "GenerationBackend", *,
                progress: "Progress | None" = None,
                stats: Counter | None = None) -> Iterator[Conversation | Reject]:
     """Yield each record followed by the pairs extracted from it, in input order.

@@ -27,7 +27,7 @@ from engine.records import ROLES, Conversation
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from engine.eval.generate import Backend
+    from engine.generation.protocol import GenerationBackend
 
 STAGE = "preferences"
 Writer = Callable[[str, dict[str, Any]], None]
@@ -49,7 +49,7 @@ def _prompt_of(conv: Conversation) -> list[dict[str, str]] | None:
     return conv.messages[:last]
 
 
-def preferences(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "Backend",
+def preferences(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "GenerationBackend",
                 writer: Writer, *, progress: "Progress | None" = None,
                 stats: Counter | None = None) -> Iterator[Conversation]:
     """Yield every record unchanged; call writer(record id, row) for each pair, in input order."""

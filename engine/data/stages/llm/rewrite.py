@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from engine.config import LlmRewriteSpec, LlmStagesSpec
 from engine.data.stages.llm.backend import (StageProgress, batched, final_assistant, placeholders,
-                                            squash, transcript)
+                                            squash)
+from engine.grading.rubric import transcript
 from engine.records import Conversation
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from engine.eval.generate import Backend
+    from engine.generation.protocol import GenerationBackend
 
 STAGE = "rewrite"
 SYSTEM = ("You rewrite customer-support replies into the company's house style. Keep every fact, "
@@ -55,7 +56,7 @@ def check_rewrite(original: str, new: str, spec: LlmRewriteSpec) -> str | None:
     return None
 
 
-def rewrite(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "Backend", *,
+def rewrite(records: Iterable[Conversation], spec: LlmStagesSpec, backend: "GenerationBackend", *,
             progress: "Progress | None" = None,
             stats: Counter | None = None) -> Iterator[Conversation]:
     """Yield every record in input order, its final assistant turn rewritten when the rewrite is safe."""

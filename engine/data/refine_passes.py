@@ -1,0 +1,475 @@
+"""One refine, stage by stage: streams records through the stages and writes the version's files.
+
+refine.py owns the version directory and the registry; this module owns what happens between
+the raw inputs and the output files (see STAGES, in order, in the pipeline docstring): the counts
+per stage, input file and reject reason, the per-record lineage, reject examples for the card
+(PII already redacted) and the length histogram data.
+
+Two passes keep memory bounded: pass 1 streams ingest → … → split, writes eval records and rejects
+directly and spools train/val records and lineage entries to files; pass 2 reads the spool back,
+decontaminates against the now complete eval set, runs the train/val-only LLM stages and writes
+train.jsonl, val.jsonl (input order) and lineage.jsonl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from array import array
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from engine.config import InputSpec, RefineSpec, StudioConfig
+from engine.data import record_workers
+from engine.data.ingest import read_input
+from engine.data.stages import pii
+from engine.data.stages.decontam import EvalIndex, decontaminate, load_against
+from engine.data.stages.dedup import dedup
+from engine.data.stages.llm.backend import open_backend
+from engine.data.stages.llm.extract_qa import extract_qa
+from engine.data.stages.llm.judge import judge
+from engine.data.stages.llm.preferences import preferences
+from engine.data.stages.llm.rewrite import rewrite
+from engine.data.stages.split import SPLITS, assign
+from engine.records import Conversation, Reject
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from engine.registry import Registry
+    from engine.workspace import Workspace
+
+STAGES = ("ingest", "system_prompt", "normalize", "turns", "quality", "pii", "dedup", "judge",
+          "split", "decontam", "extract_qa", "rewrite")
+OUTPUT_FILES = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
+OPTIONAL_FILES = ("preferences.jsonl", "judge.jsonl")
+EXAMPLES_PER_REASON = 3
+_PROGRESS_BATCH = 256
+
+
+@dataclass
+class InputFile:
+    """One configured input, checked and hashed before any work starts."""
+
+    spec: InputSpec
+    path: Path
+    label: str
+    sha256: str
+    lines: int
+
+
+def scan_file(path: Path) -> tuple[str, int]:
+    """(sha256, number of lines) in one cheap binary pass."""
+    h = hashlib.sha256()
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1
+    return h.hexdigest(), lines
+
+
+class _Advancer:
+    """Batches progress updates for one input file (rich's Progress takes a lock per call)."""
+
+    def __init__(self, progress: "Progress | None", task: "TaskID | None"):
+        self.progress, self.task, self.pending = progress, task, 0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= _PROGRESS_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.progress is not None and self.task is not None and self.pending:
+            self.progress.advance(self.task, self.pending)
+        self.pending = 0
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class RefineRun:
+    """State of one refine: open output files, counters, lineage spool, surrogates."""
+
+    def __init__(self, cfg: StudioConfig, spec: RefineSpec, ws: "Workspace", registry: "Registry",
+                 out_dir: Path, progress: "Progress | None" = None):
+        self.cfg, self.spec, self.ws, self.registry = cfg, spec, ws, registry
+        self.out_dir, self.progress = out_dir, progress
+        self.files: dict[str, IO[str]] = {}
+        for name in ("rejects.jsonl", "eval.jsonl"):
+            self.files[name] = open(out_dir / name, "w", encoding="utf-8", newline="\n")
+        self.spool_path = out_dir / ".spool.jsonl"  # train/val records between the passes
+        # lineage entries, each spool in input order: eval records (pass 1), train/val (pass 2)
+        self.lineage_paths = {"eval": out_dir / ".lineage-eval.jsonl",
+                              "rest": out_dir / ".lineage-rest.jsonl"}
+        self.files["spool"] = open(self.spool_path, "w", encoding="utf-8", newline="\n")
+        for key, path in self.lineage_paths.items():
+            self.files[f"lineage_{key}"] = open(path, "w", encoding="utf-8", newline="\n")
+        self.surrogates = pii.Surrogates.for_spec(spec.pii)
+        self.pii = pii.PiiStats()
+        self.stage_counts: dict[str, Counter] = {s: Counter() for s in STAGES}
+        self.rejects_by_stage: dict[str, Counter] = defaultdict(Counter)
+        self.per_file: dict[str, Counter] = defaultdict(Counter)
+        self.events: Counter = Counter()  # "<stage>.<event>"
+        self.changed_by: dict[str, list[str]] = defaultdict(list)
+        self.clusters: dict[str, list[str]] = {}
+        self.examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.lengths = array("I")
+        self.splits: Counter = Counter()
+        self.decontam_index: EvalIndex | None = None
+        self.llm: dict[str, Counter] = defaultdict(Counter)
+        self._recent: OrderedDict[str, Conversation] = OrderedDict()  # for reject examples
+        self._file_of_label: dict[str, str] = {}
+        self._backend: Any = None
+        self._length_of: Callable[[Conversation], int] | None = None
+        self.length_unit = "characters"
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        for f in self.files.values():
+            if not f.closed:
+                f.close()
+        for p in (self.spool_path, *self.lineage_paths.values()):
+            p.unlink(missing_ok=True)
+
+    def output_files(self) -> list[str]:
+        return [*OUTPUT_FILES, *(f for f in OPTIONAL_FILES if (self.out_dir / f).exists())]
+
+    def _input_label(self, source_file: str) -> str:
+        """The configured input a record came from (directory inputs label files 'dir/name')."""
+        return self._file_of_label.get(source_file) or source_file.split("/", 1)[0]
+
+    def _remember(self, conv: Conversation) -> Conversation:
+        self._recent[conv.id] = conv
+        if len(self._recent) > 2048:
+            self._recent.popitem(last=False)
+        return conv
+
+    def _example(self, item: Reject, conv: Conversation | None) -> None:
+        bucket = self.examples[item.reason]
+        if len(bucket) >= EXAMPLES_PER_REASON:
+            return
+        messages = None
+        if conv is not None:  # redacted with plain placeholders, never numbered like the data
+            findings = pii.detect(conv, self.spec.pii)
+            plain = pii.Surrogates(numbered=False, keep_originals=False)
+            messages = plain.apply(conv, findings)[0].messages
+        bucket.append({"reason": item.reason, "stage": item.stage, "detail": item.detail,
+                       "source": item.source.label(), "messages": messages})
+
+    def reject(self, item: Reject, conv: Conversation | None = None) -> None:
+        self.files["rejects.jsonl"].write(_dumps(item.to_dict()))
+        self.rejects_by_stage[item.stage][item.reason] += 1
+        self.stage_counts[item.stage]["rejected"] += 1
+        self.per_file[self._input_label(item.source.file)]["rejected"] += 1
+        if conv is None and item.record_id is not None:
+            conv = self._recent.get(item.record_id)
+        self._example(item, conv)
+        if item.record_id is not None:
+            self.changed_by.pop(item.record_id, None)
+
+    def route(self, stage: str, stream: Iterable[Conversation | Reject]) -> Iterator[Conversation]:
+        """Count what passes `stage`, write its rejects, pass conversations on."""
+        counts = self.stage_counts[stage]
+        for item in stream:
+            if isinstance(item, Reject):
+                self.reject(item)
+            else:
+                counts["out"] += 1
+                yield self._remember(item)
+
+    def through(self, stage: str, stream: Iterable[Conversation]) -> Iterator[Conversation]:
+        """Count a stage that never rejects (or is off)."""
+        counts = self.stage_counts[stage]
+        for conv in stream:
+            counts["out"] += 1
+            yield conv
+
+    # -- stages -----------------------------------------------------------------------------
+    def ingest(self, inputs: list[InputFile]) -> Iterator[Conversation | Reject]:
+        for inp in inputs:
+            task = (self.progress.add_task(f"refine {inp.label}", total=inp.lines)
+                    if self.progress is not None else None)
+            advance = _Advancer(self.progress, task)
+            for item in read_input(inp.path, inp.spec, label=inp.label, advance=advance):
+                self._file_of_label.setdefault(item.source.file, inp.label)
+                if isinstance(item, Conversation):
+                    self.per_file[inp.label]["records"] += 1
+                    self.stage_counts["ingest"]["out"] += 1
+                yield item  # rejects too: written in input order, after the records before them
+            advance.flush()
+            if self.progress is not None and task is not None:
+                self.progress.update(task, completed=inp.lines)
+
+    def record_stages(self, stream: Iterable[Conversation | Reject]) -> Iterator[Conversation]:
+        """system_prompt → normalize → turns → quality → PII (detection possibly in workers).
+
+        Ingest rejects travel through the workers' queue unchanged, so rejects.jsonl keeps
+        input order whatever the number of workers."""
+        for out in record_workers.run(stream, self.spec, self.spec.workers):
+            if isinstance(out, Reject):
+                self.reject(out)
+                continue
+            for stage in ("system_prompt", "normalize", "turns"):
+                self.stage_counts[stage]["out"] += 1
+            self.events.update(out.events)
+            if out.reject is not None:
+                self.reject(out.reject, out.conv)
+                continue
+            self.stage_counts["quality"]["out"] += 1
+            conv, counts = self.surrogates.apply(out.conv, out.findings)
+            changed = list(out.changed_by)
+            if counts:
+                self.pii.add(conv.id, counts)
+                changed.append("pii")
+            if changed:
+                self.changed_by[conv.id] = changed
+            self.stage_counts["pii"]["out"] += 1
+            yield self._remember(conv)
+
+    def _llm_backend(self) -> Any:
+        if self._backend is None:
+            assert self.spec.llm.model is not None
+            self._backend = open_backend(self.spec.llm.model, self.registry, self.cfg.tenant,
+                                         threads=None)
+        return self._backend
+
+    def _llm_on(self, name: str) -> bool:
+        llm = self.spec.llm
+        if name == "preferences":  # may run on its own model (normally the base being tuned)
+            return llm.preferences.enabled and bool(llm.preferences.model or llm.model)
+        return bool(llm.model) and getattr(llm, name).enabled
+
+    # -- the two passes ---------------------------------------------------------------------
+    def run(self, inputs: list[InputFile]) -> None:
+        spec = self.spec
+        self._setup_lengths()
+        if spec.decontam.enabled:
+            self.decontam_index = EvalIndex(spec.decontam, spec.dedup)
+            if spec.decontam.against:  # the customer's own eval files: read (and checked) first
+                paths = [self.cfg.resolve_path(p) for p in spec.decontam.against]
+                self.events["decontam.against_items"] += self.decontam_index.add_all(
+                    load_against(paths))
+
+        stream: Iterable[Conversation] = self.record_stages(self.ingest(inputs))
+        stream = self.route("dedup", dedup(stream, spec.dedup, self.clusters))
+        judge_file = None
+        if self._llm_on("judge"):
+            notes: list[dict[str, Any]] = []
+            judge_file = open(self.out_dir / "judge.jsonl", "w", encoding="utf-8", newline="\n")
+            self.files["judge.jsonl"] = judge_file
+
+            def judged() -> Iterator[Conversation | Reject]:
+                for item in judge(stream, spec.llm, self._llm_backend(), progress=self.progress,
+                                  notes=notes):
+                    for note in notes:
+                        judge_file.write(_dumps(note))
+                    notes.clear()
+                    yield item
+
+            stream = self.route("judge", judged())
+        else:
+            stream = self.through("judge", stream)
+
+        for pos, conv in enumerate(stream):
+            name = assign(conv.id, self.cfg.seed, spec.split)
+            self.stage_counts["split"]["out"] += 1
+            if name == "eval":
+                self._keep(conv, name, pos)
+                if self.decontam_index is not None:
+                    self.decontam_index.add(conv)
+            else:
+                self.files["spool"].write(_dumps({"split": name, "pos": pos,
+                                                  "changed_by": self.changed_by.pop(conv.id, []),
+                                                  "pii": self.pii.per_record.pop(conv.id, {}),
+                                                  "record": conv.to_dict()}))
+        self.files["spool"].close()
+        self._pass_two()
+
+    def _pass_two(self) -> None:
+        spec = self.spec
+        splits: dict[str, tuple[str, int]] = {}  # id → (split, input position), while in flight
+
+        def records() -> Iterator[Conversation]:
+            with open(self.spool_path, encoding="utf-8") as f:
+                for line in f:
+                    row = json.loads(line)
+                    conv = Conversation.from_dict(row["record"])
+                    splits[conv.id] = (row["split"], row["pos"])
+                    if row["changed_by"]:
+                        self.changed_by[conv.id] = row["changed_by"]
+                    if row["pii"]:
+                        self.pii.per_record[conv.id] = row["pii"]
+                    yield self._remember(conv)
+
+        stream: Iterable[Conversation] = records()
+        if self.decontam_index is not None:
+            stream = self.route("decontam", decontaminate(stream, self.decontam_index))
+        else:
+            stream = self.through("decontam", stream)
+        if self._llm_on("extract_qa"):  # pairs follow their transcript, keeping its split
+            stream = self.route("extract_qa", self._inherit_split(splits, extract_qa(
+                stream, spec.llm, self._llm_backend(), progress=self.progress,
+                stats=self.llm["extract_qa"])))
+        else:
+            stream = self.through("extract_qa", stream)
+        if self._llm_on("rewrite"):
+            stream = self.route("rewrite", self._mark_changed("rewrite", rewrite(
+                stream, spec.llm, self._llm_backend(), progress=self.progress,
+                stats=self.llm["rewrite"])))
+        else:
+            stream = self.through("rewrite", stream)
+        for name in ("train.jsonl", "val.jsonl"):
+            self.files[name] = open(self.out_dir / name, "w", encoding="utf-8", newline="\n")
+        if self._llm_on("preferences"):
+            pref_file = open(self.out_dir / "preferences.jsonl", "w", encoding="utf-8", newline="\n")
+            self.files["preferences.jsonl"] = pref_file
+
+            def only_train() -> Iterator[Conversation]:
+                for conv in stream:
+                    if splits[conv.id][0] == "train":
+                        yield conv
+                    else:
+                        self._keep(conv, *splits.pop(conv.id))
+
+            if spec.llm.preferences.model and spec.llm.preferences.model != spec.llm.model:
+                backend = open_backend(spec.llm.preferences.model, self.registry, self.cfg.tenant)
+            else:
+                backend = self._llm_backend()
+            for conv in preferences(only_train(), spec.llm, backend,
+                                    lambda _id, row: pref_file.write(_dumps(row)),
+                                    progress=self.progress, stats=self.llm["preferences"]):
+                self._keep(conv, *splits.pop(conv.id))
+        else:
+            for conv in stream:
+                self._keep(conv, *splits.pop(conv.id))
+        for conv_id in splits:  # rejected in pass 2 (decontam): no lineage entry
+            self.changed_by.pop(conv_id, None)
+            self.pii.per_record.pop(conv_id, None)
+        self._write_lineage()
+
+    @staticmethod
+    def _inherit_split(splits: dict[str, tuple[str, int]],
+                       stream: Iterable[Conversation | Reject]) -> Iterator[Conversation | Reject]:
+        """Extracted Q/A pairs get their transcript's split and input position (the transcript
+        comes just before its pairs; it may already be written when they arrive)."""
+        recent: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        for item in stream:
+            if isinstance(item, Conversation):
+                if item.id in splits:
+                    recent[item.id] = splits[item.id]
+                    if len(recent) > 256:
+                        recent.popitem(last=False)
+                else:
+                    parent = item.meta.get("extracted_from")
+                    if parent in recent:
+                        splits[item.id] = recent[parent]
+            yield item
+
+    def _mark_changed(self, stage: str, stream: Iterable[Conversation]) -> Iterator[Conversation]:
+        for conv in stream:
+            before = self._recent.get(conv.id)
+            if before is not None and before.messages != conv.messages:
+                self.changed_by[conv.id].append(stage)
+            yield conv
+
+    def _keep(self, conv: Conversation, split: str, pos: int) -> None:
+        """Write a surviving record to its split and its lineage entry to its pass's spool."""
+        self.splits[split] += 1
+        self.per_file[self._input_label(conv.source.file)]["kept"] += 1
+        record = conv.to_dict()
+        self.files[f"{split}.jsonl"].write(_dumps(record))
+        if self._length_of is not None:
+            self.lengths.append(min(self._length_of(conv), 2**32 - 1))
+        self.files["lineage_eval" if split == "eval" else "lineage_rest"].write(_dumps({
+            "pos": pos, "id": conv.id, "source": record["source"], "split": split,
+            "stages": list(STAGES), "changed_by": self.changed_by.pop(conv.id, []),
+            "pii": self.pii.per_record.pop(conv.id, {}),
+        }))
+
+    def _write_lineage(self) -> None:
+        """lineage.jsonl in input order: the two spools merged by position, duplicates added."""
+        for key in self.lineage_paths:
+            self.files[f"lineage_{key}"].close()
+
+        def entries(path: Path) -> Iterator[dict[str, Any]]:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    yield json.loads(line)
+
+        with open(self.out_dir / "lineage.jsonl", "w", encoding="utf-8", newline="\n") as out:
+            for entry in heapq.merge(*(entries(p) for p in self.lineage_paths.values()),
+                                     key=lambda e: e["pos"]):
+                del entry["pos"]
+                entry["duplicates"] = self.clusters.get(entry["id"], [])
+                out.write(_dumps(entry))
+
+    # -- lengths for the card's histogram ---------------------------------------------------
+    def _setup_lengths(self) -> None:
+        """Token counts with the pipeline's (or the LLM stages') tokenizer, else characters."""
+        name = None
+        if self.cfg.model is not None:
+            name = self.cfg.model.name
+        elif self.spec.llm.model:
+            name = self.spec.llm.model
+        tokenizer = None
+        if name:
+            row = self.registry.get_model(name)
+            if row is not None:
+                try:
+                    from transformers import AutoTokenizer
+
+                    tokenizer = AutoTokenizer.from_pretrained(row["path"], local_files_only=True)
+                except (OSError, ValueError):
+                    tokenizer = None
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            def tokens(conv: Conversation) -> int:
+                text = tokenizer.apply_chat_template(conv.messages, tokenize=False)
+                return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+            self._length_of, self.length_unit = tokens, "tokens"
+        else:
+            self._length_of = lambda conv: sum(len(m["content"]) for m in conv.messages)
+            self.length_unit = "characters"
+
+    # -- summary ----------------------------------------------------------------------------
+    def stage_summary(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for stage in STAGES:
+            c = self.stage_counts[stage]
+            out[stage] = {"in": c["out"] + c["rejected"], "out": c["out"], "rejected": c["rejected"]}
+        for key, n in sorted(self.events.items()):
+            stage, _, event = key.partition(".")
+            if stage in out and n:
+                out[stage][event] = n
+        off = {"judge": not self._llm_on("judge"), "extract_qa": not self._llm_on("extract_qa"),
+               "rewrite": not self._llm_on("rewrite"), "decontam": self.decontam_index is None,
+               "dedup": not (self.spec.dedup.exact or self.spec.dedup.near)}
+        for stage, skipped in off.items():
+            if skipped:
+                out[stage]["skipped"] = True
+        out["pii"]["records_redacted"] = self.pii.records_redacted
+        out["dedup"]["clusters"] = len(self.clusters)
+        for stage, stats in self.llm.items():
+            for event, n in sorted(stats.items()):
+                out.setdefault(stage, {})[event] = n
+        if self.decontam_index is not None:
+            out["decontam"]["eval_items_indexed"] = len(self.decontam_index)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        ingest = self.stage_counts["ingest"]
+        rejected = sum(sum(c.values()) for c in self.rejects_by_stage.values())
+        return {"input_records": ingest["out"] + ingest["rejected"], "rejected": rejected,
+                **{s: self.splits[s] for s in SPLITS}}
+
+

@@ -1,0 +1,81 @@
+"""The serving backend interface: what the gateway needs from vLLM or in-process transformers.
+
+Implemented by engine/generation/vllm_server.py and engine/serve/backends/hf.py.
+
+Requests and responses are OpenAI-shaped dicts (the body of /v1/chat/completions or
+/v1/completions, and what those endpoints return), so the vLLM backend can pass them through and
+the transformers backend produces the same shapes. `body["model"]` is always the backend's
+INTERNAL model id (the base model's id, or an adapter's internal name); the gateway maps the
+names a tenant sees to internal ids and never forwards a name the tenant does not own.
+
+Every response carries `usage` (prompt_tokens, completion_tokens); a stream's last chunk carries
+`usage` too (the gateway asks for it, like `stream_options: {"include_usage": true}`), which is
+what usage accounting counts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+
+class BackendError(Exception):
+    """The backend failed a request; `status` is the HTTP status the gateway should answer."""
+
+    def __init__(self, message: str, status: int = 500, code: str = "backend_error"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Backend(ABC):
+    """One base model plus any number of LoRA adapters, served under internal ids."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load/launch; returns when requests can be served."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Release everything `start` created (processes, memory). Idempotent."""
+
+    @abstractmethod
+    async def health(self) -> bool:
+        """True when the backend answers requests now."""
+
+    @property
+    @abstractmethod
+    def base_id(self) -> str:
+        """Internal id of the base model."""
+
+    @abstractmethod
+    def adapters(self) -> dict[str, Path]:
+        """Internal adapter id -> adapter directory, for every adapter loaded now."""
+
+    @abstractmethod
+    async def load_adapter(self, internal_id: str, path: Path) -> None:
+        """Make a LoRA adapter servable under `internal_id` (at runtime, no restart)."""
+
+    @abstractmethod
+    async def unload_adapter(self, internal_id: str) -> None:
+        """Stop serving an adapter; unknown ids raise BackendError(404)."""
+
+    @abstractmethod
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming chat completion (OpenAI `chat.completion` object)."""
+
+    @abstractmethod
+    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """`chat.completion.chunk` objects; the last one carries `usage`."""
+
+    @abstractmethod
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming text completion (OpenAI `text_completion` object)."""
+
+    @abstractmethod
+    def complete_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """`text_completion` chunks; the last one carries `usage`."""
