@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.config import ServeSpec
 from engine.errors import StudioError
 from engine.serve.backends.base import Backend
-from engine.serve.config import ServeSpec
 
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
