@@ -13,7 +13,7 @@ Modules (each imports only those above it):
   base.py       Strict, the one base model (unknown keys are errors, defaults validated)
   languages.py  LANGUAGES, the codes the offline language detector knows
   refine.py     the `refine` section: inputs and the options of every refine stage
-  train.py      the `train` section
+  train.py      the `train` section, and TRL_ARGUMENTS: which TRL / transformers argument each key sets
   serve.py      the `serve` section (kind: serve), and the vLLM options eval shares
   eval.py       the `eval` section (generation, graders, suites of tasks) and the `gate` section
   pipeline.py   StudioConfig: the top level, the `model` section and the sections each kind needs
@@ -34,8 +34,8 @@ from engine.config.refine import (DEFAULT_HOUSE_STYLE, DEFAULT_JUDGE_RUBRIC, INP
                                   LlmRewriteSpec, LlmStagesSpec, NormalizeSpec, PiiSpec,
                                   QualitySpec, RefineSpec, SpeakerMap, SplitSpec, TurnsSpec)
 from engine.config.serve import BatchingSpec, ServeSpec, VllmSpec
-from engine.config.train import (DATA_FORMATS, METHODS, GRPOSpec, LoraSpec, PreferenceSpec, QuantSpec,
-                                 RewardFnSpec, TrainSpec)
+from engine.config.train import (DATA_FORMATS, METHODS, NO_TRL_ARGUMENT, TRL_ARGUMENTS, GRPOSpec,
+                                 LoraSpec, PreferenceSpec, QuantSpec, RewardFnSpec, TrainSpec)
 
 __all__ = [
     # base
@@ -46,7 +46,7 @@ __all__ = [
     "QualitySpec", "DedupSpec", "DecontamSpec", "SplitSpec", "LlmJudgeSpec", "LlmRewriteSpec",
     "LlmExtractQaSpec", "LlmPreferencesSpec", "LlmStagesSpec", "RefineSpec",
     # train
-    "METHODS", "DATA_FORMATS",
+    "METHODS", "DATA_FORMATS", "TRL_ARGUMENTS", "NO_TRL_ARGUMENT",
     "LoraSpec", "QuantSpec", "PreferenceSpec", "RewardFnSpec", "GRPOSpec", "TrainSpec",
     # serve
     "BatchingSpec", "VllmSpec", "ServeSpec",

@@ -1,4 +1,5 @@
-"""The `train` section: method, adapter, data, LoRA/quantization, preference and GRPO options."""
+"""The `train` section: method, adapter, data, LoRA/quantization, preference and GRPO options, and
+TRL_ARGUMENTS, the table of which TRL / transformers argument each key sets."""
 
 from __future__ import annotations
 
@@ -108,3 +109,55 @@ class TrainSpec(Strict):
             raise ValueError("set either 'dataset' or 'data', not both")
         return self
 
+
+# How each `train:` key reaches TRL / transformers: YAML key (dotted below a sub-section) → the
+# argument name(s) it sets. common_args() (engine/train/common.py) looks the renamed keys up here;
+# the recipes (sft.py, preference.py, reward.py, grpo.py, vlm.py) pass the rest. The same table is
+# in docs/configuration.md ("How train keys map to TRL / transformers"); a test keeps them equal.
+TRL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    # common_args(): the TrainingArguments every TRL config class shares
+    "batch_size": ("per_device_train_batch_size", "per_device_eval_batch_size"),
+    "grad_accum": ("gradient_accumulation_steps",),
+    "epochs": ("num_train_epochs",),
+    "max_steps": ("max_steps",),
+    "learning_rate": ("learning_rate",),
+    "lr_scheduler": ("lr_scheduler_type",),
+    "warmup_ratio": ("warmup_steps",),  # value as is: transformers 5 reads a float < 1 as a ratio
+    "weight_decay": ("weight_decay",),
+    "save_steps": ("save_strategy", "save_steps"),  # N: "steps" and N; none: "epoch" and 500
+    "seed": ("seed", "data_seed"),  # the top-level `seed:` (not under train:); also set_seed()
+    # the recipes
+    "adapter": ("use_dora", "quantization_config"),  # dora: LoraConfig; qlora: from_pretrained
+    "method": ("cpo_alpha",),  # picks the recipe and TRL config class; cpo: 1.0, simpo: 0.0
+    "max_seq_len": ("max_length",),  # SFT/DPO/KTO/ORPO/CPO/RewardConfig; grpo: not passed
+    "assistant_only_loss": ("assistant_only_loss",),  # SFTConfig; false if the template cannot tell
+    "packing": ("packing",),  # SFTConfig; dpo: PackedDPOTrainer instead (no argument)
+    "threads": ("torch.set_num_threads",),  # not a TRL argument; none: cores / local processes
+    "lora.r": ("r",),  # peft LoraConfig, given to the TRL trainer as peft_config
+    "lora.alpha": ("lora_alpha",),
+    "lora.dropout": ("lora_dropout",),
+    "lora.target_modules": ("target_modules",),  # vlm "all-linear": the language model's layers
+    "quant.bits": ("load_in_4bit", "load_in_8bit"),  # BitsAndBytesConfig (qlora): the one for 4 or 8
+    "quant.quant_type": ("bnb_4bit_quant_type",),
+    "quant.double_quant": ("bnb_4bit_use_double_quant",),
+    "preference.beta": ("beta",),
+    "preference.loss_type": ("loss_type",),  # none: the method's default; DPOConfig: a one-item list
+    "preference.simpo_gamma": ("simpo_gamma",),  # CPOConfig (cpo, simpo)
+    "preference.desirable_weight": ("desirable_weight",),  # KTOConfig
+    "preference.undesirable_weight": ("undesirable_weight",),  # KTOConfig
+    "grpo.num_generations": ("num_generations",),
+    "grpo.max_completion_len": ("max_completion_length",),
+    "grpo.temperature": ("temperature",),
+    "grpo.rewards": ("reward_funcs", "reward_weights"),  # GRPOTrainer functions; GRPOConfig weights
+}
+
+# The `train:` keys that set no TRL / transformers argument, and what they do instead. Every key of
+# TrainSpec (and of its sub-sections) is in TRL_ARGUMENTS or here (tests/test_config.py).
+NO_TRL_ARGUMENT: dict[str, str] = {
+    "base_model": "which model store entry the weights come from",
+    "dataset": "which refined dataset version the rows come from",
+    "data": "which JSONL file the rows come from",
+    "parent_run": "start from this run's merged weights",
+    "data_format": "how the rows of `data` are read (engine/train/data.py)",
+    "preference.max_prompt_len": "prompts are shortened to it before TRL sees them",
+}
