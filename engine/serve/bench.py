@@ -186,9 +186,9 @@ def _self_started(root: Path, model_dir: Path | None = None, threads: int | None
 
     from engine.models.loading import load_causal_lm
     from engine.models.store import import_model
+    from engine.config import ServeSpec
     from engine.models.tiny import build_tiny_llama
     from engine.registry import Registry, now_iso
-    from engine.config import ServeSpec
     from engine.serve.keys import KeyStore
     from engine.serve.promote import ServedModels
     from engine.serve.server import start_in_thread
