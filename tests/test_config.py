@@ -1,14 +1,19 @@
-"""Config validation: every example in configs/ is valid; mistakes name file, field and line."""
+"""Config validation: every example in configs/ is valid; mistakes name file, field and line; the
+table of train keys → TRL arguments is complete and the same in code and docs."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from engine.config import load_config, parse_config
+from engine.config import (NO_TRL_ARGUMENT, TRL_ARGUMENTS, StudioConfig, TrainSpec, load_config,
+                           parse_config)
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,3 +102,69 @@ def test_relative_paths_resolve_against_config_folder() -> None:
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")
     assert cfg.refine is not None
     assert cfg.resolve_path(cfg.refine.inputs[0].path) == (ROOT / "data" / "raw" / "tickets.csv").resolve()
+
+
+# ------------------------------------------------------------- train keys → TRL / transformers
+def _trl_section() -> str:
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    start = doc.index("## How train keys map to TRL / transformers")
+    end = doc.index("\n## ", start + 1)
+    return doc[start:end]
+
+
+def test_docs_table_of_train_keys_matches_the_code() -> None:
+    rows: dict[str, tuple[str, ...]] = {}
+    for line in _trl_section().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            key = cells[0].strip("`")
+            assert key not in rows, f"{key} is listed twice"
+            rows[key] = tuple(a.strip().strip("`") for a in cells[1].split(","))
+    assert rows == TRL_ARGUMENTS
+    assert list(rows) == list(TRL_ARGUMENTS)  # the same order, so the two read alike
+    listed = [line[3:].split("`")[0] for line in _trl_section().splitlines() if line.startswith("- `")]
+    assert listed == list(NO_TRL_ARGUMENT)
+
+
+def test_every_train_key_has_a_decided_trl_mapping() -> None:
+    def section(annotation: object) -> type[BaseModel] | None:
+        """The sub-section model of a field (LoraSpec, GRPOSpec | None); None for a leaf or a list."""
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+            return section(inner[0]) if len(inner) == 1 else None
+        return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+    keys: list[str] = []
+    for name, field in TrainSpec.model_fields.items():
+        sub = section(field.annotation)
+        keys += [f"{name}.{k}" for k in sub.model_fields] if sub else [name]
+    assert {"lora.r", "quant.bits", "preference.beta", "grpo.rewards"} <= set(keys)
+    assert not set(TRL_ARGUMENTS) & set(NO_TRL_ARGUMENT)
+    undecided = [k for k in keys if k not in TRL_ARGUMENTS and k not in NO_TRL_ARGUMENT]
+    assert undecided == [], "add these train keys to TRL_ARGUMENTS or NO_TRL_ARGUMENT"
+    top_level = set(StudioConfig.model_fields) - {"train"}
+    assert set(TRL_ARGUMENTS) - set(keys) <= top_level  # only `seed` lives outside train:
+    assert set(NO_TRL_ARGUMENT) <= set(keys)
+    assert all(names for names in TRL_ARGUMENTS.values())
+
+
+def test_config_package_is_the_foundation_layer() -> None:
+    """engine/config imports nothing from engine but engine.errors and itself, never inside a function."""
+    import ast
+
+    import engine.config
+
+    for path in sorted((ROOT / "engine" / "config").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "engine" or name.startswith("engine."):
+                    assert name == "engine.errors" or name.startswith("engine.config."), (path.name, name)
+                    assert node.col_offset == 0, f"{path.name}: function-local import of {name}"
+    assert all(hasattr(engine.config, name) for name in engine.config.__all__)

@@ -44,7 +44,8 @@ LAYERS: dict[str, int] = {
 }
 # At most this many function-local imports of engine modules (each needs a reason, see below).
 MAX_LOCAL_IMPORTS = 40
-# The comment on a function-local import (same line, or the line above) that says why it is local.
+# The comment on a function-local import (same line, or the comment lines right above it) that says
+# why it is local.
 REASON = re.compile(r"#\s*lazy:\s*\S")
 
 
@@ -212,11 +213,15 @@ def test_function_local_imports_are_few_and_explained() -> None:
     unexplained = []
     for source, line in statements:
         lines = mods[source].read_text(encoding="utf-8").splitlines()
-        here, above = lines[line - 1], lines[line - 2] if line >= 2 else ""
-        if not (REASON.search(here) or REASON.search(above)):
+        comment = [lines[line - 1]]
+        k = line - 2
+        while k >= 0 and lines[k].strip().startswith("#"):  # the comment block right above it
+            comment.append(lines[k])
+            k -= 1
+        if not any(REASON.search(text) for text in comment):
             unexplained.append(f"{mods[source].relative_to(ROOT)}:{line}")
     assert not unexplained, ("a function-local engine import needs a `# lazy: <reason>` comment "
-                             "(same line or the line above):\n" + "\n".join(unexplained))
+                             "(same line or right above):\n" + "\n".join(unexplained))
     assert len(statements) <= MAX_LOCAL_IMPORTS, (
         f"{len(statements)} function-local engine imports (at most {MAX_LOCAL_IMPORTS}): import at "
         "module level unless the import is for an optional heavy dependency or CLI start-up time")

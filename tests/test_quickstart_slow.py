@@ -43,8 +43,8 @@ def test_quickstart_proves_the_tuned_model_better(tmp_path: Path, smollm2_worksp
                  home=home).stdout.strip()
     from openai import OpenAI
 
+    from engine.config import ServeSpec
     from engine.registry import Registry
-    from engine.serve.config import ServeSpec
     from engine.serve.server import start_in_thread
 
     running = start_in_thread(ServeSpec(base_model="smollm2-135m-instruct", port=0, threads=2),

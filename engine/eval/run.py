@@ -34,7 +34,7 @@ def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, 
              base_dir: Path | None = None) -> EvalResult:
     """`judge`: the judge model's identity for the proof record; by default the weights of
     `grader.model` when the grader names one. With `spec.suite`, every task runs as its own eval
-    (engine/eval/tasks.py; `base_dir`: the config's folder), one line per task is printed, and
+    (engine/eval/suite.py; `base_dir`: the config's folder), one line per task is printed, and
     the first task's result is returned."""
     if spec.suite is not None:
         return run_suite(spec, ws, registry, tenant=tenant, model_ref=model_ref, cfg_dir=base_dir,

@@ -3,7 +3,7 @@
 Prompts are sorted by length so that each batch pads little, then restored to input order.
 `choice_logprobs` scores single-token answers (e.g. "1".."5") as the next token after a chat
 prompt, for judges that must always return a parseable score. Implements
-engine/generation/backend.py's `GenerationBackend`.
+engine/generation/protocol.py's `GenerationBackend`.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import ServeSpec
 from engine.console import err
 from engine.errors import StudioError
 from engine.models.loading import load_causal_lm
 from engine.models.store import import_model
 from engine.models.tiny import build_tiny_llama
 from engine.registry import Registry, now_iso
-from engine.serve.config import ServeSpec
 from engine.serve.keys import KeyStore
 from engine.serve.promote import ServedModels
 from engine.serve.server import start_in_thread

@@ -28,15 +28,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.config import ServeSpec
+from engine.generation.serving import Backend, BackendError
+from engine.metrics import StudioCollector
 from engine.privacy import audit
 from engine.serve.api import ApiError, check_request, model_not_found, parse_json
-from engine.generation.serving import Backend, BackendError
-from engine.serve.config import ServeSpec
 from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
 from engine.serve.promote import ServedModels
 from engine.serve.usage import UsageStore
-from engine.metrics import StudioCollector
 from engine.workspace import Workspace, check_name
 
 log = logging.getLogger("studio.serve")

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.config import ServeSpec
 from engine.errors import StudioError
 from engine.generation.serving import Backend
 from engine.generation.vllm_server import from_serve_spec
 from engine.models.store import get_model_dir
 from engine.serve.backends.hf import HFBackend
-from engine.serve.config import ServeSpec
 from engine.serve.gateway import Gateway, create_app
 
 LOG_CONFIG: dict[str, Any] = {

@@ -14,7 +14,7 @@ from typing import Any
 from rich.progress import Progress
 from transformers import TrainerCallback
 
-from engine.config import LoraSpec
+from engine.config import TRL_ARGUMENTS, LoraSpec
 from engine.errors import StudioError
 from engine.hashing import sha256_file
 from engine.models.loading import safe_load_kwargs
@@ -130,21 +130,19 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
 def common_args(cfg: Any, run_dir: Path, use_cuda: bool) -> dict[str, Any]:
     """TrainingArguments shared by every TRL config class (SFTConfig, DPOConfig, …)."""
     spec = cfg.train
-    return dict(
-        output_dir=str(run_dir / "checkpoints"),
-        use_cpu=not use_cuda, bf16=use_cuda, fp16=False,
-        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.grad_accum,
-        num_train_epochs=spec.epochs, max_steps=spec.max_steps,
-        learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler,
-        warmup_steps=spec.warmup_ratio, weight_decay=spec.weight_decay,
-        activation_checkpointing=False,  # (was gradient_checkpointing) off: small models
-        logging_steps=1, logging_strategy="steps",
-        save_strategy="steps" if spec.save_steps else "epoch",
-        save_steps=spec.save_steps or 500, save_total_limit=2,
-        eval_strategy="no", report_to="none", disable_tqdm=True,
-        seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-    )
+    to = TRL_ARGUMENTS  # train key -> TRL argument name(s), engine/config/train.py
+    args: dict[str, Any] = dict(output_dir=str(run_dir / "checkpoints"),
+                                use_cpu=not use_cuda, bf16=use_cuda, fp16=False)
+    for key in ("batch_size", "grad_accum", "epochs", "max_steps", "learning_rate", "lr_scheduler",
+                "warmup_ratio", "weight_decay"):  # the value passed on as it is
+        args.update(dict.fromkeys(to[key], getattr(spec, key)))
+    args.update(activation_checkpointing=False,  # (was gradient_checkpointing) off: small models
+                logging_steps=1, logging_strategy="steps")
+    strategy, steps = to["save_steps"]
+    args.update({strategy: "steps" if spec.save_steps else "epoch", steps: spec.save_steps or 500},
+                save_total_limit=2, eval_strategy="no", report_to="none", disable_tqdm=True)
+    args.update(dict.fromkeys(to["seed"], cfg.seed), dataloader_num_workers=0)
+    return args
 
 
 def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None) -> None:

@@ -97,8 +97,8 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
     vLLM's CPU kernels need attention heads of size >= 32, so the vLLM gateway serves the tiny
     model's vLLM-sized sibling (same tokenizer and template) with adapters made for it."""
+    from engine.config import ServeSpec
     from engine.registry import Registry
-    from engine.serve.config import ServeSpec
     from engine.serve.server import start_in_thread
 
     model_dir, adapters = tiny_model_dir, tiny_adapters

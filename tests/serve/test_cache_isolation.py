@@ -22,7 +22,7 @@ class SaltRecordingBackend(HFBackend):
 def test_each_tenant_gets_its_own_cache_salt(tmp_path, tiny_model_dir, tiny_adapters):
     from openai import OpenAI
 
-    from engine.serve.config import ServeSpec
+    from engine.config import ServeSpec
     from engine.serve.gateway import Gateway, cache_salt, create_app
     from engine.serve.server import run_in_thread
     from tests.serve.conftest import TINY, served_workspace

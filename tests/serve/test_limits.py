@@ -11,8 +11,8 @@ from openai import OpenAI
 
 
 def test_tenant_concurrency_limit_answers_429(tmp_path, tiny_model_dir, tiny_adapters):
+    from engine.config import ServeSpec
     from engine.registry import Registry
-    from engine.serve.config import ServeSpec
     from engine.serve.server import start_in_thread
     from tests.serve.conftest import TINY, served_workspace
 

@@ -12,20 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from engine.config.languages import LANGUAGES  # noqa: F401  (re-exported: every code the model can return)
+
 UND = "und"
 MIN_LETTERS = 20       # below this a language guess is noise ("ok", "order 48213", "Danke")
 MIN_CONFIDENCE = 0.5   # normalized probability of the best language
 MAX_CHARS = 1500       # the head of a long text decides; keeps the cost per record bounded
-
-# Every code the model can return (besides "zxx", no linguistic content); "nb" is accepted
-# in configs as Norwegian Bokmål (the model says "no").
-LANGUAGES = frozenset("""
-    af am ar as az be bg bn br bs ca cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he
-    hi hr ht hu hy id ig is it ja jv ka kk km kn ko ku ky la lg ln lo lt lv mg mk ml mn mr ms my
-    ne nl no om or pa pl ps pt qu ro ru sa si sk sl so sq sr sv sw ta te th tl tr ug uk ur uz vi
-    xh yo zh zu ace bcl dz ext gcf gom grc gug hbo kik nso pcm rw se sn st an ary crh fo fuv gcr
-    guw kab lb lij ltg uzs wa sdh arz ba mt nn oc tg tk tt vec vo wuu yue
-    nb""".split())
 
 # Languages the model confuses with each other (close variants, one written standard in two
 # scripts). A configured language accepts every member of its group.

@@ -1,17 +1,15 @@
-"""The `serve` config section (kind: serve): backend, base model, address, batching and vLLM options."""
+"""The `serve` section (kind: serve): backend, base model, address, batching and vLLM options."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from engine.config.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class BatchingSpec(_Strict):
+class BatchingSpec(Strict):
     """How the transformers backend groups requests (vLLM batches continuously on its own)."""
 
     max_batch_size: int = Field(default=8, ge=1, le=256, description="requests per generate call")
@@ -21,7 +19,7 @@ class BatchingSpec(_Strict):
                            "get HTTP 429")
 
 
-class VllmSpec(_Strict):
+class VllmSpec(Strict):
     """Options the vLLM backend (engine/generation/vllm_server.py) reads."""
 
     python: str | None = Field(default=None, description="Python interpreter of the environment "
@@ -40,7 +38,7 @@ class VllmSpec(_Strict):
                                   "passed as given")
 
 
-class ServeSpec(_Strict):
+class ServeSpec(Strict):
     backend: Literal["transformers", "vllm"] = Field(default="transformers", description="in-process "
                                                      "transformers (CPU or one GPU) or a vLLM server")
     base_model: str = Field(description="base model name in the model store")
