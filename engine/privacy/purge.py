@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-
 from engine.errors import StudioError
 from engine.hashing import sha256_file, sha256_json
 from engine.privacy import audit, keys
@@ -195,6 +193,8 @@ def purge(ws: Any, tenant: str, target: Target, *, actor: str | None = None,
 
 def verify_certificate(path: str | Path, public_key_pem: str | None = None) -> dict[str, Any]:
     """Check structure and Ed25519 signature; with `public_key_pem`, also that it signed it."""
+    from cryptography.exceptions import InvalidSignature  # lazy: CLI start-up time
+
     try:
         cert = json.loads(Path(path).read_text())
     except FileNotFoundError:
