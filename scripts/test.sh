@@ -8,6 +8,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
+# UTF-8 for every file and pipe the tests and their subprocesses open without an explicit encoding,
+# whatever the locale (Python's default follows it: ASCII or Latin-1 under non-UTF-8 locales)
+export PYTHONUTF8=1
 if [ "${STUDIO_TEST_NETWORK:-off}" = "off" ] && command -v unshare >/dev/null 2>&1 \
         && command -v ip >/dev/null 2>&1 && unshare -n true 2>/dev/null; then
     echo "running the tests with the network absent (network namespace, loopback only)" >&2

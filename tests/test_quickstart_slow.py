@@ -66,6 +66,7 @@ def test_quickstart_proves_the_tuned_model_better(tmp_path: Path, smollm2_worksp
     assert row["run_id"] == summary["run_id"] and row["seconds"] > 0
     assert row["definition"].startswith("first promotion")
     assert any(r["runs"] >= 1 for r in stats["retrain"]["per_lineage_month"])
-    assert [(r["model"], r["requests"]) for r in stats["inferences"]
-            if r["model"] == "triage"] == [("triage", 2)]
+    # one row per month: two if the requests straddle the end of a month (UTC)
+    triage = [r for r in stats["inferences"] if r["model"] == "triage"]
+    assert triage and sum(r["requests"] for r in triage) == 2
     print("quickstart stats:", json.dumps(stats))

@@ -455,7 +455,10 @@ def test_vault_key_missing_or_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
         load_key(spec)
     assert "ACME_PII_KEY" in str(err.value) and "os.urandom(32)" in (err.value.hint or "")
     assert err.value.where == "refine.pii.vault_key_env"
-    for bad in ("not-a-key", base64.b64encode(os.urandom(16)).decode(), "é" * 44):
+    # a non-ASCII value of a base64 key's length, as the bytes the shell would pass: os.environ
+    # could not even hold "é" where the locale's encoding is ASCII (LC_ALL=C with PYTHONUTF8=0)
+    non_ascii = os.fsdecode("é".encode() * 44)
+    for bad in ("not-a-key", base64.b64encode(os.urandom(16)).decode(), non_ascii):
         monkeypatch.setenv("ACME_PII_KEY", bad)
         with pytest.raises(StudioError, match="ACME_PII_KEY does not hold a 32-byte key") as err:
             load_key(spec)

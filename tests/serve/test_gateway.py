@@ -220,9 +220,11 @@ def test_bad_requests_are_openai_errors(served):
 
 
 def _usage(registry_path, tenant):
+    """(requests, prompt tokens, completion tokens, errors) per model, summed over the UTC days
+    (requests on both sides of midnight UTC make two rows)."""
     with sqlite3.connect(registry_path) as db:
-        rows = db.execute("SELECT model, requests, prompt_tokens, completion_tokens, errors FROM usage "
-                          "WHERE tenant=?", (tenant,)).fetchall()
+        rows = db.execute("SELECT model, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
+                          "SUM(errors) FROM usage WHERE tenant=? GROUP BY model", (tenant,)).fetchall()
     return {r[0]: r[1:] for r in rows}
 
 
@@ -273,8 +275,15 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
     assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
            f'{float(seen[served.base_model][2])}' in text
     assert "studio_request_latency_seconds_bucket" in text
-    month = time.strftime("%Y-%m", time.gmtime())  # product metrics (engine/metrics.py) from the usage table
-    assert f'studio_inferences{{model="{served.base_model}",month="{month}",tenant="load"}}' in text
+    # product metrics (engine/metrics.py) from the usage table, per month the gateway recorded (UTC);
+    # not the test's own clock, which may already be in the next month
+    with sqlite3.connect(served.registry_path) as db:
+        months = db.execute("SELECT substr(day, 1, 7), SUM(requests) FROM usage WHERE tenant='load' "
+                            "AND model=? GROUP BY 1", (served.base_model,)).fetchall()
+    assert months and sum(n for _, n in months) == seen[served.base_model][0]
+    for month, requests in months:
+        assert f'studio_inferences{{model="{served.base_model}",month="{month}",tenant="load"}} ' \
+               f'{float(requests)}' in text
 
 
 def test_served_output_equals_the_eval_output(served):

@@ -48,5 +48,6 @@ def test_tenant_concurrency_limit_answers_429(tmp_path, tiny_model_dir, tiny_ada
     finally:
         running.stop()
     with sqlite3.connect(ws.registry_path) as db:
-        row = db.execute("SELECT requests, errors FROM usage WHERE tenant='acme' AND model='support'").fetchone()
+        row = db.execute("SELECT SUM(requests), SUM(errors) FROM usage "  # summed over UTC days
+                         "WHERE tenant='acme' AND model='support'").fetchone()
     assert row == (2, 1)

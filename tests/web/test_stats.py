@@ -75,23 +75,37 @@ def test_ttfm_from_first_ingest_to_promotion_then_to_passed_gate(ws: Workspace, 
     assert b[stats.ALL]["seconds"] is None and b[stats.ALL]["first_ingest"] is not None
 
 
+def _next_month(created_at: str) -> str:
+    """The YYYY-MM after the month of an ISO timestamp (December rolls over into January)."""
+    year, month = int(created_at[:4]), int(created_at[5:7])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def test_next_month_rolls_over_the_year() -> None:
+    assert [_next_month(f"2026-{m:02d}-28T23:59:59+00:00") for m in (1, 11, 12)] == \
+        ["2026-02", "2026-12", "2027-01"]
+
+
 def test_retrain_rate_counts_runs_per_lineage_per_month(ws: Workspace, filled: dict[str, Any]) -> None:
+    # the fixture's run was created when the fixture ran: the extra runs go into the month after it,
+    # whatever today's date is (the reproduction, created right after the run, is excluded anyway)
+    month = Registry(ws.registry_path).get_run(filled["run_id"])["created_at"][:7]
+    later = _next_month(month)
     run_dir = str(ws.root / "tenants/default/runs/x")
     _sql(ws,
          "INSERT INTO runs VALUES ('run-child', 'default', 'dpo', 'smollm2-135m-instruct', "
-         f"'prefs@v1', 'succeeded', '{run_dir}', '2026-12-03T10:00:00+00:00', NULL, NULL, '{filled['run_id']}')",
-         "INSERT INTO runs VALUES ('run-dec', 'default', 'sft', 'smollm2-135m-instruct', "
-         f"'brightwave-tickets@v2', 'succeeded', '{run_dir}', '2026-12-20T10:00:00+00:00', NULL, NULL, NULL)",
+         f"'prefs@v1', 'succeeded', '{run_dir}', '{later}-03T10:00:00+00:00', NULL, NULL, '{filled['run_id']}')",
+         "INSERT INTO runs VALUES ('run-later', 'default', 'sft', 'smollm2-135m-instruct', "
+         f"'brightwave-tickets@v2', 'succeeded', '{run_dir}', '{later}-20T10:00:00+00:00', NULL, NULL, NULL)",
          "INSERT INTO runs VALUES ('run-failed', 'default', 'sft', 'smollm2-135m-instruct', "
-         f"'brightwave-tickets@v2', 'failed', '{run_dir}', '2026-12-21T10:00:00+00:00', NULL, NULL, NULL)")
+         f"'brightwave-tickets@v2', 'failed', '{run_dir}', '{later}-21T10:00:00+00:00', NULL, NULL, NULL)")
     data = stats.compute(ws, "default")
-    month = Registry(ws.registry_path).get_run(filled["run_id"])["created_at"][:7]
     per = {(r["project"], r["month"]): r["runs"] for r in data["retrain"]["per_lineage_month"]}
     # the reproduction and the failed run are no retrains; the DPO child joins its parent's lineage
-    assert per == {("brightwave-tickets", month): 1, ("brightwave-tickets", "2026-12"): 2}
+    assert per == {("brightwave-tickets", month): 1, ("brightwave-tickets", later): 2}
     assert data["retrain"]["runs_per_lineage_per_month"] == pytest.approx(1.5)
-    only_dec = stats.compute(ws, "default", "2026-12")["retrain"]
-    assert only_dec["per_lineage_month"][0]["runs"] == 2 and only_dec["runs_per_lineage_per_month"] == 2.0
+    only_later = stats.compute(ws, "default", later)["retrain"]
+    assert only_later["per_lineage_month"][0]["runs"] == 2 and only_later["runs_per_lineage_per_month"] == 2.0
 
 
 def test_inferences_per_model_per_month(ws: Workspace) -> None:
