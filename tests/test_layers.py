@@ -47,7 +47,7 @@ LAYERS: dict[str, int] = {
     "engine.cli": 8, "engine.__main__": 8,
 }
 # At most this many function-local imports of engine modules (each needs a reason, see below).
-MAX_LOCAL_IMPORTS = 20
+MAX_LOCAL_IMPORTS = 40
 # What `studio --help` must not import: slow to load (start-up time), and the ML libraries read
 # cache variables at import time, so they are imported inside a verb, after its job's confinement.
 HEAVY = ("torch", "transformers", "datasets", "trl", "peft", "accelerate", "scipy", "numpy",

@@ -6,7 +6,6 @@ import typer
 
 from engine.cli.context import JsonOpt, emit, registry, table, ws
 from engine.console import make_progress, out
-from engine.models.store import import_model
 from engine.privacy import jobs
 
 app = typer.Typer(no_args_is_help=True, help="The base model store.")
@@ -20,6 +19,9 @@ def models_import(
     as_json: bool = JsonOpt,
 ) -> None:
     """Import a base model into the store (safetensors + sha256 manifest; pickle refused)."""
+    # lazy: CLI start-up time
+    from engine.models.store import import_model
+
     workspace = ws()
     jobs.begin(workspace, "models.import", None, ids={"model": name})
     with workspace.job_tmp("default"), make_progress() as progress:

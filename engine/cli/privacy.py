@@ -13,10 +13,6 @@ from engine.cli.context import JsonOpt, TenantOpt, emit, table, ws
 from engine.console import err, out
 from engine.errors import StudioError
 from engine.privacy import audit, jobs
-from engine.privacy.canary import default_roots, scan
-from engine.privacy.crypto import open_tree, seal_tree
-from engine.privacy.keys import public_pem, signing_key, tenant_key, tenant_key_path
-from engine.privacy.purge import inventory, purge, select, verify_certificate
 from engine.workspace import check_name
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log, certificates, "
@@ -72,6 +68,9 @@ def audit_verify_certificate(
             None, "--public-key", help="The key it must be signed by: a PEM file (or PEM text)."),
         as_json: bool = JsonOpt) -> None:
     """Verify a deletion certificate's structure and Ed25519 signature."""
+    # lazy: CLI start-up time
+    from engine.privacy.purge import verify_certificate
+
     pem = None
     if public_key:
         if public_key.lstrip().startswith("-----BEGIN"):
@@ -91,6 +90,9 @@ def audit_verify_certificate(
 @audit_app.command("public-key")
 def audit_public_key(as_json: bool = JsonOpt) -> None:
     """Print the certificate-signing public key (PEM); the key pair is created on first use."""
+    # lazy: CLI start-up time
+    from engine.privacy.keys import public_pem, signing_key
+
     pem = public_pem(signing_key(ws()))
     if as_json:
         print(json.dumps({"public_key_pem": pem}))
@@ -107,6 +109,9 @@ def audit_retention(
                                          help="Scan only the --path folders."),
         as_json: bool = JsonOpt) -> None:
     """Scan home, temp dirs, caches, logs and the workspace for copies of a canary string."""
+    # lazy: CLI start-up time
+    from engine.privacy.canary import default_roots, scan
+
     workspace = ws()
     roots = ([] if no_defaults else default_roots(workspace)) + list(path)
     report = scan(canary, roots, allow=list(allow))
@@ -134,6 +139,9 @@ def purge_cmd(
         as_json: bool = JsonOpt,
 ) -> None:
     """Delete tenant data and write a signed deletion certificate (certificates/<id>.json)."""
+    # lazy: CLI start-up time
+    from engine.privacy.purge import inventory, purge, select
+
     workspace = ws()
     if expired:
         if any((run, dataset, eval_id, everything)):
@@ -168,6 +176,8 @@ def purge_cmd(
 def privacy_enable(tenant: str = TenantOpt, as_json: bool = JsonOpt) -> None:
     """Create the tenant's data key (outside the workspace) and seal its data now."""
     # lazy: CLI start-up time (the privacy policy is a pydantic model)
+    from engine.privacy.crypto import seal_tree
+    from engine.privacy.keys import tenant_key, tenant_key_path
     from engine.privacy.policy import load_policy, policy_path
 
     workspace = ws()
@@ -186,6 +196,10 @@ def privacy_seal(tenant: str = TenantOpt,
                  sub: Optional[str] = typer.Option(None, "--only", help="A subfolder, e.g. raw or runs/<id>."),
                  as_json: bool = JsonOpt) -> None:
     """Seal the tenant's plaintext files in place (AES-256-GCM, *.sealed)."""
+    # lazy: CLI start-up time
+    from engine.privacy.crypto import seal_tree
+    from engine.privacy.keys import tenant_key
+
     only = _sub(sub)
     workspace = ws()
     res = seal_tree(tenant_key(workspace, tenant), tenant, workspace.tenant_dir(tenant), only)
@@ -199,6 +213,10 @@ def privacy_open(tenant: str = TenantOpt,
                  sub: Optional[str] = typer.Option(None, "--only", help="A subfolder."),
                  as_json: bool = JsonOpt) -> None:
     """Decrypt the tenant's sealed files in place."""
+    # lazy: CLI start-up time
+    from engine.privacy.crypto import open_tree
+    from engine.privacy.keys import tenant_key
+
     only = _sub(sub)
     workspace = ws()
     res = open_tree(tenant_key(workspace, tenant), tenant, workspace.tenant_dir(tenant), only)

@@ -17,8 +17,6 @@ from engine.console import err, out
 from engine.errors import StudioError
 from engine.offline import confine_caches
 from engine.privacy import jobs
-from engine.serve.keys import KeyStore
-from engine.serve.promote import ServedModels, demote, promote
 
 
 class _ServeGroup(TyperGroup):
@@ -101,6 +99,9 @@ def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a 
                                              help="Serve it without a passing Eval & Diff gate (recorded)."),
                   as_json: bool = JsonOpt) -> None:
     """Serve a run's adapter to its tenant, only if its Eval & Diff gate passed (or --force)."""
+    # lazy: CLI start-up time
+    from engine.serve.promote import promote
+
     workspace = ws()
     reg = registry(workspace)
     run = reg.get_run(run_id)
@@ -118,6 +119,9 @@ def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a 
 def serve_demote(name: str = typer.Argument(..., help="Served model name."), tenant: str = TenantOpt,
                  as_json: bool = JsonOpt) -> None:
     """Stop serving a promoted model (running gateways unload it on their next re-read)."""
+    # lazy: CLI start-up time
+    from engine.serve.promote import demote
+
     workspace = ws()
     jobs.begin(workspace, "serve.demote", tenant, ids={"name": name})
     row = demote(workspace, tenant, name)
@@ -130,6 +134,9 @@ def serve_list(tenant: Optional[str] = OptionalTenantOpt,
                all_rows: bool = typer.Option(False, "--all", help="Include demoted models."),
                as_json: bool = JsonOpt) -> None:
     """Promoted models."""
+    # lazy: CLI start-up time
+    from engine.serve.promote import ServedModels
+
     rows = ServedModels(ws().registry_path).list(tenant, active_only=not all_rows)
     emit(as_json, rows, lambda: out.print(table(
         ["tenant", "name", "run", "base model", "promoted", "demoted", "forced"],
@@ -144,6 +151,9 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant t
                 admin: bool = typer.Option(False, "--admin", help="An admin key (manages keys/adapters)."),
                 as_json: bool = JsonOpt) -> None:
     """Create a key; the token is printed once (only its hash is stored)."""
+    # lazy: CLI start-up time
+    from engine.serve.keys import KeyStore
+
     workspace = ws()
     jobs.begin(workspace, "keys.create", tenant, ids={"role": "admin" if admin else "tenant"})
     token, info = KeyStore(workspace.registry_path).create(tenant, name, "admin" if admin else "tenant")
@@ -161,6 +171,9 @@ def keys_list(tenant: Optional[str] = OptionalTenantOpt,
               revoked: bool = typer.Option(False, "--revoked", help="Include revoked keys."),
               as_json: bool = JsonOpt) -> None:
     """List keys (ids, never secrets)."""
+    # lazy: CLI start-up time
+    from engine.serve.keys import KeyStore
+
     rows = KeyStore(ws().registry_path).list(tenant, include_revoked=revoked)
     emit(as_json, [r.__dict__ for r in rows], lambda: out.print(table(
         ["key id", "tenant", "name", "role", "created", "revoked"],
@@ -171,6 +184,9 @@ def keys_list(tenant: Optional[str] = OptionalTenantOpt,
 def keys_revoke(key_id: str = typer.Argument(..., help="The key id (8 hex characters)."),
                 as_json: bool = JsonOpt) -> None:
     """Revoke a key (takes effect on the next request)."""
+    # lazy: CLI start-up time
+    from engine.serve.keys import KeyStore
+
     workspace = ws()
     jobs.begin(workspace, "keys.revoke", None, ids={"key_id": key_id})
     info = KeyStore(workspace.registry_path).revoke(key_id)

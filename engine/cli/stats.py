@@ -9,7 +9,6 @@ import typer
 from engine.cli.context import JsonOpt, OptionalTenantOpt, emit, table, ws
 from engine.console import out
 from engine.metrics import compute
-from engine.serve.usage import COUNTS, UsageStore, check_month
 
 app = typer.Typer(help="Product metrics: TTFM, retrain rate, inferences per model.",
                   invoke_without_command=True)
@@ -59,6 +58,9 @@ def stats_usage(month: str = typer.Option(..., "--month", help="YYYY-MM (UTC).")
                 daily: bool = typer.Option(False, "--daily", help="One row per day."),
                 as_json: bool = JsonOpt) -> None:
     """Requests, tokens and errors per tenant and model for one month."""
+    # lazy: CLI start-up time
+    from engine.serve.usage import COUNTS, UsageStore, check_month
+
     check_month(month)
     store = UsageStore(ws().registry_path)
     rows = store.rows(month, tenant) if daily else store.monthly(month, tenant)

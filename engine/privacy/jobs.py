@@ -20,9 +20,7 @@ from typing import Any
 
 from engine.console import err
 from engine.hashing import sha256_file
-from engine.privacy import audit, view
-from engine.privacy.isolation import check_config_paths
-from engine.privacy.keys import tenant_key
+from engine.privacy import audit
 
 
 @dataclass
@@ -44,7 +42,9 @@ _current: list[_Job] = []
 def _encryption_key(ws: Any, tenant: str | None) -> bytes | None:
     if tenant is None:
         return None
-    # lazy: CLI start-up time (every verb imports this module; the policy is a pydantic model)
+    # lazy: CLI start-up time (every verb imports this module; the policy is a pydantic model,
+    # and the keys are needed only for encrypted tenants)
+    from engine.privacy.keys import tenant_key
     from engine.privacy.policy import load_policy
 
     if not load_policy(ws).encrypted(tenant):
@@ -75,10 +75,16 @@ def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any
     if silent:
         return
     if cfg is not None:
+        # lazy: CLI start-up time (only verbs with a config check its paths)
+        from engine.privacy.isolation import check_config_paths
+
         check_config_paths(ws, cfg)
     job = _Job(ws, action, tenant, dict(ids or {}), cfg)
     key = None if audit_only else _encryption_key(ws, tenant)
     if key is not None and tenant is not None:
+        # lazy: CLI start-up time (only encrypted tenants open a view)
+        from engine.privacy import view
+
         tenants = ws.tenant_dir(tenant, create=False).parent
         tenants.mkdir(parents=True, exist_ok=True, mode=0o700)
         job.lock_fd = os.open(tenants / f".lock-{tenant}", os.O_RDWR | os.O_CREAT, 0o600)
@@ -132,7 +138,10 @@ def _end(job: _Job, exc: BaseException | None) -> None:
     finally:
         try:
             if job.view is not None and job.key is not None:
-                res = view.close_view(job.view, job.key)
+                # lazy: CLI start-up time (only encrypted tenants open a view)
+                from engine.privacy.view import close_view
+
+                res = close_view(job.view, job.key)
                 err.print(f"encrypted tenant {job.tenant}: sealed {res['sealed']} new or changed "
                           f"file(s), removed {res['removed']}; plaintext view wiped")
         finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from engine import metrics as stats
+from engine import metrics
 from engine.errors import StudioError
 from engine.registry import Registry
 from engine.workspace import Workspace
@@ -45,18 +45,18 @@ def _ts(value: str) -> datetime:
 def test_ttfm_from_first_ingest_to_promotion_then_to_passed_gate(ws: Workspace, filled: dict[str, Any]) -> None:
     registry = Registry(ws.registry_path)
     (ds,) = registry.list_datasets("default")
-    data = stats.compute(ws, "default")
+    data = metrics.compute(ws, "default")
     rows = {r["project"]: r for r in data["ttfm"]}
-    assert set(rows) == {stats.ALL, "brightwave-tickets"}
+    assert set(rows) == {metrics.ALL, "brightwave-tickets"}
     row = rows["brightwave-tickets"]
-    assert row["definition"] == stats.DEF_PROMOTED and row["run_id"] == filled["run_id"]
+    assert row["definition"] == metrics.DEF_PROMOTED and row["run_id"] == filled["run_id"]
     expected = (_ts(filled["promoted_at"]) - _ts(ds["ingest_started_at"])).total_seconds()
     assert row["seconds"] == pytest.approx(expected) and row["seconds"] > 0
-    assert rows[stats.ALL]["seconds"] == row["seconds"]
+    assert rows[metrics.ALL]["seconds"] == row["seconds"]
 
     _sql(ws, "DROP TABLE served_models")  # nothing promoted: the first passed gate counts
-    row = {r["project"]: r for r in stats.compute(ws, "default")["ttfm"]}["brightwave-tickets"]
-    assert row["definition"] == stats.DEF_GATE and row["run_id"] == filled["run_id"]
+    row = {r["project"]: r for r in metrics.compute(ws, "default")["ttfm"]}["brightwave-tickets"]
+    assert row["definition"] == metrics.DEF_GATE and row["run_id"] == filled["run_id"]
     diff_stats = ws.root / "tenants/default/evals" / filled["diff_id"] / "stats.json"
     assert json.loads(diff_stats.read_text())["gate"] == {**json.loads(diff_stats.read_text())["gate"],
                                                           "require": "not_worse", "passed": True}
@@ -69,10 +69,10 @@ def test_ttfm_from_first_ingest_to_promotion_then_to_passed_gate(ws: Workspace, 
     stats_json = json.loads(diff_stats.read_text())
     stats_json["gate"]["require"] = "none"
     diff_stats.write_text(json.dumps(stats_json))
-    row = {r["project"]: r for r in stats.compute(ws, "default")["ttfm"]}["brightwave-tickets"]
+    row = {r["project"]: r for r in metrics.compute(ws, "default")["ttfm"]}["brightwave-tickets"]
     assert (row["definition"], row["seconds"]) == (None, None)
-    b = {r["project"]: r for r in stats.compute(ws, "b")["ttfm"]}
-    assert b[stats.ALL]["seconds"] is None and b[stats.ALL]["first_ingest"] is not None
+    b = {r["project"]: r for r in metrics.compute(ws, "b")["ttfm"]}
+    assert b[metrics.ALL]["seconds"] is None and b[metrics.ALL]["first_ingest"] is not None
 
 
 def _next_month(created_at: str) -> str:
@@ -99,41 +99,41 @@ def test_retrain_rate_counts_runs_per_lineage_per_month(ws: Workspace, filled: d
          f"'brightwave-tickets@v2', 'succeeded', '{run_dir}', '{later}-20T10:00:00+00:00', NULL, NULL, NULL)",
          "INSERT INTO runs VALUES ('run-failed', 'default', 'sft', 'smollm2-135m-instruct', "
          f"'brightwave-tickets@v2', 'failed', '{run_dir}', '{later}-21T10:00:00+00:00', NULL, NULL, NULL)")
-    data = stats.compute(ws, "default")
+    data = metrics.compute(ws, "default")
     per = {(r["project"], r["month"]): r["runs"] for r in data["retrain"]["per_lineage_month"]}
     # the reproduction and the failed run are no retrains; the DPO child joins its parent's lineage
     assert per == {("brightwave-tickets", month): 1, ("brightwave-tickets", later): 2}
     assert data["retrain"]["runs_per_lineage_per_month"] == pytest.approx(1.5)
-    only_later = stats.compute(ws, "default", later)["retrain"]
+    only_later = metrics.compute(ws, "default", later)["retrain"]
     assert only_later["per_lineage_month"][0]["runs"] == 2 and only_later["runs_per_lineage_per_month"] == 2.0
 
 
 def test_inferences_per_model_per_month(ws: Workspace) -> None:
     _sql(ws, "INSERT INTO usage VALUES ('default', 'brightwave-triage', '2026-12-01', 5, 10, 10, 0)")
-    data = stats.compute(ws, "default")
+    data = metrics.compute(ws, "default")
     assert [(r["model"], r["month"], r["requests"]) for r in data["inferences"]] == [
         ("brightwave-triage", "2026-11", 200), ("brightwave-triage", "2026-12", 5)]
-    assert [r["requests"] for r in stats.compute(ws, None, "2026-11")["inferences"]] == [7, 200]
+    assert [r["requests"] for r in metrics.compute(ws, None, "2026-11")["inferences"]] == [7, 200]
     _sql(ws, "DROP TABLE usage")  # serving not installed yet: promoted models at zero
-    data = stats.compute(ws, "default", "2026-11")
+    data = metrics.compute(ws, "default", "2026-11")
     assert data["inferences"] == [{"tenant": "default", "model": "brightwave-triage", "month": "2026-11",
                                    "requests": 0}]
     assert data["sources"] == {"served_models": True, "usage": False}
     with pytest.raises(StudioError, match="--month"):
-        stats.compute(ws, None, "2026-13")
+        metrics.compute(ws, None, "2026-13")
 
 
 def test_prometheus_text_has_the_same_numbers(ws: Workspace, filled: dict[str, Any]) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = stats.prometheus_text(ws)
+    text = metrics.prometheus_text(ws)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert set(families) == {"studio_ttfm_seconds", "studio_retrain_runs", "studio_inferences"}
-    data = stats.compute(ws)
+    data = metrics.compute(ws)
     ttfm = {(s.labels["tenant"], s.labels["project"]): s.value for s in families["studio_ttfm_seconds"].samples}
     assert ttfm[("default", "brightwave-tickets")] == pytest.approx(
         {(r["tenant"], r["project"]): r["seconds"] for r in data["ttfm"]}[("default", "brightwave-tickets")])
-    assert ("b", stats.ALL) not in ttfm  # no model yet: no sample rather than a fake number
+    assert ("b", metrics.ALL) not in ttfm  # no model yet: no sample rather than a fake number
     inf = {(s.labels["tenant"], s.labels["model"]): s.value for s in families["studio_inferences"].samples}
     assert inf == {("default", "brightwave-triage"): 200.0, ("b", "b-model"): 7.0}
 
@@ -142,7 +142,7 @@ def test_cli_prints_the_same_json(ws: Workspace) -> None:
     res = _studio("--workspace", str(ws.root), "stats", "--tenant", "default", "--json", cwd=ws.root,
                   env={"PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == json.loads(json.dumps(stats.compute(ws, "default")))
+    assert json.loads(res.stdout) == json.loads(json.dumps(metrics.compute(ws, "default")))
     res = _studio("--workspace", str(ws.root), "stats", cwd=ws.root, env={"PYTHONPATH": str(ROOT)})
     assert res.returncode == 0 and "Time to first model" in res.stdout and "brightwave-triage" in res.stdout
     res = _studio("--workspace", str(ws.root), "stats", "--month", "11-2026", cwd=ws.root,
