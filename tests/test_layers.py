@@ -52,8 +52,8 @@ MAX_LOCAL_IMPORTS = 40
 # cache variables at import time, so they are imported inside a verb, after its job's confinement.
 HEAVY = ("torch", "transformers", "datasets", "trl", "peft", "accelerate", "scipy", "numpy",
          "pydantic", "fastapi", "uvicorn", "httpx", "datasketch", "cryptography", "jinja2")
-# The comment on a function-local import (same line, or the comment lines right above it) that says
-# why it is local.
+# The comment on a function-local import (same line, or the comment lines right above it or above
+# the block of imports it belongs to) that says why it is local.
 REASON = re.compile(r"#\s*lazy:\s*\S")
 
 
@@ -223,7 +223,8 @@ def test_function_local_imports_are_few_and_explained() -> None:
         lines = mods[source].read_text(encoding="utf-8").splitlines()
         comment = [lines[line - 1]]
         k = line - 2
-        while k >= 0 and lines[k].strip().startswith("#"):  # the comment block right above it
+        # the comment lines right above it, or above the block of imports it belongs to
+        while k >= 0 and lines[k].strip().startswith(("#", "from ", "import ")):
             comment.append(lines[k])
             k -= 1
         if not any(REASON.search(text) for text in comment):
