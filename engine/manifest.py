@@ -1,7 +1,7 @@
 """Run manifests: what a run was made from (config, data, model, code, packages, hardware, determinism).
 
 `environment_section()` and `run_sections(...)` are merged into runs/<id>/manifest.json by
-engine/train/common.py (`tracked_run`) when a run succeeds. Together with the keys tracked_run
+engine/train/run.py (`tracked_run`) when a run succeeds. Together with the keys tracked_run
 writes itself (config, config_sha256, seed, dataset files, base model hashes, outputs, metrics)
 a manifest holds everything `studio reproduce` (engine/repro/reproduce.py) needs to rebuild the
 run and to tell whether anything it depends on has changed since:

@@ -47,3 +47,25 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_code_map_names_every_package_and_top_level_module() -> None:
+    text = (ROOT / "docs" / "concepts.md").read_text()
+    code_map = text[text.index("## Code map"):]
+    names = [p.name for p in (ROOT / "engine").iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
+    names += [p.stem for p in (ROOT / "engine").glob("*.py") if p.stem not in ("__init__", "__main__")]
+    missing = [n for n in sorted(names) if f"`{n}/`" not in code_map and f"`{n}`" not in code_map
+               and f"`{n}.py`" not in code_map]
+    assert missing == []
+
+
+def test_every_source_path_named_in_the_docs_exists() -> None:
+    """Files move; a doc that still names the old path sends a reader nowhere."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    stale = []
+    for doc in docs:
+        for path in sorted(set(re.findall(r"\b((?:engine|scripts|tests)/[\w/.-]+\.(?:py|sh|jsonl))\b",
+                                          doc.read_text()))):
+            if not (ROOT / path).exists():
+                stale.append(f"{doc.name}: {path}")
+    assert stale == []

@@ -46,6 +46,10 @@ LAYERS: dict[str, int] = {
     # 8 the command line
     "engine.cli": 8, "engine.__main__": 8,
 }
+# Same-or-lower layer, yet kept apart: eval depends on generation, grading and models, not on the
+# refiner or the trainer (it reads their outputs from disk and the registry).
+APART = (("engine.eval", "engine.data"), ("engine.eval", "engine.train"))
+MAX_LINES = 600  # a module owns one thing
 # At most this many function-local imports of engine modules (each needs a reason, see below).
 MAX_LOCAL_IMPORTS = 40
 # What `studio --help` must not import: slow to load (start-up time), and the ML libraries read
@@ -207,6 +211,12 @@ def test_no_upward_imports() -> None:
         "\n".join(upward)
 
 
+def test_eval_does_not_import_the_refiner_or_the_trainer() -> None:
+    bad = [f"{e.source}:{e.line} imports {e.target}" for e in imports() for a, b in APART
+           if (e.source + ".").startswith(a + ".") and (e.target + ".").startswith(b + ".")]
+    assert not bad, bad
+
+
 def test_libraries_never_import_the_cli() -> None:
     bad = [f"{e.source}:{e.line}" for e in imports()
            if e.target.startswith("engine.cli") and not e.source.startswith("engine.cli")
@@ -234,6 +244,18 @@ def test_function_local_imports_are_few_and_explained() -> None:
     assert len(statements) <= MAX_LOCAL_IMPORTS, (
         f"{len(statements)} function-local engine imports (at most {MAX_LOCAL_IMPORTS}): import at "
         "module level unless the import is for an optional heavy dependency or CLI start-up time")
+
+
+def test_every_module_says_what_it_owns_and_stays_small() -> None:
+    missing, long = [], []
+    for name, path in modules().items():
+        text = path.read_text(encoding="utf-8")
+        if not (ast.get_docstring(ast.parse(text)) or "").strip():
+            missing.append(name)
+        if text.count("\n") > MAX_LINES:
+            long.append(f"{name} ({text.count(chr(10))} lines)")
+    assert not missing, f"modules without a docstring saying what they own: {missing}"
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
 def test_the_cli_imports_no_heavy_library() -> None:

@@ -1,0 +1,2 @@
+"""Reproducibility (layer 7): `studio reproduce` re-trains a run from its manifest (engine/manifest.py)
+and certifies it (reproduce.py)."""
