@@ -30,10 +30,10 @@ from typing import Any
 from rich.progress import Progress
 
 from engine.config import EvalSpec, GenerationSpec, GraderSpec, TaskSpec
+from engine.console import out
 from engine.errors import StudioError
 from engine.eval import guard
 from engine.eval.cache import GenerationCache, cached_generate
-from engine.console import out
 from engine.eval.items import EvalResult, load_items, new_eval_id
 from engine.eval.proof import build_proof, write_proof
 from engine.generation.factory import make_backend

@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 
-from engine.offline import CACHE_ENV_SUBDIRS, OFFLINE_ENV
 from engine.generation.serving import Backend, BackendError
 from engine.generation.vllm_env import VLLMInstall, cpu_unsupported, for_vllm, require_vllm
+from engine.offline import CACHE_ENV_SUBDIRS, OFFLINE_ENV
 
 log = logging.getLogger("studio.serve.vllm")
 

@@ -9,7 +9,6 @@ from typing import Any
 from engine.errors import StudioError
 from engine.privacy.policy import load_policy
 
-
 # config.json model_type values of image-text-to-text models (a `vision_config` also counts)
 VLM_MODEL_TYPES = frozenset({
     "aya_vision", "blip-2", "chameleon", "cohere2_vision", "deepseek_vl", "deepseek_vl_hybrid",

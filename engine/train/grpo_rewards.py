@@ -35,7 +35,7 @@ from typing import Any
 from engine.config import RewardFnSpec
 from engine.errors import StudioError
 from engine.grading.graders import (METRICS, Template, bleu, check_metric, fuzzy_match, gleu,
-                                 load_function, rouge, string_check)
+                                    load_function, rouge, string_check)
 
 __all__ = ["METRICS", "TRL_KWARGS", "GraderReward", "PythonReward", "RewardFn", "Template", "bleu",
            "build_rewards", "check_columns", "completion_text", "fuzzy_match", "gleu",

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.progress import Progress
 
 from engine.config import StudioConfig
-from engine.errors import StudioError
 from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight, row_packing

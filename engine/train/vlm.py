@@ -12,7 +12,6 @@ image processors have PIL fallbacks); Qwen2/2.5-VL processors need torchvision (
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path

@@ -14,7 +14,7 @@ from rouge_score import rouge_scorer
 from engine.config import GraderSpec
 from engine.errors import StudioError
 from engine.grading.graders import (GradeResult, bleu, build_grader, chrf, from_openai, grade,
-                                 grade_batch, grade_detail, is_binary, normalize)
+                                    grade_batch, grade_detail, is_binary, normalize)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "graders"
 QUEUE = r"Queue: BILLING-REFUND \| Priority: P[1-3]"

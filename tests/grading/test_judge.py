@@ -12,7 +12,7 @@ import pytest
 from engine.config import GraderSpec
 from engine.grading.graders import grade_batch, grade_detail
 from engine.grading.judge import (JudgeResult, PairwiseResult, combine_orders, judge_pairwise,
-                               judge_single, summarize_pairwise)
+                                  judge_single, summarize_pairwise)
 
 RUBRIC = "Rate how well the reply solves the customer's problem for Brightwave Home support."
 PAIR_RUBRIC = "Pick the reply that solves the customer's problem better, politely and correctly."
