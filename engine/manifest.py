@@ -28,10 +28,13 @@ import struct
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import engine
 from engine.hashing import sha256_file, sha256_json, sha256_text
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers",
                 "safetensors", "pydantic", "expert-studio")
@@ -210,7 +213,8 @@ def trajectory(metrics_path: Path) -> dict[str, Any]:
             "keys": ["step", "loss", "grad_norm", "learning_rate"]}
 
 
-def run_sections(cfg: Any, run_dir: Path, outputs: Path, base_model: dict[str, Any]) -> dict[str, Any]:
+def run_sections(cfg: StudioConfig, run_dir: Path, outputs: Path,
+                 base_model: dict[str, Any]) -> dict[str, Any]:
     """The run-specific manifest parts that tracked_run does not write itself."""
     spec = getattr(cfg, "train", None)
     config_path = getattr(cfg, "path", None)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.atomic import write_text_atomic
+from engine.workspace import Workspace
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "ts", "actor", "action", "tenant", "ids", "hashes", "prev", "hash")
@@ -37,15 +38,15 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
 
 
-def audit_dir(ws: Any) -> Path:
+def audit_dir(ws: Workspace) -> Path:
     return Path(ws.root) / "audit"
 
 
-def log_path(ws: Any) -> Path:
+def log_path(ws: Workspace) -> Path:
     return audit_dir(ws) / "audit.jsonl"
 
 
-def head_path(ws: Any) -> Path:
+def head_path(ws: Workspace) -> Path:
     return audit_dir(ws) / "head.json"
 
 
@@ -73,7 +74,7 @@ def _flat(obj: dict[str, Any] | None, what: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _locked(ws: Any) -> Iterator[None]:
+def _locked(ws: Workspace) -> Iterator[None]:
     d = audit_dir(ws)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(d / "audit.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -105,12 +106,12 @@ def _last_line(path: Path) -> bytes | None:
         return stripped or None
 
 
-def _write_head(ws: Any, seq: int, digest: str) -> None:
+def _write_head(ws: Workspace, seq: int, digest: str) -> None:
     path = head_path(ws)
     write_text_atomic(path, json.dumps({"seq": seq, "hash": digest}))
 
 
-def record(ws: Any, action: str, *, tenant: str | None = None, actor: str | None = None,
+def record(ws: Workspace, action: str, *, tenant: str | None = None, actor: str | None = None,
            ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append one entry (atomic across processes) and return it."""
     ids_, hashes_ = _flat(ids, "ids"), _flat(hashes, "hashes")
@@ -138,7 +139,7 @@ def record(ws: Any, action: str, *, tenant: str | None = None, actor: str | None
     return entry
 
 
-def head(ws: Any) -> dict[str, Any]:
+def head(ws: Workspace) -> dict[str, Any]:
     """{"seq", "hash"} of the last entry ({0, GENESIS} for an empty log)."""
     last = _last_line(log_path(ws))
     if last is None:
@@ -161,7 +162,7 @@ class VerifyResult:
                 "line": self.line, "reason": self.reason}
 
 
-def verify(ws: Any, expected_head: str | None = None) -> VerifyResult:
+def verify(ws: Workspace, expected_head: str | None = None) -> VerifyResult:
     """Check the whole chain; report the first bad entry (its seq, line and why).
 
     Detects an edited entry (hash mismatch), a deleted/inserted/reordered entry (seq or prev
@@ -216,7 +217,7 @@ def verify(ws: Any, expected_head: str | None = None) -> VerifyResult:
     return VerifyResult(True, n, prev)
 
 
-def entries(ws: Any, tenant: str | None = None) -> list[dict[str, Any]]:
+def entries(ws: Workspace, tenant: str | None = None) -> list[dict[str, Any]]:
     path = log_path(ws)
     if not path.exists():
         return []

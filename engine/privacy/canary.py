@@ -19,6 +19,7 @@ from typing import Any
 
 from engine import offline
 from engine.errors import StudioError
+from engine.workspace import Workspace
 
 MAX_FILE = 1 << 30
 CHUNK = 1 << 20
@@ -69,7 +70,7 @@ class Report:
                 "files": self.files, "bytes": self.bytes, "skipped": self.skipped}
 
 
-def default_roots(ws: Any | None = None) -> list[Path]:
+def default_roots(ws: Workspace | None = None) -> list[Path]:
     """Home, temp dirs, /dev/shm, XDG caches (HF, torch, triton, vLLM…), log dirs, the workspace."""
     roots: list[str | None] = [offline.user_env("HOME"), offline.user_env("TMPDIR"),
                                tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm",

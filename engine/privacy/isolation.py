@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from engine.errors import StudioError
 from engine.privacy.keys import workspace_id
 from engine.privacy.view import view_root
+from engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 
 def _strings(obj: Any, where: str = "") -> Iterator[tuple[str, str]]:
@@ -27,7 +31,7 @@ def _strings(obj: Any, where: str = "") -> Iterator[tuple[str, str]]:
         yield where, obj
 
 
-def _resolve(cfg: Any, value: str) -> Path | None:
+def _resolve(cfg: StudioConfig, value: str) -> Path | None:
     if "\n" in value or len(value) > 4096:
         return None
     if glob.has_magic(value):  # judge a pattern by the folder it starts from
@@ -39,7 +43,7 @@ def _resolve(cfg: Any, value: str) -> Path | None:
         return None
 
 
-def check_config_paths(ws: Any, cfg: Any) -> None:
+def check_config_paths(ws: Workspace, cfg: StudioConfig) -> None:
     """StudioError naming the field when a config path resolves into another tenant's directory."""
     # tenant folders, and the tmpfs views of encrypted tenants while one of their jobs runs
     roots = [(Path(ws.root) / "tenants").resolve(),

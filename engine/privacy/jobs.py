@@ -16,20 +16,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.console import err
 from engine.hashing import sha256_file
 from engine.privacy import audit
+from engine.registry import Registry
+from engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 
 @dataclass
 class _Job:
-    ws: Any
+    ws: Workspace
     action: str
     tenant: str | None
     ids: dict[str, Any] = field(default_factory=dict)
-    cfg: Any = None
+    cfg: StudioConfig | None = None
     finished: bool = False
     lock_fd: int | None = None
     key: bytes | None = None
@@ -39,7 +44,7 @@ class _Job:
 _current: list[_Job] = []
 
 
-def _encryption_key(ws: Any, tenant: str | None) -> bytes | None:
+def _encryption_key(ws: Workspace, tenant: str | None) -> bytes | None:
     if tenant is None:
         return None
     # lazy: CLI start-up time (every verb imports this module; the policy is a pydantic model,
@@ -67,8 +72,8 @@ def _distributed() -> tuple[bool, bool]:
     return os.environ.get("RANK", "0") != "0", True
 
 
-def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
-          cfg: Any = None, open_data: bool = True) -> None:
+def begin(ws: Workspace, action: str, tenant: str | None = None, *, ids: dict[str, Any] | None = None,
+          cfg: StudioConfig | None = None, open_data: bool = True) -> None:
     """Start of a verb's work: remember what to audit; open an encrypted tenant's data in a
     tmpfs view (open_data=False: only take the tenant's lock, e.g. to purge sealed files)."""
     silent, audit_only = _distributed()
@@ -102,7 +107,7 @@ def begin(ws: Any, action: str, tenant: str | None = None, *, ids: dict[str, Any
 
 
 def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = None,
-         result: Any = None, registry: Any = None) -> None:
+         result: Any = None, registry: Registry | None = None) -> None:
     """The verb succeeded: audit it, then apply the retention policy (refine/train)."""
     if not _current:
         return

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from engine import offline
 from engine.errors import StudioError
 from engine.workspace import check_name
+from engine.workspace import Workspace
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -54,7 +55,7 @@ def _write_secret(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def workspace_id(ws: Any, create: bool = True) -> str:
+def workspace_id(ws: Workspace, create: bool = True) -> str:
     """A random id for the workspace, stored in <workspace>/workspace-id (not secret)."""
     path = Path(ws.root) / "workspace-id"
     if not path.exists():
@@ -79,7 +80,7 @@ def signing_key_path() -> Path:
     return Path(explicit).expanduser() if explicit else config_dir() / "signing-key.pem"
 
 
-def _check_outside(path: Path, ws: Any | None, what: str) -> None:
+def _check_outside(path: Path, ws: Workspace | None, what: str) -> None:
     if ws is not None:
         root = Path(ws.root).resolve()
         p = path.expanduser().resolve()
@@ -89,7 +90,7 @@ def _check_outside(path: Path, ws: Any | None, what: str) -> None:
                                    "stored with the data it protects protects nothing")
 
 
-def signing_key(ws: Any | None = None, create: bool = True) -> Ed25519PrivateKey:
+def signing_key(ws: Workspace | None = None, create: bool = True) -> Ed25519PrivateKey:
     """The Ed25519 private key (PEM, PKCS8), created 0600 on first use."""
     # lazy: CLI start-up time (every verb imports this module, few need cryptography)
     from cryptography.hazmat.primitives import serialization
@@ -153,7 +154,7 @@ def tenant_key_env(tenant: str) -> str:
     return "STUDIO_TENANT_KEY_" + re.sub(r"[^A-Z0-9]", "_", tenant.upper())
 
 
-def tenant_key_path(ws: Any, tenant: str) -> Path:
+def tenant_key_path(ws: Workspace, tenant: str) -> Path:
     return config_dir() / "keys" / workspace_id(ws) / f"{check_name(tenant, 'tenant')}.key"
 
 
@@ -170,7 +171,7 @@ def _kms_hook() -> Callable[..., bytes] | None:
     return fn
 
 
-def tenant_key(ws: Any, tenant: str, *, create: bool = False) -> bytes:
+def tenant_key(ws: Workspace, tenant: str, *, create: bool = False) -> bytes:
     """The tenant's data key: KMS hook, then $STUDIO_TENANT_KEY_<TENANT>, then the key file."""
     check_name(tenant, "tenant")
     hook = _kms_hook()
@@ -193,7 +194,7 @@ def tenant_key(ws: Any, tenant: str, *, create: bool = False) -> bytes:
     return _decode_key(path.read_text(), str(path))
 
 
-def destroy_tenant_key(ws: Any, tenant: str) -> Path | None:
+def destroy_tenant_key(ws: Workspace, tenant: str) -> Path | None:
     """Crypto-shred: remove the tenant's key file (overwritten first). None when there was none."""
     path = tenant_key_path(ws, tenant)
     if not path.exists():

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ConfigError
+from engine.workspace import Workspace
 
 POLICY_FILE = "privacy.yaml"
 
@@ -62,7 +63,7 @@ class PrivacyPolicy(_Strict):
         return bool(t and t.encryption)
 
 
-def policy_path(ws: Any) -> Path:
+def policy_path(ws: Workspace) -> Path:
     return Path(ws.root) / POLICY_FILE
 
 

@@ -24,6 +24,7 @@ from engine.errors import StudioError
 from engine.hashing import sha256_file, sha256_json
 from engine.privacy import audit, keys
 from engine.workspace import check_id, check_name
+from engine.workspace import Workspace
 
 CERT_FORMAT = "expert-studio/deletion-certificate/1"
 CERT_FIELDS = ("format", "certificate_id", "workspace_id", "tenant", "selection", "reason",
@@ -44,7 +45,7 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def _query(ws: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
+def _query(ws: Workspace, sql: str, *args: Any) -> list[dict[str, Any]]:
     if not ws.registry_path.exists():
         return []
     with closing(sqlite3.connect(ws.registry_path, timeout=30)) as db:
@@ -55,7 +56,7 @@ def _query(ws: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
             return []
 
 
-def select(ws: Any, tenant: str, *, run: str | None = None, dataset: str | None = None,
+def select(ws: Workspace, tenant: str, *, run: str | None = None, dataset: str | None = None,
            eval_id: str | None = None, everything: bool = False) -> Target:
     """Resolve what a purge would delete; StudioError when it names nothing of this tenant."""
     check_name(tenant, "tenant")
@@ -103,7 +104,7 @@ def select(ws: Any, tenant: str, *, run: str | None = None, dataset: str | None 
     return Target(ids, [path], rows)
 
 
-def inventory(ws: Any, paths: list[Path]) -> list[dict[str, Any]]:
+def inventory(ws: Workspace, paths: list[Path]) -> list[dict[str, Any]]:
     """Every regular file under `paths`: workspace-relative path, size, sha256 (sorted)."""
     files = []
     for root in paths:
@@ -122,7 +123,7 @@ def inventory(ws: Any, paths: list[Path]) -> list[dict[str, Any]]:
     return sorted(files, key=lambda f: f["path"])
 
 
-def _delete_rows(ws: Any, rows: list[tuple[str, str, tuple[Any, ...]]]) -> dict[str, int]:
+def _delete_rows(ws: Workspace, rows: list[tuple[str, str, tuple[Any, ...]]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not ws.registry_path.exists():
         return counts
@@ -140,7 +141,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def sign(body: dict[str, Any], ws: Any) -> dict[str, Any]:
+def sign(body: dict[str, Any], ws: Workspace) -> dict[str, Any]:
     key = keys.signing_key(ws)
     cert = dict(body, public_key=keys.public_pem(key))
     cert["signature"] = base64.b64encode(key.sign(audit.canonical(cert))).decode("ascii")
@@ -158,7 +159,7 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def purge(ws: Any, tenant: str, target: Target, *, actor: str | None = None,
+def purge(ws: Workspace, tenant: str, target: Target, *, actor: str | None = None,
           reason: str = "requested", extra_files: list[Path] | None = None) -> tuple[dict[str, Any], Path]:
     """Delete `target` (files, rows; for a whole tenant also its data key), sign a certificate."""
     files = inventory(ws, target.paths + list(extra_files or []))

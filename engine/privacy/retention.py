@@ -8,10 +8,15 @@ from __future__ import annotations
 import glob
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.privacy.policy import load_policy
 from engine.privacy.purge import Target, _query, purge
+from engine.registry import Registry
+from engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 GOLDEN_FILES = ("train.jsonl", "val.jsonl", "rejects.jsonl", "lineage.jsonl")
 WEIGHT_DIRS = ("adapter", "checkpoints", "export", "model")
@@ -25,7 +30,7 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def after_refine(ws: Any, cfg: Any, result: Any) -> list[Path]:
+def after_refine(ws: Workspace, cfg: StudioConfig, result: Any) -> list[Path]:
     """raw_after_refine: delete → remove the refine inputs stored under tenants/<t>/raw/."""
     tenant = cfg.tenant
     if load_policy(ws).retention_for(tenant).raw_after_refine != "delete":
@@ -46,7 +51,7 @@ def after_refine(ws: Any, cfg: Any, result: Any) -> list[Path]:
     return [purge(ws, tenant, target, reason="retention:raw_after_refine")[1]]
 
 
-def after_train(ws: Any, tenant: str, run_id: str, registry: Any) -> list[Path]:
+def after_train(ws: Workspace, tenant: str, run_id: str, registry: Registry) -> list[Path]:
     """golden_after_train: delete → the trained version's train/val/rejects/lineage (eval split
     and card stay, so the run can still be evaluated and its lineage read); then expiry."""
     certs: list[Path] = []
@@ -78,7 +83,8 @@ def _older(created: str, days: int | None, now: datetime) -> bool:
     return now - ts >= timedelta(days=days)
 
 
-def expire(ws: Any, tenant: str, now: datetime | None = None, keep_run: str | None = None) -> list[Path]:
+def expire(ws: Workspace, tenant: str, now: datetime | None = None,
+           keep_run: str | None = None) -> list[Path]:
     """Delete runs, run weights, evals and dataset versions older than the policy's day limits."""
     pol = load_policy(ws).retention_for(tenant)
     now = now or datetime.now(timezone.utc)

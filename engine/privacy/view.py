@@ -17,12 +17,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from engine.atomic import atomic_write
 from engine.console import err
 from engine.privacy import crypto
 from engine.privacy.keys import workspace_id
+from engine.workspace import Workspace
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _tenant_base(ws: Any, tenant: str) -> Path:
+def _tenant_base(ws: Workspace, tenant: str) -> Path:
     return view_root() / workspace_id(ws) / tenant
 
 
@@ -112,7 +112,7 @@ def _wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def recover(ws: Any, tenant: str, key: bytes) -> None:
+def recover(ws: Workspace, tenant: str, key: bytes) -> None:
     """Undo what a killed job left behind: seal a surviving view back, restore the store."""
     tenants = Path(ws.root) / "tenants"
     link, store = tenants / tenant, tenants / f".store-{tenant}"
@@ -130,7 +130,7 @@ def recover(ws: Any, tenant: str, key: bytes) -> None:
         _wipe(base)
 
 
-def open_view(ws: Any, tenant: str, key: bytes) -> View:
+def open_view(ws: Workspace, tenant: str, key: bytes) -> View:
     """Decrypt the tenant into a fresh tmpfs view and point `tenants/<tenant>` at it."""
     recover(ws, tenant, key)
     link = ws.tenant_dir(tenant)  # a real folder of sealed files (created empty if new)

@@ -162,7 +162,7 @@ def _inputs_json(run_dir: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- drift
-def find_drift(original: Original, cfg: Any, ws: Workspace, registry: Registry) -> Drift:
+def find_drift(original: Original, cfg: StudioConfig, ws: Workspace, registry: Registry) -> Drift:
     """Every difference between what the run was made from and what is there now."""
     m = original.manifest
     drift = Drift()
@@ -189,7 +189,7 @@ def find_drift(original: Original, cfg: Any, ws: Workspace, registry: Registry) 
     return drift
 
 
-def _dataset_drift(m: dict[str, Any], cfg: Any, registry: Registry, drift: Drift) -> None:
+def _dataset_drift(m: dict[str, Any], cfg: StudioConfig, registry: Registry, drift: Drift) -> None:
     recorded = m.get("dataset") or {}
     spec = cfg.train
     if spec.data:
@@ -217,7 +217,8 @@ def _dataset_drift(m: dict[str, Any], cfg: Any, registry: Registry, drift: Drift
                                   f"{files_now.get(name) or '(absent)'}")
 
 
-def _model_drift(m: dict[str, Any], cfg: Any, ws: Workspace, registry: Registry, drift: Drift) -> None:
+def _model_drift(m: dict[str, Any], cfg: StudioConfig, ws: Workspace, registry: Registry,
+                 drift: Drift) -> None:
     recorded = m.get("base_model") or {}
     try:
         row = base_model_row(cfg, registry)

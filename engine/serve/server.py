@@ -21,6 +21,8 @@ from engine.generation.vllm_server import from_serve_spec
 from engine.models.store import get_model_dir
 from engine.serve.backends.hf import HFBackend
 from engine.serve.gateway import Gateway, create_app
+from engine.registry import Registry
+from engine.workspace import Workspace
 
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -59,7 +61,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def build(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None = None) -> Any:
+def build(spec: ServeSpec, ws: Workspace, registry: Registry, scratch: Path | None = None) -> Any:
     """(gateway, app) for a serve config in a workspace; nothing is loaded until the app starts."""
     backend = make_backend(spec, get_model_dir(ws, registry, spec.base_model), scratch)
     gateway = Gateway(spec, backend, ws.registry_path)
@@ -88,7 +90,7 @@ class RunningServer:
         self.thread.join(timeout)
 
 
-def start_in_thread(spec: ServeSpec, ws: Any, registry: Any, *, access_log: bool = False,
+def start_in_thread(spec: ServeSpec, ws: Workspace, registry: Registry, *, access_log: bool = False,
                     timeout: float = 300.0) -> RunningServer:
     """Start the gateway on spec.host (port 0: a free one) in a thread; returns when it is ready."""
     gateway, app = build(spec, ws, registry)
@@ -123,7 +125,7 @@ def run_in_thread(gateway: Any, app: Any, host: str = "127.0.0.1", port: int = 0
     return RunningServer(server, thread, gateway, f"http://{host}:{port}")
 
 
-def serve_forever(spec: ServeSpec, ws: Any, registry: Any, scratch: Path | None = None,
+def serve_forever(spec: ServeSpec, ws: Workspace, registry: Registry, scratch: Path | None = None,
                   on_ready: Any = None, on_status: Any = None, status_every_s: float = 60.0) -> None:
     """Serve in the foreground until Ctrl-C/SIGTERM; the backend (and any process it started) stops with it."""
     import uvicorn

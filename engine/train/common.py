@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
 from transformers import TrainerCallback
@@ -22,6 +22,9 @@ from engine.train.plot import write_loss_plot
 from engine.train.ranks import local_world_size, record_rank_state
 from engine.train.resume import MARKER
 from engine.train.run import RunHandle
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 
 def lora_config(spec: LoraSpec, use_dora: bool = False, task_type: str = "CAUSAL_LM") -> Any:
@@ -127,7 +130,7 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
     return model, lora_config(spec.lora, use_dora=spec.adapter == "dora", task_type=task)
 
 
-def common_args(cfg: Any, run_dir: Path, use_cuda: bool) -> dict[str, Any]:
+def common_args(cfg: StudioConfig, run_dir: Path, use_cuda: bool) -> dict[str, Any]:
     """TrainingArguments shared by every TRL config class (SFTConfig, DPOConfig, …)."""
     spec = cfg.train
     to = TRL_ARGUMENTS  # train key -> TRL argument name(s), engine/config/train.py

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from engine.errors import DataError, StudioError
 from engine.hashing import file_manifest, sha256_file
 from engine.registry import resolve_dataset
+from engine.registry import Registry
 
 Want = Literal["sft", "preference", "unpaired", "prompt"]
 Msgs = list[dict[str, str]]
@@ -289,7 +290,7 @@ def load_examples(path: str | Path, want: Want, fmt: str = "auto") -> list[dict[
     return rows
 
 
-def load_training_data(spec: Any, registry: Any, tenant: str, want: Want,
+def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
                        resolve_path: Any = Path) -> TrainingData:
     """Rows for a recipe from `train.data` (a file) or `train.dataset` (a refined version)."""
     if spec.data:

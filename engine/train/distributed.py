@@ -23,11 +23,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import StudioError
 from engine.train.preview import preview
 from engine.train.ranks import LAUNCHER_ENV, RUN_ID_ENV
+from engine.registry import Registry
+from engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 LOOPBACK = "127.0.0.1"
 
@@ -41,7 +46,7 @@ class LaunchResult:
     metrics: dict[str, Any]
 
 
-def launch(cfg: Any, ws: Any, registry: Any, *, run_id: str, nproc: int,
+def launch(cfg: StudioConfig, ws: Workspace, registry: Registry, *, run_id: str, nproc: int,
            force: bool = False) -> LaunchResult:
     """Run `nproc` training workers for one run on this machine and wait for them."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -89,7 +94,7 @@ def torchrun_args(nproc: int, port: int, workspace: Path, config: Path,
             *(["--force"] if force else [])]
 
 
-def _check_before_launch(cfg: Any, registry: Any) -> None:
+def _check_before_launch(cfg: StudioConfig, registry: Registry) -> None:
     """What `--dry-run` checks (base model, data, template and loss mask), once, before N processes."""
     report = preview(cfg, registry)
     if report.get("gate", "passed") != "passed":
@@ -97,7 +102,7 @@ def _check_before_launch(cfg: Any, registry: Any) -> None:
                           hint="see `studio train CONFIG --dry-run`")
 
 
-def _settle(registry: Any, run_id: str, status: str) -> None:
+def _settle(registry: Registry, run_id: str, status: str) -> None:
     """Workers killed before rank 0 could record the outcome leave the run 'running': fix that."""
     row = registry.get_run(run_id)
     if row is not None and row["status"] == "running":

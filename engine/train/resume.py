@@ -25,11 +25,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from engine.errors import StudioError
+from engine.registry import Registry
+
+if TYPE_CHECKING:
+    from engine.config import StudioConfig
 
 MARKER = ".resume.json"
 INPUTS = "inputs.json"
@@ -48,7 +52,7 @@ class ResumePlan:
 
 
 # ------------------------------------------------------------------------------------- planning
-def plan_resume(cfg: Any, registry: Any, run_id: str, nproc: int | None, *,
+def plan_resume(cfg: StudioConfig, registry: Registry, run_id: str, nproc: int | None, *,
                 check_lock: bool = True) -> ResumePlan:
     """Every check that can refuse a resume before anything is loaded; StudioError on a refusal.
 
@@ -177,7 +181,7 @@ def check_inputs(run_dir: Path, data_info: dict[str, Any], base_model: dict[str,
 
 
 # ------------------------------------------------------------------------------------ reopening
-def reopen(registry: Any, run_id: str, run_dir: Path, checkpoint: Path) -> int:
+def reopen(registry: Registry, run_id: str, run_dir: Path, checkpoint: Path) -> int:
     """Rank 0, just before training continues: drop what the dead process wrote after the checkpoint.
 
     Returns the checkpoint's step. Status goes back to 'running' (a SIGKILLed run never left it).

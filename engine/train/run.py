@@ -28,6 +28,7 @@ from engine.models.export import parent_weights
 from engine.registry import Registry
 from engine.train import resume
 from engine.train.ranks import is_main_process, world_size
+from engine.workspace import Workspace
 
 
 def new_run_id() -> str:
@@ -75,7 +76,7 @@ class RunHandle:
 
 
 @contextmanager
-def tracked_run(cfg: Any, ws: Any, registry: Any, *, base_model: dict[str, Any],
+def tracked_run(cfg: StudioConfig, ws: Workspace, registry: Registry, *, base_model: dict[str, Any],
                 data_info: dict[str, Any], run_id: str | None = None) -> Iterator[RunHandle]:
     """Create, register and finish a run directory around a recipe's training code.
 

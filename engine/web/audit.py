@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.privacy import audit
+from engine.workspace import Workspace
 
 
 @dataclass
@@ -18,7 +19,7 @@ class ChainStatus:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_and_verify(ws: Any) -> ChainStatus:
+def read_and_verify(ws: Workspace) -> ChainStatus:
     """Every readable entry of the workspace's audit log and whether its hash chain holds."""
     if not audit.log_path(ws).is_file():
         return ChainStatus(present=False)
