@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Piped output (scripts, tests) is not cut to 80 columns.
@@ -17,6 +19,10 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 
 def make_progress() -> Progress:
     """A progress display with counts, elapsed time and ETA, drawn on stderr."""
+    # lazy: CLI start-up time (rich.progress and rich.live are not needed for --help)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description:<22}"),

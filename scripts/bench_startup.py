@@ -7,7 +7,9 @@ baseline git ref (checked out into a temporary worktree), interleaved run by run
 Prints the medians and the ratio this/baseline for both numbers (1.00 = as fast; above 1 = slower),
 then one JSON line. Both trees run with the same interpreter and environment; with --pyc the
 byte-code cache is written and warmed first (as in an installed product), otherwise the current
-PYTHONDONTWRITEBYTECODE setting applies.
+PYTHONDONTWRITEBYTECODE setting applies. Wall times on a shared machine vary by several percent
+from run to run; --instructions (needs valgrind) also counts the instructions of one
+`studio --help` per tree, which repeats exactly.
 """
 
 from __future__ import annotations
@@ -40,11 +42,22 @@ def help_s(tree: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def instructions(tree: Path, env: dict[str, str]) -> int:
+    """Instructions executed by one `studio --help` (valgrind's callgrind: repeatable)."""
+    res = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          sys.executable, "-m", "engine", "--help"], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True)
+    line = next(ln for ln in res.stderr.splitlines() if "Collected :" in ln)
+    return int(line.split(":")[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", required=True, help="baseline git ref (commit, branch, tag)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--pyc", action="store_true", help="write and warm the byte-code cache first")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count the instructions of `studio --help` (valgrind)")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH="")  # each tree imports its own engine (cwd comes first)
     if args.pyc:
@@ -62,11 +75,15 @@ def main() -> None:
                 for name, tree in trees.items():
                     results[name]["help_s"].append(help_s(tree, env))
                     results[name]["import_ms"].append(import_ms(tree, env))
+            if args.instructions:
+                for name, tree in trees.items():
+                    results[name]["instructions"] = [float(instructions(tree, env))]
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                            capture_output=True)
     summary: dict[str, object] = {"ref": args.ref, "runs": args.runs, "pyc": args.pyc}
-    for key, unit in (("help_s", "s"), ("import_ms", "ms")):
+    keys = (("help_s", "s"), ("import_ms", "ms")) + ((("instructions", ""),) if args.instructions else ())
+    for key, unit in keys:
         this, baseline = (statistics.median(results[k][key]) for k in ("this", "baseline"))
         ratio = this / baseline
         print(f"{key:10} this {this:8.3f} {unit}   baseline {baseline:8.3f} {unit}   ratio {ratio:.3f}")
