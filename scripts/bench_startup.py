@@ -86,7 +86,8 @@ def main() -> None:
     for key, unit in keys:
         this, baseline = (statistics.median(results[k][key]) for k in ("this", "baseline"))
         ratio = this / baseline
-        print(f"{key:10} this {this:8.3f} {unit}   baseline {baseline:8.3f} {unit}   ratio {ratio:.3f}")
+        fmt = (lambda v: f"{v:,.0f}") if key == "instructions" else (lambda v: f"{v:8.3f} {unit}")
+        print(f"{key:12} this {fmt(this)}   baseline {fmt(baseline)}   ratio {ratio:.3f}")
         summary[key] = {"this": round(this, 4), "baseline": round(baseline, 4), "ratio": round(ratio, 4)}
     print(json.dumps(summary, sort_keys=True))
 
