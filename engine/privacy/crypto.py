@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from engine.atomic import atomic_write
 from engine.errors import StudioError
 
@@ -50,8 +53,6 @@ def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[bytes, bool]]:
 
 def seal_stream(key: bytes, tenant: str, relpath: str, src: BinaryIO, dst: BinaryIO,
                 chunk: int = CHUNK) -> None:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: CLI start-up time
-
     header = header_bytes(tenant, relpath, chunk)
     prefix = os.urandom(PREFIX)
     aes = AESGCM(key)
@@ -62,9 +63,6 @@ def seal_stream(key: bytes, tenant: str, relpath: str, src: BinaryIO, dst: Binar
 
 def open_stream(key: bytes, tenant: str, relpath: str, src: BinaryIO, dst: BinaryIO) -> None:
     """Decrypt; InvalidTag on a wrong key or any modification, StudioError on a foreign file."""
-    from cryptography.exceptions import InvalidTag  # lazy: CLI start-up time
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     if src.read(len(MAGIC)) != MAGIC:
         raise StudioError("not a sealed file", where=relpath)
     (n,) = struct.unpack(">I", src.read(4))

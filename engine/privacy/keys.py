@@ -16,15 +16,14 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from engine import offline
 from engine.errors import StudioError
-from engine.workspace import check_name
-from engine.workspace import Workspace
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from engine.workspace import Workspace, check_name
 
 KEY_BYTES = 32
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -92,10 +91,6 @@ def _check_outside(path: Path, ws: Workspace | None, what: str) -> None:
 
 def signing_key(ws: Workspace | None = None, create: bool = True) -> Ed25519PrivateKey:
     """The Ed25519 private key (PEM, PKCS8), created 0600 on first use."""
-    # lazy: CLI start-up time (every verb imports this module, few need cryptography)
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     path = signing_key_path()
     _check_outside(path, ws, "signing key")
     if not path.exists():
@@ -113,18 +108,12 @@ def signing_key(ws: Workspace | None = None, create: bool = True) -> Ed25519Priv
 
 
 def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return pub.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 def load_public_pem(text: str | bytes) -> Ed25519PublicKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     data = text.encode("ascii") if isinstance(text, str) else text
     try:
         key = serialization.load_pem_public_key(data)

@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+
 from engine.errors import StudioError
 from engine.hashing import sha256_file, sha256_json
 from engine.privacy import audit, keys
-from engine.workspace import check_id, check_name
-from engine.workspace import Workspace
+from engine.workspace import Workspace, check_id, check_name
 
 CERT_FORMAT = "expert-studio/deletion-certificate/1"
 CERT_FIELDS = ("format", "certificate_id", "workspace_id", "tenant", "selection", "reason",
@@ -194,8 +195,6 @@ def purge(ws: Workspace, tenant: str, target: Target, *, actor: str | None = Non
 
 def verify_certificate(path: str | Path, public_key_pem: str | None = None) -> dict[str, Any]:
     """Check structure and Ed25519 signature; with `public_key_pem`, also that it signed it."""
-    from cryptography.exceptions import InvalidSignature  # lazy: CLI start-up time
-
     try:
         cert = json.loads(Path(path).read_text())
     except FileNotFoundError:

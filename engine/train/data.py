@@ -28,8 +28,7 @@ from typing import Any, Literal
 
 from engine.errors import DataError, StudioError
 from engine.hashing import file_manifest, sha256_file
-from engine.registry import resolve_dataset
-from engine.registry import Registry
+from engine.registry import Registry, resolve_dataset
 
 Want = Literal["sft", "preference", "unpaired", "prompt"]
 Msgs = list[dict[str, str]]
