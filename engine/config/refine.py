@@ -121,17 +121,41 @@ class PiiSpec(Strict):
     """PII detection and replacement (stages/pii.py) and the encrypted vault (data/vault.py)."""
 
     emails: bool = True
-    phones: bool = True
+    phones: bool = Field(default=True, description="phone numbers, found and checked by "
+                         "libphonenumber (with extensions)")
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "BR"],
+        description="regions (ISO 3166 alpha-2) whose national formats are recognised, in order; "
+                    "numbers written with '+' are recognised whatever the region")
     cards: bool = Field(default=True, description="13-19 digits passing the Luhn check")
     ibans: bool = Field(default=True, description="ISO 13616 length and mod-97 check")
     ips: bool = Field(default=True, description="IPv4 and IPv6; version strings kept")
     addresses: bool = Field(default=True, description="street addresses (EN, DE, FR forms)")
     names: bool = Field(default=True, description="names from hints, signatures and greetings")
+    names_in_text: bool = Field(default=True, description="also names in free text, found with "
+                                "the US census first- and last-name lists (needs names: true)")
     surrogates: bool = Field(default=True, description="numbered placeholders (<EMAIL_1>) that "
                              "stay consistent over the whole refine; false: plain <EMAIL>")
     vault: Literal["encrypted", "discard"] = Field(
         default="discard", description="encrypted: keep the placeholder → original mapping in "
         "an AES-GCM file next to the dataset version; discard: keep nothing")
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        from phonenumbers import SUPPORTED_REGIONS  # lazy: keeps loading a config cheap
+
+        if not value:
+            raise ValueError("needs at least one region (e.g. [US])")
+        out: list[str] = []
+        for i, region in enumerate(value):
+            code = region.strip().upper()
+            if code not in SUPPORTED_REGIONS:
+                raise ValueError(f"entry {i} ({region!r}) is not a region libphonenumber knows "
+                                 "(ISO 3166 alpha-2, e.g. US, GB, DE)")
+            if code not in out:
+                out.append(code)
+        return out
+
     vault_key_env: str = Field(default="STUDIO_VAULT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                description="environment variable holding the 32-byte vault key "
                                "(base64 or hex)")

@@ -47,7 +47,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from engine.config import PiiSpec
-from engine.data.stages.pii_detect import _scan, iban_ok, is_phone, luhn_ok
+from engine.data.stages.pii_detect import _scan, iban_ok, luhn_ok
+from engine.data.stages.pii_phones import is_phone
+from engine.data.stages.pii_person import free_text_names
 from engine.data.stages.pii_names import _known_names, _name_table, _occurrences, known_names
 from engine.records import Conversation, SourceRef
 
@@ -88,7 +90,10 @@ def detect(conv: Conversation, spec: PiiSpec) -> list[Finding]:
     texts = [m.get("content") or "" for m in conv.messages]
     cands = [_scan(t, spec) for t in texts]
     if spec.names:
-        table = _name_table(_known_names(conv, texts))
+        names = _known_names(conv, texts)
+        if spec.names_in_text:
+            names += [n for n in free_text_names(texts) if n not in names]
+        table = _name_table(names)
         if table:
             for i, text in enumerate(texts):
                 for surface, canonical in table.items():

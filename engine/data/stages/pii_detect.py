@@ -12,6 +12,8 @@ import ipaddress
 import re
 
 from engine.config import PiiSpec
+from engine.data.stages.pii_address import addresses
+from engine.data.stages.pii_phones import phones
 
 # ------------------------------------------------------------------------------------- emails
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])")
@@ -19,24 +21,14 @@ _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\
 # ------------------------------------------------------------------------ cards and phones
 # Patterns start with a digit (then look behind it) so that the regex engine can skip ahead to the
 # next digit instead of trying every position: a large share of the stage's time.
-_NUM_RUN = re.compile(r"[0-9][0-9 .()-]{7,}[0-9]")  # pre-check: phones and cards need 9+ digits
+_NUM_RUN = re.compile(r"[0-9][0-9 .()/-]{6,}[0-9]")  # pre-check: phones and cards need 8+ digits
 _CARD_RUN = re.compile(r"\d(?<![\w./+#$€£-]\d)(?<!\d,\d)\d*(?:[ -]\d+)*(?![\w/])(?![.,]\d)")
 _DIGITS = re.compile(r"\d+")
-_PHONE_SEP = r"(?:[ .-]|\)[ .-]?|[ .-]?\()"
-_PHONE = re.compile(
-    r"(?<![\w#@/+.,$€£-])(?<!\d[ .()-])"  # not inside a word or number, not after '#' or '$'
-    r"(?:\+|\()?\d+"
-    rf"(?:{_PHONE_SEP}\d+)*"
-    r"(?![\w:])(?![ .-]?\d)"                 # not glued to a word, not a time (14:30)
-)
-_DATE = re.compile(
-    r"(?<!\d)(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2}))(?!\d)"
-)
-_IPV4_SHAPE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 # an identifier label right before a number: "order 4471 9920 3318", "Tracking no.: 9400 …"
 _ID_CONTEXT = re.compile(
     r"(?i:\b(?:order|tracking|serial|s/n|sn|invoice|ticket|case|ref|reference|model|part|sku|"
-    r"imei|rma|batch|lot|shipment|parcel|package)(?:[ \t]*(?:number|num|no|nr|id|code))?)"
+    r"imei|rma|batch|lot|shipment|parcel|package|isbn|issn|policy|claim|booking|confirmation|"
+    r"transaction|txn|receipt|voucher|coupon)(?:[ \t]*(?:number|num|no|nr|id|code))?)"
     r"[ \t]*[.:#]?[ \t]*[.:#]?[ \t]*$"
 )
 
@@ -67,52 +59,7 @@ _WELL_KNOWN_IPS = frozenset({
     "::", "::1",
 })
 
-# -------------------------------------------------------------------------------- addresses
-_UNIT = r"(?:Apt|Apartment|Unit|Suite|Ste|Flat|Floor|Fl|Room|Rm|#)\.?[ \t]*#?[ \t]*[A-Za-z]?\d{1,5}[A-Za-z]?"
-_EN_SUFFIX = (r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|"
-              r"Place|Pl|Terrace|Close|Crescent|Parkway|Pkwy|Square|Sq|Highway|Hwy|Circle|Trail)")
-_CITY = r"[A-Z][A-Za-z.'’-]+(?:[ \t][A-Z][A-Za-z.'’-]+){0,2}"
-_TAIL = (
-    r"(?:,?[ \t]+(?:"
-    rf"{_CITY},?[ \t]+[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?"               # Springfield, IL 62704
-    rf"|(?:{_CITY},?[ \t]+)?[A-Z]{{1,2}}\d[A-Z\d]?[ \t]*\d[A-Z]{{2}}\b"   # London WC1N 3AX
-    r"|\d{4,5}[ \t]+[A-ZÀ-Þ][\w'’-]+"                                   # 10115 Berlin
-    r"))?"
-)
-_ADDRESS_EN = (
-    rf"(?:(?<![\w#$€£./-]){_UNIT},?[ \t]+)?"
-    r"(?P<street>(?<![\w#$€£./,-])\d{1,5}[A-Za-z]?(?:[-–/]\d{1,5}[A-Za-z]?)?,?[ \t]+"
-    r"(?:(?:[NSEW]|North|South|East|West)\.?[ \t]+)?"
-    r"(?:(?:\d{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'’-]*)[ \t]+){1,4}?"
-    rf"{_EN_SUFFIX}\b(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?)"
-    rf"(?:\.?,?[ \t]*{_UNIT}\b)?{_TAIL}"
-)
-_DE_WORD = r"[A-ZÄÖÜ][a-zäöüß]+"
-_ADDRESS_DE = (
-    rf"(?P<street>(?<![\w-])(?:{_DE_WORD}[- ]){{0,3}}"
-    rf"(?:[A-ZÄÖÜ][a-zäöüß]*(?:straße|strasse|str\.|weg|platz|allee|gasse)"
-    r"|(?:Straße|Strasse|Str\.|Weg|Platz|Allee|Gasse))"
-    r"[ \t]*\d{1,4}[a-z]?(?:[-/]\d{1,4}[a-z]?)?(?!\w))"
-    r"(?:,?[ \t]+(?:[A-Z]-)?\d{4,5}[ \t]+[A-ZÄÖÜ][\wäöüß-]+)?"
-)
-_FR_NAME = r"(?:(?:d[eu]s?|la|le|les|et|sur|sous)[ \t]+|[dl]['’])*[A-ZÀ-Þ][\w'’-]*"
-_ADDRESS_FR = (
-    r"(?P<street>(?<![\w#$€£./,-])\d{1,4}(?:[ \t]?(?:bis|ter))?,?[ \t]+"
-    r"(?i:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|impasse|quai|route|cours|passage)"
-    rf"[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,4}})"
-    r"(?:,?[ \t]+\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+)?"
-)
-# each address form runs only where its cheap hint (a street word) occurs
-_ADDRESS_FORMS = (
-    (re.compile(rf"{_EN_SUFFIX}\b"), re.compile(_ADDRESS_EN)),
-    (re.compile(r"[0-9](?<=(?:sse|aße|tr\.|weg|Weg|atz|lee)[ \t][0-9])"
-                r"|[0-9](?<=(?:sse|aße|tr\.|weg|atz|lee)[0-9])"), re.compile(_ADDRESS_DE)),
-    (re.compile(r"\d(?:[ \t]?(?:bis|ter))?,?[ \t]+(?i:rue|av|avenue|bd|boulevard|place|all[ée]e|"
-                r"chemin|impasse|quai|route|cours|passage)\b"), re.compile(_ADDRESS_FR)),
-)
 _HAS_DIGIT = re.compile(r"\d")
-_NOT_A_STREET = re.compile(r"(?i:\b(?:google|one|hard|flash|usb|thumb|disk|external|network|ssd|"
-                           r"solid state))\s+Drive$")  # "12 Orchard Drive" is a street
 _SPACES = re.compile(r"\s+")
 
 
@@ -135,15 +82,6 @@ def iban_ok(iban: str) -> bool:
         return False
     rearranged = iban[4:] + iban[:4]
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
-
-
-def is_phone(candidate: str) -> bool:
-    digits = sum(map(str.isdigit, candidate))
-    if not 9 <= digits <= 15:
-        return False
-    if _DATE.search(candidate) or _IPV4_SHAPE.match(candidate):
-        return False
-    return True
 
 
 def _after_label(text: str, start: int, label: re.Pattern[str]) -> bool:
@@ -195,16 +133,12 @@ def _cards(text: str, out: list[tuple[int, int, str, str]]) -> None:
             out.append((start, base + pieces[j][1], "card", "".join(groups[i:j + 1])))
 
 
-def _phones(text: str, out: list[tuple[int, int, str, str]]) -> None:
-    for m in _PHONE.finditer(text):
-        cand = m.group(0)
-        if (not is_phone(cand) or _after_label(text, m.start(), _ID_CONTEXT)
-                or ("." in cand and _after_label(text, m.start(), _VERSION_CONTEXT))):
-            continue
-        canon = "".join(filter(str.isdigit, cand.replace("(0)", "")))
-        if canon.startswith("00"):
-            canon = canon[2:]
-        out.append((m.start(), m.end(), "phone", canon))
+def _phones(text: str, regions: tuple[str, ...], out: list[tuple[int, int, str, str]]) -> None:
+    def skip(start: int, cluster: str) -> bool:
+        return (_after_label(text, start, _ID_CONTEXT)
+                or ("." in cluster and _after_label(text, start, _VERSION_CONTEXT)))
+
+    phones(text, regions, skip, out)
 
 
 def _ibans(text: str, out: list[tuple[int, int, str, str]]) -> None:
@@ -259,18 +193,6 @@ def _ips(text: str, out: list[tuple[int, int, str, str]]) -> None:
             out.append((m.start(), m.end(), "ip", ip.compressed))
 
 
-def _addresses(text: str, out: list[tuple[int, int, str, str]]) -> None:
-    for hint, form in _ADDRESS_FORMS:
-        if hint.search(text):
-            for m in form.finditer(text):
-                span = m.group(0).rstrip(" \t,")
-                street = m.group("street").rstrip(" \t,")
-                if street.endswith(" Drive") and _NOT_A_STREET.search(street):
-                    continue
-                out.append((m.start(), m.start() + len(span), "address",
-                            _SPACES.sub(" ", street).casefold()))
-
-
 # ------------------------------------------------------------------------ all pattern types
 def _scan(text: str, spec: PiiSpec) -> list[tuple[int, int, str, str]]:
     out: list[tuple[int, int, str, str]] = []
@@ -286,7 +208,7 @@ def _scan(text: str, spec: PiiSpec) -> list[tuple[int, int, str, str]]:
     if spec.ips:
         _ips(text, out)
     if spec.phones and long_number:
-        _phones(text, out)
+        _phones(text, tuple(spec.phone_regions), out)
     if spec.addresses:
-        _addresses(text, out)
+        addresses(text, out)
     return out

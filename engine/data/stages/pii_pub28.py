@@ -1,0 +1,234 @@
+"""USPS Publication 28 tables the address detector is built from (a US government publication,
+public domain): Appendix C1, every street suffix with its standard abbreviation and the common
+spellings and abbreviations USPS lists for it, and Appendix C2, the secondary unit designators.
+
+`SUFFIXES` is every written form (upper case) of every C1 suffix; `UNITS_WITH_RANGE` are the C2
+designators that take a number ("SUITE 210"), `UNITS_WITHOUT_RANGE` those that stand alone
+("REAR", "PH").
+"""
+
+from __future__ import annotations
+
+# Appendix C1: standard abbreviation: primary name(s) and common abbreviations
+_C1 = """
+    ALY: ALLEY ALLEE ALLY
+    ANX: ANNEX ANEX ANNX
+    ARC: ARCADE
+    AVE: AVENUE AV AVEN AVENU AVN AVNUE
+    BYU: BAYOU BAYOO
+    BCH: BEACH
+    BND: BEND
+    BLF: BLUFF BLUF
+    BLFS: BLUFFS
+    BTM: BOTTOM BOT BOTTM
+    BLVD: BOULEVARD BOUL BOULV
+    BR: BRANCH BRNCH
+    BRG: BRIDGE BRDGE
+    BRK: BROOK
+    BRKS: BROOKS
+    BG: BURG
+    BGS: BURGS
+    BYP: BYPASS BYPA BYPAS BYPS
+    CP: CAMP CMP
+    CYN: CANYON CANYN CNYN
+    CPE: CAPE
+    CSWY: CAUSEWAY CAUSWAY
+    CTR: CENTER CEN CENT CENTR CENTRE CNTER CNTR
+    CTRS: CENTERS
+    CIR: CIRCLE CIRC CIRCL CRCL CRCLE
+    CIRS: CIRCLES
+    CLF: CLIFF
+    CLFS: CLIFFS
+    CLB: CLUB
+    CMN: COMMON
+    CMNS: COMMONS
+    COR: CORNER
+    CORS: CORNERS
+    CRSE: COURSE
+    CT: COURT CRT
+    CTS: COURTS
+    CV: COVE
+    CVS: COVES
+    CRK: CREEK CK CR
+    CRES: CRESCENT CRECENT CRESENT CRSCNT CRSENT CRSNT
+    CRST: CREST
+    XING: CROSSING CRSSING CRSSNG
+    XRD: CROSSROAD
+    XRDS: CROSSROADS
+    CURV: CURVE
+    DL: DALE
+    DM: DAM
+    DV: DIVIDE DIV DVD
+    DR: DRIVE DRIV DRV
+    DRS: DRIVES
+    EST: ESTATE
+    ESTS: ESTATES
+    EXPY: EXPRESSWAY EXP EXPR EXPRESS EXPW
+    EXT: EXTENSION EXTN EXTNSN
+    EXTS: EXTENSIONS
+    FALL:
+    FLS: FALLS
+    FRY: FERRY FRRY
+    FLD: FIELD
+    FLDS: FIELDS
+    FLT: FLAT
+    FLTS: FLATS
+    FRD: FORD
+    FRDS: FORDS
+    FRST: FORESTS FOREST
+    FRG: FORGE FORG
+    FRGS: FORGES
+    FRK: FORK
+    FRKS: FORKS
+    FT: FORT FRT
+    FWY: FREEWAY FREEWY FRWAY FRWY
+    GDN: GARDEN GARDN GRDEN GRDN
+    GDNS: GARDENS GRDNS
+    GTWY: GATEWAY GATEWY GATWAY GTWAY
+    GLN: GLEN
+    GLNS: GLENS
+    GRN: GREEN
+    GRNS: GREENS
+    GRV: GROVE GROV
+    GRVS: GROVES
+    HBR: HARBOR HARB HARBR HRBOR
+    HBRS: HARBORS
+    HVN: HAVEN HAVN
+    HTS: HEIGHTS HEIGHT HGTS HT
+    HWY: HIGHWAY HIGHWY HIWAY HIWY HWAY
+    HL: HILL
+    HLS: HILLS
+    HOLW: HOLLOW HLLW HOLLOWS HOLWS
+    INLT: INLET
+    IS: ISLAND ISLND
+    ISS: ISLANDS ISLNDS
+    ISLE: ISLES
+    JCT: JUNCTION JCTION JCTN JUNCTN JUNCTON
+    JCTS: JUNCTIONS JCTNS
+    KY: KEY
+    KYS: KEYS
+    KNL: KNOLL KNOL
+    KNLS: KNOLLS
+    LK: LAKE
+    LKS: LAKES
+    LAND:
+    LNDG: LANDING LNDNG
+    LN: LANE LA LANES
+    LGT: LIGHT
+    LGTS: LIGHTS
+    LF: LOAF
+    LCK: LOCK
+    LCKS: LOCKS
+    LDG: LODGE LDGE LODG
+    LOOP: LOOPS
+    MALL:
+    MNR: MANOR
+    MNRS: MANORS
+    MDW: MEADOW
+    MDWS: MEADOWS MEDOWS
+    MEWS:
+    ML: MILL
+    MLS: MILLS
+    MSN: MISSION MISSN MSSN
+    MTWY: MOTORWAY
+    MT: MOUNT MNT
+    MTN: MOUNTAIN MNTAIN MNTN MOUNTIN MTIN
+    MTNS: MOUNTAINS MNTNS
+    NCK: NECK
+    ORCH: ORCHARD ORCHRD
+    OVAL: OVL
+    OPAS: OVERPASS
+    PARK: PARKS PK PRK
+    PKWY: PARKWAY PARKWAYS PARKWY PKWAY PKWYS PKY
+    PASS:
+    PSGE: PASSAGE
+    PATH: PATHS
+    PIKE: PIKES
+    PNE: PINE
+    PNES: PINES
+    PL: PLACE
+    PLN: PLAIN
+    PLNS: PLAINS PLAINES
+    PLZ: PLAZA PLZA
+    PT: POINT
+    PTS: POINTS
+    PRT: PORT
+    PRTS: PORTS
+    PR: PRAIRIE PRARIE PRR
+    RADL: RADIAL RAD RADIEL
+    RAMP:
+    RNCH: RANCH RANCHES RNCHS
+    RPD: RAPID
+    RPDS: RAPIDS
+    RST: REST
+    RDG: RIDGE RDGE
+    RDGS: RIDGES
+    RIV: RIVER RIVR RVR
+    RD: ROAD
+    RDS: ROADS
+    RTE: ROUTE
+    ROW:
+    RUE:
+    RUN:
+    SHL: SHOAL
+    SHLS: SHOALS
+    SHR: SHORE SHOAR
+    SHRS: SHORES SHOARS
+    SKWY: SKYWAY
+    SPG: SPRING SPNG SPRNG
+    SPGS: SPRINGS SPNGS SPRNGS
+    SPUR: SPURS
+    SQ: SQUARE SQR SQRE SQU
+    SQS: SQUARES SQRS
+    STA: STATION STATN STN
+    STRA: STRAVENUE STRAV STRAVE STRAVEN STRAVN STRVN STRVNUE
+    STRM: STREAM STREME
+    ST: STREET STR STRT
+    STS: STREETS
+    SMT: SUMMIT SUMIT SUMITT
+    TER: TERRACE TERR
+    TRWY: THROUGHWAY
+    TRCE: TRACE TRACES
+    TRAK: TRACK TRACKS TRK TRKS
+    TRFY: TRAFFICWAY
+    TRL: TRAIL TR TRAILS TRLS
+    TUNL: TUNNEL TUNEL TUNLS TUNNELS TUNNL
+    TPKE: TURNPIKE TPK TRNPK TRPK TURNPK
+    UPAS: UNDERPASS
+    UN: UNION
+    UNS: UNIONS
+    VLY: VALLEY VALLY VLLY
+    VLYS: VALLEYS
+    VIA: VIADUCT VDCT VIADCT
+    VW: VIEW
+    VWS: VIEWS
+    VLG: VILLAGE VILL VILLAG VILLG VILLIAGE
+    VLGS: VILLAGES
+    VL: VILLE
+    VIS: VISTA VIST VST VSTA
+    WALK: WALKS
+    WALL:
+    WAY: WY
+    WAYS:
+    WL: WELL
+    WLS: WELLS
+"""
+
+C1: dict[str, tuple[str, ...]] = {}
+for _line in _C1.strip().splitlines():
+    _std, _, _forms = _line.partition(":")
+    C1[_std.strip()] = (_std.strip(), *_forms.split())
+
+SUFFIXES: frozenset[str] = frozenset(form for forms in C1.values() for form in forms)
+
+# Appendix C2: secondary unit designators (name, standard abbreviation)
+UNITS_WITH_RANGE: tuple[tuple[str, str], ...] = (
+    ("APARTMENT", "APT"), ("BUILDING", "BLDG"), ("DEPARTMENT", "DEPT"), ("FLOOR", "FL"),
+    ("HANGAR", "HNGR"), ("KEY", "KEY"), ("LOT", "LOT"), ("PIER", "PIER"), ("ROOM", "RM"),
+    ("SLIP", "SLIP"), ("SPACE", "SPC"), ("STOP", "STOP"), ("SUITE", "STE"), ("TRAILER", "TRLR"),
+    ("UNIT", "UNIT"),
+)
+UNITS_WITHOUT_RANGE: tuple[tuple[str, str], ...] = (
+    ("BASEMENT", "BSMT"), ("FRONT", "FRNT"), ("LOBBY", "LBBY"), ("LOWER", "LOWR"),
+    ("OFFICE", "OFC"), ("PENTHOUSE", "PH"), ("REAR", "REAR"), ("SIDE", "SIDE"), ("UPPER", "UPPR"),
+)
