@@ -50,6 +50,7 @@ def _alternation(words: list[str]) -> str:
     return "|".join(dict.fromkeys(re.escape(f) for f in forms))
 
 
+_UNIT_WORDS = frozenset(w for pair in UNITS_WITH_RANGE + UNITS_WITHOUT_RANGE for w in pair)
 _RANGE_UNITS = _alternation([w for pair in UNITS_WITH_RANGE for w in pair] + ["FLAT", "STUDIO"])
 _PLAIN_UNITS = _alternation([w for pair in UNITS_WITHOUT_RANGE for w in pair])
 _UNIT_ID = r"(?:[A-Za-z]?\d{1,6}[A-Za-z]?(?:-\d{1,5})?|[A-Z](?![\w]))"
@@ -61,7 +62,7 @@ _AFTER_STREET = re.compile(
 )
 _STATES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|"
-    "NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|AS|GU|MP|PR|VI|AA|AE|AP|"
+    "NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|AS|GU|MP|PR|VI|AA|AE|AP|PW|MH|FM|"
     "Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|"
     "Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|"
     "Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|"
@@ -72,7 +73,7 @@ _STATES = (
 _CITY = r"[A-Z][A-Za-z.'’-]+(?:[ \t][A-Z][A-Za-z.'’-]+){0,3}"
 _CITY_ANY = r"[A-Za-z][A-Za-z.'’-]+(?:[ \t][A-Za-z][A-Za-z.'’-]+){0,3}"
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?[ \t]*\d[A-Z]{2}\b"
-_SEP = r"(?:,?[ \t]+|,?[ \t]*\r?\n[ \t]*)"
+_SEP = r"\.?(?:,?[ \t]+|,?[ \t]*\r?\n[ \t]*)"
 _TAIL = re.compile(
     rf"{_SEP}(?:"
     rf"{_CITY_ANY},?[ \t]+(?:{_STATES})\.?,?[ \t]+\d{{5}}(?:-\d{{4}})?(?!\d)"  # Springfield, IL 62704
@@ -115,11 +116,11 @@ _MILITARY = re.compile(
 _SPACES = re.compile(r"\s+")
 
 # ---------------------------------------------------------------------- German and French
-_DE_WORD = r"[A-ZÄÖÜ][a-zäöüß]+"
+_DE_WORD = r"[A-ZÄÖÜÀ-Þ][a-zäöüßà-ÿ]+"
 _DE_SUFFIX = r"straße|strasse|str\.|weg|platz|allee|gasse|ring|damm|ufer|chaussee|pfad|steig|markt"
 _ADDRESS_DE = re.compile(
     rf"(?P<street>(?<![\w-])(?:{_DE_WORD}[- ]){{0,3}}"
-    rf"(?:[A-ZÄÖÜ][a-zäöüß]*(?:{_DE_SUFFIX})"
+    rf"(?:[A-ZÄÖÜÀ-Þ][a-zäöüßà-ÿ]*(?:{_DE_SUFFIX})"
     r"|(?:Straße|Strasse|Str\.|Weg|Platz|Allee|Gasse|Ring|Damm|Ufer|Chaussee|Pfad|Steig|Markt))"
     r"[ \t]*\d{1,4}[a-z]?(?:[-/]\d{1,4}[a-z]?)?(?!\w))"
     r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)(?:[A-Z]-)?\d{4,5}[ \t]+[A-ZÄÖÜ][\wäöüß-]+)?"
@@ -133,7 +134,13 @@ _FR_STREET = (r"(?i:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|impas
 _ADDRESS_FR = re.compile(
     r"(?P<street>(?<![\w#$€£./,-])\d{1,4}(?:[ \t]?(?:bis|ter))?,?[ \t]+"
     rf"{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,4}})"
-    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+)?"
+    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2})?"
+)
+# no house number: "Deliver to: rue Bourdon", "I moved to boulevard Margot Clerc"
+_ADDRESS_FR_CUED = re.compile(
+    r"(?i:\b(?:to|is|at|address|adresse|à)[ \t]*:?[ \t]+)"
+    rf"(?P<street>{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
+    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2})?"
 )
 _FR_HINT = re.compile(rf"\d(?:[ \t]?(?:bis|ter))?,?[ \t]+{_FR_STREET}\b")
 
@@ -170,7 +177,16 @@ def _street_end(text: str, pos: int, lower: bool) -> int | None:
                     bare.islower() and upper in _UPPER and len(bare) > 2):
                 if named == 1 and words[i - 1].lower() in _NOT_A_STREET:
                     return None
-                return starts[i] + len(bare)
+                end = starts[i] + len(bare)
+                for k in range(i + 1, min(i + 3, len(words))):  # "Fox Run Anex", "Old Mill Sqs"
+                    nxt = words[k].rstrip(".,")
+                    if (not (nxt in _TITLE or (nxt.isupper() and nxt in _UPPER)) or lower
+                            or nxt.upper() in _UNIT_WORDS):
+                        break
+                    if words[k - 1].endswith(","):
+                        break
+                    end = starts[k] + len(nxt)
+                return end
         if _ORDINAL.fullmatch(bare) or (bare.isalpha() and (bare.islower() if lower
                                                              else bare[:1].isupper())):
             named += 1
@@ -186,7 +202,9 @@ def _street_end(text: str, pos: int, lower: bool) -> int | None:
 def _previous_word(text: str, start: int) -> str:
     """The word right before `start` on the same line ('' after punctuation or a line start)."""
     m = re.search(r"([\w/.-]+)[ \t]+$", text[max(0, start - 30):start])
-    return m.group(1) if m else ""
+    if m is None or m.group(1).endswith((".", ":")):
+        return ""  # a sentence or a label ends there
+    return m.group(1)
 
 
 def _us_uk(text: str, out: list[tuple[int, int, str, str]]) -> None:
@@ -229,9 +247,17 @@ def _unit_first(text: str, out: list[tuple[int, int, str, str]]) -> None:
         out.append((m.start(), stop, "address", _canonical(text[m.start():end])))
 
 
+def addresses_without_number(text: str, out: list[tuple[int, int, str, str]]) -> None:
+    """French streets written without a house number after a cue ("Deliver to: rue Bourdon")."""
+    if "rue" in text or "ue " in text or "min " in text or "vard " in text:
+        for m in _ADDRESS_FR_CUED.finditer(text):
+            out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
+
+
 def addresses(text: str, out: list[tuple[int, int, str, str]]) -> None:
     """Append (start, end, "address", canonical) for every street address in `text`."""
     _us_uk(text, out)
+    addresses_without_number(text, out)
     if "lat" in text or "tudio" in text or "pt" in text or "nit" in text or "LAT" in text:
         _unit_first(text, out)
     if "ox" in text or "OX" in text:

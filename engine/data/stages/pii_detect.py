@@ -12,7 +12,7 @@ import ipaddress
 import re
 
 from engine.config import PiiSpec
-from engine.data.stages.pii_address import addresses
+from engine.data.stages.pii_address import addresses, addresses_without_number
 from engine.data.stages.pii_phones import phones
 
 # ------------------------------------------------------------------------------------- emails
@@ -28,7 +28,8 @@ _DIGITS = re.compile(r"\d+")
 _ID_CONTEXT = re.compile(
     r"(?i:\b(?:order|tracking|serial|s/n|sn|invoice|ticket|case|ref|reference|model|part|sku|"
     r"imei|rma|batch|lot|shipment|parcel|package|isbn|issn|policy|claim|booking|confirmation|"
-    r"transaction|txn|receipt|voucher|coupon)(?:[ \t]*(?:number|num|no|nr|id|code))?)"
+    r"transaction|txn|receipt|voucher|coupon|meid|esn|iccid|sim|parcels?|orders|refs?)"
+    r"(?:[ \t]*(?:number|num|no|nr|id|code|numbers|nos))?(?:[ \t]+(?:is|was|are|reads))?)"
     r"[ \t]*[.:#]?[ \t]*[.:#]?[ \t]*$"
 )
 
@@ -75,6 +76,15 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def card_ok(digits: str) -> bool:
+    """Luhn, and a length its issuer uses: of 15 digits only American Express (34, 37), UATP (1)
+    and old JCB (2131, 1800) issue cards; other 15-digit Luhn numbers are IMEIs."""
+    if len(digits) == 15 and not (digits[:2] in ("34", "37") or digits[0] == "1"
+                                  or digits[:4] in ("2131", "1800")):
+        return False
+    return luhn_ok(digits)
+
+
 def iban_ok(iban: str) -> bool:
     """ISO 13616: known country, its registered length, mod-97 of the rearranged number is 1."""
     iban = iban.replace(" ", "").upper()
@@ -107,7 +117,7 @@ def _card_spans(groups: list[str]) -> list[tuple[int, int]]:
                 break
             if 13 <= digits and (j == i or 3 <= len(groups[i]) <= 6):
                 ends.append(j)
-        best = next((j for j in reversed(ends) if luhn_ok("".join(groups[i:j + 1]))), None)
+        best = next((j for j in reversed(ends) if card_ok("".join(groups[i:j + 1]))), None)
         if best is None:
             i += 1
         else:
@@ -128,6 +138,8 @@ def _cards(text: str, out: list[tuple[int, int, str, str]]) -> None:
         base = m.start()
         for i, j in _card_spans(groups):
             start = base + pieces[i][0]
+            if i and len(groups[i - 1]) <= 4:
+                continue  # inside a longer grouped number (a 22-digit tracking number)
             if _after_label(text, start, _ID_CONTEXT):
                 continue
             out.append((start, base + pieces[j][1], "card", "".join(groups[i:j + 1])))
@@ -199,6 +211,8 @@ def _scan(text: str, spec: PiiSpec) -> list[tuple[int, int, str, str]]:
     if spec.emails and "@" in text:
         _emails(text, out)
     if not _HAS_DIGIT.search(text):  # every other type but person needs a digit
+        if spec.addresses:
+            addresses_without_number(text, out)
         return out
     if spec.ibans:
         _ibans(text, out)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 from engine.data.stages.pii_detect import _SPACES
+from engine.data.stages.pii_person import only_words
 from engine.records import Conversation
 
 # ---------------------------------------------------------------------------------- persons
@@ -87,7 +88,7 @@ def _known_names(conv: Conversation, texts: list[str]) -> list[str]:
     out: list[str] = []
     for name in found:
         words = name.split()
-        if any(w.rstrip(".") in _NOT_NAMES for w in words):
+        if any(w.rstrip(".") in _NOT_NAMES for w in words) or only_words(words):
             continue
         if name not in out:
             out.append(name)

@@ -36,7 +36,7 @@ from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher, Valida
 
 _EXTENSION = r"(?:[ \t]*,?[ \t]*(?:[xX]|[eE]xt\.?|EXT\.?|[eE]xtn\.?|[eE]xtension|#)[ \t]*\d{1,7})"
 _CLUSTER = re.compile(
-    r"(?<![\w#@/.,:$€£¥+-])(?<!\w-)"       # not inside a word, number, e-mail, path or price
+    r"(?:(?<=tel:)|(?<![\w#@/.,:$€£¥+-]))(?<!\w-)"  # not inside a word, number, e-mail, path, price
     r"(?:\+[ \t]?|\(\+?)?\d"
     r"(?:[\d \t.()/-]*\d)?"
     rf"{_EXTENSION}?"
@@ -44,6 +44,12 @@ _CLUSTER = re.compile(
 )
 _DIGIT = re.compile(r"\d")
 _FORMATTED = re.compile(r"[+()]|\d[ \t.-]+\d")
+# how phones are grouped: no group over 5 digits but the last (DE/GB subscriber numbers), and
+# not the 2-5-5 / 3-7-7 shapes of order and account references ("93-41373-25800")
+_PHONE_GROUPS = re.compile(r"^\D*(?:\d{1,5}\D+)+\d{2,8}\D*$")
+_DOTTED = re.compile(r"^[\d.]+$")  # only dots: "15.5.26.4947" is a version, "555.123.4567" a phone
+_DOTTED_PHONE = re.compile(r"^(?:\d{3}\.\d{3}\.\d{4}|\d{2}(?:\.\d{2}){4}|0\d{2,4}\.\d{3,4}\.?\d{3,4})$")
+_REFERENCE = re.compile(r"^\d{2,3}-\d{5,7}-\d{5,7}$")
 _DATE = re.compile(
     r"(?<!\d)(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2}))(?!\d)"
 )
@@ -67,7 +73,10 @@ def parse_cluster(cluster: str, regions: tuple[str, ...]) -> tuple[int, int, str
     n, first, last = _core_digits(cluster)
     if not 8 <= n <= 17:
         return None
-    bare = _FORMATTED.search(cluster) is None
+    core = _EXT_START.sub("", cluster)
+    bare = (_FORMATTED.search(cluster) is None or _REFERENCE.match(core) is not None
+            or (_DOTTED.match(core) is not None and _DOTTED_PHONE.match(core) is None)
+            or (_PHONE_GROUPS.match(core) is None and "+" not in core and "(" not in core))
     fallback: tuple[int, int, str] | None = None
     for region in (regions[:1] if cluster.lstrip("(").startswith("+") else regions):
         leniency = Leniency.VALID if bare else Leniency.POSSIBLE
@@ -89,7 +98,7 @@ def parse_cluster(cluster: str, regions: tuple[str, ...]) -> tuple[int, int, str
 
 def is_phone(candidate: str, regions: Sequence[str] = DEFAULT_REGIONS) -> bool:
     """True when the whole of `candidate` is one phone number (not a date or an IPv4 address)."""
-    if _DATE.search(candidate) or _IPV4_SHAPE.match(candidate.strip()):
+    if _DATE.fullmatch(candidate.strip()) or _IPV4_SHAPE.match(candidate.strip()):
         return False
     found = parse_cluster(candidate.strip(), tuple(regions))
     return found is not None
@@ -101,7 +110,7 @@ def phones(text: str, regions: tuple[str, ...], skip: Callable[[int, str], bool]
     cluster)` vetoes a cluster by its context (identifier and version labels)."""
     for m in _CLUSTER.finditer(text):
         cluster = m.group(0)
-        if len(cluster) < 8 or _DATE.search(cluster) or _IPV4_SHAPE.match(cluster):
+        if len(cluster) < 8 or _DATE.fullmatch(cluster) or _IPV4_SHAPE.match(cluster):
             continue
         if skip(m.start(), cluster):
             continue
