@@ -44,3 +44,14 @@ class GateFailed(StudioError):
     """A regression gate failed (exit 3, so CI pipelines can tell it from a usage error)."""
 
     exit_code = 3
+
+
+class PiiLeak(GateFailed):
+    """The refine's PII leak gate failed: the residual scan of the records about to be written
+    found more personal data of some type than `pii.max_residual` allows (exit 3, nothing kept).
+    `residual` is the per-type summary (counts, maxima, record ids — never the values)."""
+
+    def __init__(self, what: str, *, hint: str | None = None,
+                 residual: dict[str, dict[str, object]] | None = None):
+        super().__init__(what, hint=hint)
+        self.residual = residual or {}

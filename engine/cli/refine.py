@@ -1,4 +1,7 @@
-"""`studio refine CONFIG` and `studio datasets list`: raw logs to versioned datasets."""
+"""`studio refine CONFIG` and `studio datasets list`: raw logs to versioned datasets.
+
+A refine whose PII leak gate fails (engine.errors.PiiLeak) exits 3 like every failed gate; with
+`--json` it first prints the gate's document (per-type residuals, no dataset)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import typer
 
 from engine.cli.context import JsonOpt, TenantOpt, emit, load, registry, table, ws
 from engine.console import make_progress, out
+from engine.errors import PiiLeak
 from engine.privacy import jobs
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Refined dataset versions.")
@@ -20,19 +24,35 @@ def refine(config: Path = typer.Argument(..., help="A config of kind 'refine'.")
     cfg = load(config, "refine")
     workspace = ws()
     jobs.begin(workspace, "refine", cfg.tenant, cfg=cfg)
-    with workspace.job_tmp(cfg.tenant), make_progress() as progress:
-        # lazy: CLI start-up time (numpy, datasketch)
-        from engine.data.refine import refine as run_refine
+    try:
+        with workspace.job_tmp(cfg.tenant), make_progress() as progress:
+            # lazy: CLI start-up time (numpy, datasketch)
+            from engine.data.refine import refine as run_refine
 
-        res = run_refine(cfg, workspace, registry(workspace), progress)
+            res = run_refine(cfg, workspace, registry(workspace), progress)
+    except PiiLeak as exc:  # a failed gate: with --json its document first, then exit 3
+        if as_json:
+            emit(True, {"dataset": cfg.refine.dataset, "gate": "pii_residual", "gate_passed": False,
+                        "pii_residual": exc.residual, "error": exc.what, "hint": exc.hint})
+        raise
     jobs.done(ids={"dataset": res.name, "version": res.version, **{
         k: v for k, v in res.counts.items() if isinstance(v, int)}},
         hashes={"dataset": res.sha256}, result=res)
     emit(as_json, {"dataset": res.name, "version": res.version, "ref": res.ref,
                    "path": str(res.path), "sha256": res.sha256, "counts": res.counts,
-                   "card": str(res.path / "card.html")},
+                   "card": str(res.path / "card.html"), "gate_passed": True,
+                   "pii_residual": res.pii_residual},
          [f"dataset [bold]{res.name}@v{res.version}[/]: {split_text(res.counts)}",
+          *residual_text(res.pii_residual),
           f"card: {res.path / 'card.html'} (data: {res.path / 'card.json'})"])
+
+
+def residual_text(residual: dict[str, dict[str, Any]]) -> list[str]:
+    """One line naming the PII types the leak gate still found (report-only or within their max)."""
+    found = [f"{kind} {info['count']} (" + ("report only" if info["max"] is None
+                                            else f"max {info['max']}") + ")"
+             for kind, info in residual.items() if info.get("count")]
+    return [f"PII left in the written records: {', '.join(found)}"] if found else []
 
 
 def split_text(counts: dict[str, Any]) -> str:

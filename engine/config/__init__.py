@@ -29,10 +29,11 @@ from engine.config.languages import LANGUAGES
 from engine.config.loading import load_config, parse_config
 from engine.config.pipeline import ModelSpec, StudioConfig
 from engine.config.refine import (DEFAULT_HOUSE_STYLE, DEFAULT_JUDGE_RUBRIC, INPUT_FORMATS,
-                                  CsvColumns, DecontamSpec, DedupSpec, FieldMap, InputSpec,
-                                  LlmExtractQaSpec, LlmJudgeSpec, LlmPreferencesSpec,
-                                  LlmRewriteSpec, LlmStagesSpec, NormalizeSpec, PiiSpec,
-                                  QualitySpec, RefineSpec, SpeakerMap, SplitSpec, TurnsSpec)
+                                  RESIDUAL_SWITCHES, CsvColumns, DecontamSpec, DedupSpec, FieldMap,
+                                  InputSpec, LlmExtractQaSpec, LlmJudgeSpec, LlmPreferencesSpec,
+                                  LlmRewriteSpec, LlmStagesSpec, NormalizeSpec, PiiResidualMax,
+                                  PiiSpec, QualitySpec, RefineSpec, SpeakerMap, SplitSpec,
+                                  TurnsSpec)
 from engine.config.serve import BatchingSpec, ServeSpec, VllmSpec
 from engine.config.train import (DATA_FORMATS, METHODS, NO_TRL_ARGUMENT, TRL_ARGUMENTS, GRPOSpec,
                                  LoraSpec, PreferenceSpec, QuantSpec, RewardFnSpec, TrainSpec)
@@ -43,6 +44,7 @@ __all__ = [
     # refine
     "INPUT_FORMATS", "DEFAULT_JUDGE_RUBRIC", "DEFAULT_HOUSE_STYLE", "LANGUAGES",
     "CsvColumns", "SpeakerMap", "FieldMap", "InputSpec", "NormalizeSpec", "TurnsSpec", "PiiSpec",
+    "PiiResidualMax", "RESIDUAL_SWITCHES",
     "QualitySpec", "DedupSpec", "DecontamSpec", "SplitSpec", "LlmJudgeSpec", "LlmRewriteSpec",
     "LlmExtractQaSpec", "LlmPreferencesSpec", "LlmStagesSpec", "RefineSpec",
     # train

@@ -4,7 +4,7 @@ turns, PII, quality, dedup, decontam, split, LLM stages)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -117,6 +117,25 @@ class TurnsSpec(Strict):
         return value
 
 
+_Max = Annotated[int, Field(ge=0, strict=True)] | None
+# PII type (the keys of max_residual) → the PiiSpec switch of its detector
+RESIDUAL_SWITCHES = {"email": "emails", "phone": "phones", "card": "cards", "iban": "ibans",
+                     "ip": "ips", "address": "addresses", "person": "names"}
+
+
+class PiiResidualMax(Strict):
+    """Most residual PII findings per type in the written records (pii.max_residual); null never
+    fails. Defaults are resolved by PiiSpec from its switches (see _residual_defaults)."""
+
+    email: _Max = None
+    phone: _Max = None
+    card: _Max = None
+    iban: _Max = None
+    ip: _Max = None
+    address: _Max = None
+    person: _Max = None
+
+
 class PiiSpec(Strict):
     """PII detection and replacement (stages/pii.py) and the encrypted vault (data/vault.py)."""
 
@@ -159,6 +178,21 @@ class PiiSpec(Strict):
     vault_key_env: str = Field(default="STUDIO_VAULT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                description="environment variable holding the 32-byte vault key "
                                "(base64 or hex)")
+    max_residual: PiiResidualMax = Field(
+        default_factory=PiiResidualMax, description="the PII leak gate: most findings "
+        "per type the residual scan of the written records may count (null: report only)")
+
+    @model_validator(mode="after")
+    def _residual_defaults(self) -> "PiiSpec":
+        """A type left out of max_residual gets 0 when its detector is on (person: null), null
+        when it is switched off; a value the user sets is kept, switched off or not."""
+        unset = {t: None if t == "person" or not getattr(self, RESIDUAL_SWITCHES[t]) else 0
+                 for t in RESIDUAL_SWITCHES if t not in self.max_residual.model_fields_set}
+        if unset:
+            resolved = self.max_residual.model_dump()
+            resolved.update(unset)
+            self.max_residual = PiiResidualMax.model_construct(**resolved)
+        return self
 
 
 class QualitySpec(Strict):

@@ -1,9 +1,10 @@
 """The data card of a dataset version: card.json (counts and hashes only) and card.html.
 
 card.json never holds customer text: counts per stage, input file, reject reason and PII type,
-split sizes, length statistics, the refine config and its hash, and sha256 of every input and
-output. card.html (engine/data/card_html.py) adds the length histogram and a few reject examples
-whose text went through PII redaction.
+the PII residual scan of the written records (count, max, passed and record ids per type), split
+sizes, length statistics, the refine config and its hash, and sha256 of every input and output.
+card.html (engine/data/card_html.py) adds the length histogram and a few reject examples whose
+text went through PII redaction.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def build_card(run: "RefineRun", cfg: "StudioConfig", spec: "RefineSpec", inputs
         "rejects": dict(sorted(reasons.items())),
         "rejects_by_stage": {s: dict(sorted(c.items())) for s, c in sorted(run.rejects_by_stage.items())},
         "pii": {k: run.pii.totals.get(k, 0) for k in pii.TYPES},
+        "pii_residual": run.residual.summary(),
         "pii_vault": spec.pii.vault,
         "lengths": _length_stats(run.lengths, run.length_unit),
         "splits": {s: run.splits[s] for s in SPLITS},

@@ -32,7 +32,7 @@ SPLIT_ORDER = ("train", "val", "eval")
 KNOWN_KEYS = frozenset({
     "schema", "tenant", "dataset", "version", "created_at", "ingest_started_at", "seed",
     "refine_config_sha256", "refine_config", "counts", "inputs", "stages", "rejects",
-    "rejects_by_stage", "pii", "splits", "outputs",
+    "rejects_by_stage", "pii", "pii_residual", "splits", "outputs",
 })
 INPUT_COLUMNS = ("file", "format", "lines", "records", "rejected", "kept", "delimiter", "sha256")
 MAX_EXAMPLES_PER_REASON = 5
@@ -145,6 +145,25 @@ def counted(mapping: Any) -> list[dict[str, Any]] | None:
     top = max(mapping.values(), default=0)
     items = sorted(mapping.items(), key=lambda kv: (-kv[1], str(kv[0])))
     return [{"name": str(k), "count": v, "bar": _bar(v, top)} for k, v in items]
+
+
+def residual_rows(card: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """card["pii_residual"] (type → count, records, max, passed) as table rows, in the PII table's
+    type order; None when the card has no residual scan (cards written before the leak gate)."""
+    residual = card.get("pii_residual")
+    if not isinstance(residual, dict) or not residual:
+        return None
+    pii = card.get("pii") if isinstance(card.get("pii"), dict) else {}
+    order = [k for k in pii if k in residual] + sorted(k for k in residual if k not in pii)
+    rows = []
+    for kind in order:
+        info = residual[kind] if isinstance(residual[kind], dict) else {"count": residual[kind]}
+        limit, passed = info.get("max"), info.get("passed", True)
+        status = "FAIL" if not passed else "report only" if limit is None else "passed"
+        rows.append({"name": str(kind), "count": info.get("count"), "records": info.get("records"),
+                     "max": "—" if limit is None else fmt_num(limit), "status": status,
+                     "bad": not passed or bool(_num(info.get("count")))})
+    return rows
 
 
 def rejects_by_stage(card: dict[str, Any]) -> list[dict[str, Any]]:
@@ -312,6 +331,7 @@ def render_card_html(card: dict[str, Any], *, examples: list[dict[str, Any]] | N
         pii=counted(pii),
         pii_generic=generic(pii) if pii and counted(pii) is None else None,
         pii_total=sum(_num(v) for v in pii.values()) if isinstance(pii, dict) else 0,
+        residual=residual_rows(card),
         input_columns=columns,
         inputs=inputs,
         outputs=sorted((card.get("outputs") or {}).items()),

@@ -27,12 +27,16 @@ A version directory <tenant>/datasets/<name>/v<N>/ holds:
   rejects.jsonl                     one Reject.to_dict() per line (codes, counts and ids only)
   lineage.jsonl                     per surviving record: id, source, split, stages, changed_by,
                                     pii counts, ids of the duplicates it absorbed
-  card.json, card.html              counts per stage / input / reason / PII type, lengths, hashes
+  card.json, card.html              counts per stage / input / reason / PII type, PII residuals,
+                                    lengths, hashes
   preferences.jsonl, judge.jsonl    when the LLM stages are on
   pii_vault.enc                     with pii.vault: encrypted (engine/data/vault.py)
 Everything is written into a hidden sibling directory that is renamed into place at the very end
 and only then registered, so a failure or Ctrl-C leaves neither a half-written version nor a
-registry row. Same config + seed + input → byte-identical train/val/eval/rejects/lineage files.
+registry row. Before that, the PII leak gate: every record written to train/val/eval went through
+a residual scan (stages/pii_residual.py, all detectors on); a type found more often than
+`pii.max_residual` allows fails the refine with PiiLeak (exit 3), leaving nothing behind.
+Same config + seed + input → byte-identical train/val/eval/rejects/lineage files.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +78,7 @@ class RefineResult:
     path: Path
     counts: dict[str, Any]
     sha256: str
+    pii_residual: dict[str, dict[str, Any]] = field(default_factory=dict)  # the card's section
 
     @property
     def ref(self) -> str:
@@ -137,6 +142,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
             run.run(inputs)
         finally:
             run.close()
+        run.residual.check()  # the PII leak gate: PiiLeak (exit 3) before a version is claimed
         outputs = {f: sha256_file(tmp / f) for f in run.output_files()}
         for _attempt in range(5):
             version = _free_version(registry, ws, tenant, name)
@@ -167,4 +173,4 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
              name, version, counts["input_records"], counts["rejected"], counts["train"],
              counts["val"], counts["eval"])
     return RefineResult(tenant=tenant, name=name, version=version, path=final, counts=counts,
-                        sha256=digest)
+                        sha256=digest, pii_residual=card["pii_residual"])

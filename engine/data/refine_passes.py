@@ -3,7 +3,8 @@
 refine.py owns the version directory and the registry; this module owns what happens between
 the raw inputs and the output files (see STAGES, in order, in the pipeline docstring): the counts
 per stage, input file and reject reason, the per-record lineage, reject examples for the card
-(PII already redacted) and the length histogram data.
+(PII already redacted), the length histogram data and the PII residual scan of every record
+written (stages/pii_residual.py; refine.py applies its gate).
 
 Two passes keep memory bounded: pass 1 streams ingest → … → split, writes eval records and rejects
 directly and spools train/val records and lineage entries to files; pass 2 reads the spool back,
@@ -34,6 +35,7 @@ from engine.data.stages.llm.extract_qa import extract_qa
 from engine.data.stages.llm.judge import judge
 from engine.data.stages.llm.preferences import preferences
 from engine.data.stages.llm.rewrite import rewrite
+from engine.data.stages.pii_residual import Residuals
 from engine.data.stages.split import SPLITS, assign
 from engine.records import Conversation, Reject
 
@@ -116,6 +118,7 @@ class RefineRun:
             self.files[f"lineage_{key}"] = open(path, "w", encoding="utf-8", newline="\n")
         self.surrogates = pii.Surrogates.for_spec(spec.pii)
         self.pii = pii.PiiStats()
+        self.residual = Residuals(spec.pii)  # the leak gate's scan of every record written
         self.stage_counts: dict[str, Counter] = {s: Counter() for s in STAGES}
         self.rejects_by_stage: dict[str, Counter] = defaultdict(Counter)
         self.per_file: dict[str, Counter] = defaultdict(Counter)
@@ -388,6 +391,7 @@ class RefineRun:
         self.per_file[self._input_label(conv.source.file)]["kept"] += 1
         record = conv.to_dict()
         self.files[f"{split}.jsonl"].write(_dumps(record))
+        self.residual.add(conv)
         if self._length_of is not None:
             self.lengths.append(min(self._length_of(conv), 2**32 - 1))
         self.files["lineage_eval" if split == "eval" else "lineage_rest"].write(_dumps({

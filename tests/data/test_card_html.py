@@ -247,6 +247,30 @@ def test_keys_the_template_does_not_know_are_rendered(refined: tuple[dict[str, A
     assert "extra-decontam" in page.by_id
 
 
+def test_pii_residual_table(refined: tuple[dict[str, Any], list[int]]) -> None:
+    card, _ = refined
+    assert all(v["count"] == 0 and v["passed"] for v in card["pii_residual"].values())
+    page = parse(render_card_html(card))
+    assert page.cells("residual-email") == ["email", "0", "0", "0", "passed"]
+    assert page.cells("residual-person") == ["person", "0", "0", "—", "report", "only"]
+    rows = [i for i in page.by_id if i.startswith("residual-")]
+    assert rows == [f"residual-{k}" for k in card["pii"]]  # the redaction table's type order
+
+    card["pii_residual"]["person"].update(count=3, records=2)
+    card["pii_residual"]["ip"].update(count=1, records=1, passed=False)
+    html = render_card_html(card)
+    page = parse(html)
+    assert page.cells("residual-person") == ["person", "3", "2", "—", "report", "only"]
+    assert page.cells("residual-ip") == ["ip", "1", "1", "0", "FAIL"]
+    assert '<td class="bad">3</td>' in html
+    # a card from before the gate has no residual table; odd shapes still render
+    del card["pii_residual"]
+    assert 'id="pii-residual"' not in render_card_html(card)
+    card["pii_residual"] = {"email": 2, "custom": {"count": 1, "max": None}}
+    page = parse(render_card_html(card))
+    assert page.cells("residual-email")[:2] == ["email", "2"] and "residual-custom" in page.by_id
+
+
 def test_minimal_and_odd_cards_render_offline() -> None:
     for card in ({}, {"pii": {"email": {"found": 3}}, "rejects": {}, "stages": {"ingest": 5}},
                  {"inputs": [{"file": "a.csv"}], "outputs": {}, "counts": {"input_records": 0}}):
