@@ -262,8 +262,9 @@ def test_placeholder_hint_names_are_ignored() -> None:
 def test_names_are_per_conversation() -> None:
     a = conv("a", ("user", "Hi Anna,\nok"), names=["Anna Keller"])
     b = conv("b", ("user", "Anna Karenina is a novel."))
-    assert [f.type for f in detect(a, PiiSpec())] == ["person"]
-    assert detect(b, PiiSpec()) == []
+    hints_only = PiiSpec(names_in_text=False)
+    assert [f.type for f in detect(a, hints_only)] == ["person"]
+    assert detect(b, hints_only) == []  # Anna Keller's hint stays in conversation a
 
 
 def test_overlaps_longest_then_rank() -> None:

@@ -91,6 +91,10 @@ _CUE_WORDS = frozenset({"to", "at", "is", "in", "on", "from", "near", "address",
                         "deliver", "send", "mail", "location", "live", "home", "billing",
                         "shipping", "street", "residence", "and", "or", "of", "new", "old", "my",
                         "our", "his", "her", "their", "the", "c/o", "attn"})
+_QUANTITY_WORDS = frozenset({"bought", "buy", "ordered", "order", "purchased", "have", "has", "had",
+                             "got", "get", "need", "needs", "want", "wanted", "returned", "return",
+                             "added", "install", "installed", "with", "of", "all", "only", "these",
+                             "those", "sold", "sell", "use", "using", "own", "about", "over"})
 _NUMBER_START = re.compile(
     r"(?<![\w#$€£¥./,:+-])(\d{1,6}(?:[A-Za-z](?![\w']))?(?:[-–/]\d{1,5}[A-Za-z]?)?"
     r"(?:[ \t]+1/2)?),?[ \t]+(?=[A-Za-z0-9])"
@@ -142,6 +146,10 @@ _ADDRESS_FR_CUED = re.compile(
     rf"(?P<street>{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
     r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2})?"
 )
+_ADDRESS_FR_LINE = re.compile(  # "avenue Robin\n02453 Sainte ValérieBourg": street line, postcode line
+    rf"(?m:^)[ \t]*(?P<street>{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
+    r"[ \t]*,?[ \t]*\r?\n[ \t]*\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2}"
+)
 _FR_HINT = re.compile(rf"\d(?:[ \t]?(?:bis|ter))?,?[ \t]+{_FR_STREET}\b")
 
 
@@ -187,6 +195,8 @@ def _street_end(text: str, pos: int, lower: bool) -> int | None:
                         break
                     end = starts[k] + len(nxt)
                 return end
+        if words[i].endswith(".") and len(bare) > 1 and bare not in ("St", "Mt", "Ft"):
+            return None  # "120 Hz. The …": a sentence ends inside
         if _ORDINAL.fullmatch(bare) or (bare.isalpha() and (bare.islower() if lower
                                                              else bare[:1].isupper())):
             named += 1
@@ -224,6 +234,8 @@ def _us_uk(text: str, out: list[tuple[int, int, str, str]]) -> None:
         if lower and not has_unit_or_tail and _CUE.search(text, max(0, start - 60), start) is None:
             continue
         prev = _previous_word(text, start)
+        if prev.lower() in _QUANTITY_WORDS and not has_unit_or_tail:
+            continue  # "I bought 3 Mesh Points": a quantity, not a house number
         if (prev and not has_unit_or_tail and prev.lower() not in _CUE_WORDS
                 and (prev[:1].isupper() or any(ch.isdigit() for ch in prev))):
             continue  # "Office 365 Business Center", "model X 12 Park Ave" is a product
@@ -252,6 +264,9 @@ def addresses_without_number(text: str, out: list[tuple[int, int, str, str]]) ->
     if "rue" in text or "ue " in text or "min " in text or "vard " in text:
         for m in _ADDRESS_FR_CUED.finditer(text):
             out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
+        if "\n" in text:
+            for m in _ADDRESS_FR_LINE.finditer(text):
+                out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
 
 
 def addresses(text: str, out: list[tuple[int, int, str, str]]) -> None:

@@ -30,7 +30,7 @@ _ID_CONTEXT = re.compile(
     r"imei|rma|batch|lot|shipment|parcel|package|isbn|issn|policy|claim|booking|confirmation|"
     r"transaction|txn|receipt|voucher|coupon|meid|esn|iccid|sim|parcels?|orders|refs?)"
     r"(?:[ \t]*(?:number|num|no|nr|id|code|numbers|nos))?(?:[ \t]+(?:is|was|are|reads))?)"
-    r"[ \t]*[.:#]?[ \t]*[.:#]?[ \t]*$"
+    r"(?i:(?:(?<=ref)|(?<=inv|txn|nos|num|ord)|(?<=no|nr|sn))\.)?[ \t]*[:#]?[ \t]*[:#]?[ \t]*$"
 )
 
 # ------------------------------------------------------------------------------------ IBANs

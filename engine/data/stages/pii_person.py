@@ -89,6 +89,9 @@ ltd llc inc corp co plc llp gmbh ag kg sa sarl sas bv nv spa srl ltda oy ab grou
 el la le des del de da du van von the and or but if my your our their his her its this that
 dear hi hello hey thanks thank regards best cheers sincerely yours kind warm
 please can could would will is are was yes no ok okay here there we you i it so
+mr mrs ms mx miss dr prof mister madam sir herr frau mme mlle monsieur madame senor senora sr sra
+hallo bonjour salut hola ciao moin guten liebe lieber sehr geehrter geehrte grusse gruss merci
+danke gracias grazie obrigado
 """.split())
 
 

@@ -36,7 +36,7 @@ from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher, Valida
 
 _EXTENSION = r"(?:[ \t]*,?[ \t]*(?:[xX]|[eE]xt\.?|EXT\.?|[eE]xtn\.?|[eE]xtension|#)[ \t]*\d{1,7})"
 _CLUSTER = re.compile(
-    r"(?:(?<=tel:)|(?<![\w#@/.,:$€£¥+-]))(?<!\w-)"  # not inside a word, number, e-mail, path, price
+    r"(?:(?<=tel:)|(?<![\w#@/.,:$€£¥+<>-]))(?<!\w-)"  # not inside a word, number, e-mail, path, price
     r"(?:\+[ \t]?|\(\+?)?\d"
     r"(?:[\d \t.()/-]*\d)?"
     rf"{_EXTENSION}?"
@@ -71,7 +71,7 @@ def parse_cluster(cluster: str, regions: tuple[str, ...]) -> tuple[int, int, str
     """(start, end, canonical) of the phone number `cluster` is, or None. Cached: the same
     number typed the same way recurs through a corpus."""
     n, first, last = _core_digits(cluster)
-    if not 8 <= n <= 17:
+    if not (8 if cluster.lstrip("(").startswith("+") else 9) <= n <= 17:
         return None
     core = _EXT_START.sub("", cluster)
     bare = (_FORMATTED.search(cluster) is None or _REFERENCE.match(core) is not None
