@@ -10,34 +10,28 @@ Two halves, so that detection can run in worker processes and numbering stays de
 
 Types (TYPES) and their canonical values:
   email    lower-cased address
-  phone    digits only, "(0)" trunk and a leading "00" international prefix dropped
-           (+49 30 1234567 and 0049 30 1234567 are one number)
+  phone    E.164 from libphonenumber, plus ";ext=N" (+49 30 1234567 and 0049 30 1234567 are one
+           number)
   card     digits only; 13-19 digits passing the Luhn check
   iban     compact upper-case; country length (ISO 13616 registry) + mod-97 check (any case)
   ip       the compressed address; IPv4 (octets <= 255) and IPv6 (full and compressed)
-  address  the street part (house number + street, no unit/postcode/city), whitespace collapsed
-           and case-folded: "12 rue de la Paix, 75002 Paris" and "12 rue de la Paix" are one address
+  address  the street part (house number + street, no unit/postcode/city), whitespace collapsed,
+           case-folded, the suffix as its Pub 28 abbreviation: "12 Oak Lane, Springfield" and
+           "12 OAK LN" are one address
   person   the full name (a first or last name alone maps to the full name it belongs to)
 
 Overlapping candidates are resolved per turn: the longest span wins (an address keeps its ZIP+4,
 an IBAN its digits), then the higher-ranked type (email, iban, card, ip, phone, address, person),
 then the earlier one.
 
-False-positive protections (precision first): phones need 9-15 digits, are never glued to letters,
-never follow '#', '$', '€', '£' or another number, never precede ':' (times), and are never dates,
-IPv4 addresses or dotted numbers after a version label. Phones and cards right after an identifier
-label ("order", "tracking", "serial", "invoice", "ticket", "case", "ref", "model", "sku", "imei",
-"rma", optionally with "number"/"no."/"#"/":") are kept. IPs right after "firmware", "version",
-"build", "release", "update" or "v", and those with every part below 16 (2.4.1.0), are version
-strings and kept, and so are well-known non-personal addresses (loopback, unspecified, broadcast,
-netmasks, common router gateways such as 192.168.1.1, public DNS resolvers). Addresses need a
-house number. Names come only from the conversation's hints["names"], signature blocks and
-greetings, never from capitalisation alone, so product names ("Brightwave Hub Mini") stay.
+False-positive protections (precision first) are documented per detector in docs/refine.md
+("PII") and in the detector modules' docstrings.
 
 Modules: this one owns the stage's types, findings, overlap resolution, `detect` and the
-surrogates; the pattern detectors and validators live in engine/data/stages/pii_detect.py, the
-person-name detection in engine/data/stages/pii_names.py (both imported here, so
-`engine.data.stages.pii` stays the stage's one entry point).
+surrogates; the pattern detectors live in engine/data/stages/pii_detect.py (e-mails, cards, IBANs,
+IPs), pii_phones.py (libphonenumber), pii_address.py (+ pii_pub28.py, the USPS tables); names from
+hints, signatures and greetings in pii_names.py, names in free text in pii_person.py. The residual
+scan of the output is pii_residual.py. `engine.data.stages.pii` stays the stage's one entry point.
 """
 
 from __future__ import annotations
