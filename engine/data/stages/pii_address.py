@@ -135,20 +135,23 @@ _DE_HINT = re.compile(rf"(?i:{_DE_SUFFIX})[ \t]*\d")
 _FR_NAME = r"(?:(?:d[eu]s?|la|le|les|et|sur|sous|aux?)[ \t]+|[dl]['’])*[A-ZÀ-Þ][\w'’-]*"
 _FR_STREET = (r"(?i:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|impasse|quai|route|"
               r"cours|passage|square|rond-point|voie|sentier|esplanade)")
+_FR_STREET_NAME = rf"{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{{{0,{{}}}}}}"  # {} = more words
+_FR_POSTCODE_CITY = r"\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2}"
+_SAME_OR_NEXT_LINE = r"(?:[ \t]+|[ \t]*\r?\n[ \t]*)"
 _ADDRESS_FR = re.compile(
     r"(?P<street>(?<![\w#$€£./,-])\d{1,4}(?:[ \t]?(?:bis|ter))?,?[ \t]+"
-    rf"{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,4}})"
-    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2})?"
+    rf"{_FR_STREET_NAME.format(4)})"
+    rf"(?:,?{_SAME_OR_NEXT_LINE}{_FR_POSTCODE_CITY})?"
 )
 # no house number: "Deliver to: rue Bourdon", "I moved to boulevard Margot Clerc"
 _ADDRESS_FR_CUED = re.compile(
     r"(?i:\b(?:to|is|at|address|adresse|à)[ \t]*:?[ \t]+)"
-    rf"(?P<street>{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
-    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2})?"
+    rf"(?P<street>{_FR_STREET_NAME.format(3)})"
+    rf"(?:,?{_SAME_OR_NEXT_LINE}{_FR_POSTCODE_CITY})?"
 )
 _ADDRESS_FR_LINE = re.compile(  # "avenue Robin\n02453 Sainte ValérieBourg": street line, postcode line
-    rf"(?m:^)[ \t]*(?P<street>{_FR_STREET}[ \t]+{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
-    r"[ \t]*,?[ \t]*\r?\n[ \t]*\d{5}[ \t]+[A-ZÀ-Þ][\w'’-]+(?:[ \t][A-ZÀ-Þ][\w'’-]+){0,2}"
+    rf"(?m:^)[ \t]*(?P<street>{_FR_STREET_NAME.format(3)})"
+    rf"[ \t]*,?[ \t]*\r?\n[ \t]*{_FR_POSTCODE_CITY}"
 )
 _FR_HINT = re.compile(rf"\d(?:[ \t]?(?:bis|ter))?,?[ \t]+{_FR_STREET}\b")
 

@@ -58,28 +58,23 @@ _EXT_START = re.compile(rf"{_EXTENSION}$")
 DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "IN", "BR")
 
 
-def _core_digits(cluster: str) -> tuple[int, int, int]:
-    """(digits, offset of the first digit, end offset of the last digit) outside the extension."""
-    m = _EXT_START.search(cluster)
-    core = cluster[:m.start()] if m else cluster
-    digits = [d.start() for d in _DIGIT.finditer(core)]
-    return len(digits), digits[0], digits[-1] + 1
-
-
 @lru_cache(maxsize=4096)
 def parse_cluster(cluster: str, regions: tuple[str, ...]) -> tuple[int, int, str] | None:
     """(start, end, canonical) of the phone number `cluster` is, or None. Cached: the same
     number typed the same way recurs through a corpus."""
-    n, first, last = _core_digits(cluster)
-    if not (8 if cluster.lstrip("(").startswith("+") else 9) <= n <= 17:
+    ext = _EXT_START.search(cluster)
+    core = cluster[:ext.start()] if ext else cluster  # without the extension
+    digits = [d.start() for d in _DIGIT.finditer(core)]
+    international = cluster.lstrip("(").startswith("+")
+    if not (8 if international else 9) <= len(digits) <= 17:
         return None
-    core = _EXT_START.sub("", cluster)
+    first, last = digits[0], digits[-1] + 1
     bare = (_FORMATTED.search(cluster) is None or _REFERENCE.match(core) is not None
             or (_DOTTED.match(core) is not None and _DOTTED_PHONE.match(core) is None)
             or (_PHONE_GROUPS.match(core) is None and "+" not in core and "(" not in core))
+    leniency = Leniency.VALID if bare else Leniency.POSSIBLE
     fallback: tuple[int, int, str] | None = None
-    for region in (regions[:1] if cluster.lstrip("(").startswith("+") else regions):
-        leniency = Leniency.VALID if bare else Leniency.POSSIBLE
+    for region in (regions[:1] if international else regions):
         for m in PhoneNumberMatcher(cluster, region, leniency=leniency):
             if m.start > first or m.end < last:
                 continue  # part of a longer number
@@ -98,10 +93,10 @@ def parse_cluster(cluster: str, regions: tuple[str, ...]) -> tuple[int, int, str
 
 def is_phone(candidate: str, regions: Sequence[str] = DEFAULT_REGIONS) -> bool:
     """True when the whole of `candidate` is one phone number (not a date or an IPv4 address)."""
-    if _DATE.fullmatch(candidate.strip()) or _IPV4_SHAPE.match(candidate.strip()):
+    candidate = candidate.strip()
+    if _DATE.fullmatch(candidate) or _IPV4_SHAPE.match(candidate):
         return False
-    found = parse_cluster(candidate.strip(), tuple(regions))
-    return found is not None
+    return parse_cluster(candidate, tuple(regions)) is not None
 
 
 def phones(text: str, regions: tuple[str, ...], skip: Callable[[int, str], bool],
