@@ -71,12 +71,13 @@ def load_generator() -> Any:
     return module
 
 
-def refine_config(data: Path, conversations: int) -> dict[str, Any]:
+def refine_config(data: Path, conversations: int, workers: int = 1) -> dict[str, Any]:
     """The refine config (as YAML data) for a corpus written by make_noisy_data into `data`."""
     speakers = {"user": ["customer", "visitor"], "assistant": ["agent"], "bot": ["bot"],
                 "tool": ["tool"]}
     return {"kind": "refine", "tenant": "bench", "seed": 42, "refine": {
-        "dataset": f"bench-{conversations}",
+        "dataset": f"bench-{conversations}-w{workers}",
+        "workers": workers,
         "system_prompt": "You are the Brightwave Home support assistant.",
         "inputs": [
             {"path": str(data / "tickets.csv"), "format": "csv_tickets", "speakers": speakers,
@@ -357,13 +358,14 @@ def child_main(cfg_file: str, workspace: str) -> None:
                       "workers": cfg.refine.workers, "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
-def run_pipeline(gen: Any, tmp: Path, n: int, seed: int) -> dict[str, Any]:
+def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1) -> dict[str, Any]:
     import yaml
 
     data = tmp / f"data-{n}"
     gen.generate(data, n, seed, scale=True)
-    cfg_file = tmp / f"refine-{n}.yaml"
-    cfg_file.write_text(yaml.safe_dump(refine_config(data, n), sort_keys=False), encoding="utf-8")
+    cfg_file = tmp / f"refine-{n}-w{workers}.yaml"
+    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers), sort_keys=False),
+                        encoding="utf-8")
     proc = subprocess.run([sys.executable, __file__, "--child", str(cfg_file), str(tmp / "ws")],
                           capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
     shutil.rmtree(data, ignore_errors=True)
@@ -372,7 +374,8 @@ def run_pipeline(gen: Any, tmp: Path, n: int, seed: int) -> dict[str, Any]:
         return {"conversations": n, "error": last[:200]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     s = max(out["seconds"], 1e-9)
-    return {"conversations": n, "seconds": round(s, 2), "records_per_s": round(n / s, 1),
+    return {"conversations": n, "workers": out["workers"], "seconds": round(s, 2),
+            "records_per_s": round(n / s, 1),
             "mb_per_s": round(out["bytes"] / s / 1e6, 3),
             "records_per_s_per_core": round(n / s / out["workers"], 1),
             "peak_rss_mb": out["peak_rss_mb"], "counts": out["counts"]}
@@ -386,6 +389,8 @@ def main() -> None:
     ap.add_argument("--rss-base", type=int, default=None,
                     help="M for the memory check at M and 10·M (default: conversations / 10)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also run the whole refine at the largest size with refine.workers = N")
     ap.add_argument("--skip-pipeline", action="store_true", help="stages and MinHash only")
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "WORKSPACE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -424,6 +429,8 @@ def main() -> None:
         shutil.rmtree(data, ignore_errors=True)
         if not args.skip_pipeline:
             result["pipeline"] = [run_pipeline(gen, tmp, size, args.seed) for size in (base, base * 10)]
+            if args.workers > 1:  # the largest size again, the per-record stages in workers
+                result["pipeline"].append(run_pipeline(gen, tmp, base * 10, args.seed, args.workers))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -451,14 +458,14 @@ def main() -> None:
     console.print(mh)
     if "pipeline" in result:
         pt = Table(title="whole refine (engine.data.refine.refine), fresh process per size")
-        for col in ("conversations", "seconds", "records/s", "MB/s", "records/s per core",
-                    "peak RSS MB"):
+        for col in ("conversations", "workers", "seconds", "records/s", "MB/s",
+                    "records/s per core", "peak RSS MB"):
             pt.add_column(col, justify="right")
         for row in result["pipeline"]:
             if "error" in row:
-                pt.add_row(str(row["conversations"]), "error: " + row["error"], "", "", "", "")
+                pt.add_row(str(row["conversations"]), "", "error: " + row["error"], "", "", "", "")
             else:
-                pt.add_row(str(row["conversations"]), f"{row['seconds']:.1f}",
+                pt.add_row(str(row["conversations"]), str(row["workers"]), f"{row['seconds']:.1f}",
                            f"{row['records_per_s']:,.0f}", f"{row['mb_per_s']:.2f}",
                            f"{row['records_per_s_per_core']:,.0f}", f"{row['peak_rss_mb']:.0f}")
         console.print(pt)

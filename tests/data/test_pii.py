@@ -157,9 +157,26 @@ def test_positives(text: str, kind: str, surface: str) -> None:
     "8 avenue des Champs-Élysées",
     "15 boulevard Saint-Michel, 75005 Paris",
     "3 bis rue Victor Hugo, 69002 Lyon",
+    # particles and initials inside German street names, town names of several words
+    "Hans-J.-Hahn-Ring 12",
+    "Sandra-van der Dussen-Straße 7/8",
+    "Drubring 67/76, 23303 Bad Langensalza",
+    "Carlos-Klapp-Straße 1, 46047 Büsingen am Hochrhein",
+    # a French street without a house number, its word in lower case
+    "boulevard Margot Clerc",
+    "avenue de Gallet",
 ])
 def test_address_formats(surface: str) -> None:
     assert found(f"Please send it to {surface}. Thanks!") == [("address", surface)]
+
+
+@pytest.mark.parametrize("text, surface", [
+    ("the invoice still shows boulevard Caroline Collet, which is wrong", "boulevard Caroline Collet"),
+    ("IMEI is locked. boulevard Agathe Simon\n08503 Leduc-la-Forêt\nThat's where I live.",
+     "boulevard Agathe Simon\n08503 Leduc-la-Forêt"),
+])
+def test_french_street_without_number_no_cue(text: str, surface: str) -> None:
+    assert found(text) == [("address", surface)]
 
 
 # ----------------------------------------------------------------------------- negatives

@@ -121,13 +121,18 @@ _SPACES = re.compile(r"\s+")
 
 # ---------------------------------------------------------------------- German and French
 _DE_WORD = r"[A-ZÄÖÜÀ-Þ][a-zäöüßà-ÿ]+"
+# particles and initials inside a street name: "Hans-J.-Hahn-Ring", "Sandra-van der Dussen-Straße"
+_DE_PARTICLE = r"(?:van|von|der|den|de|zu|vom|zum|zur|am|im|an|auf|dem)"
+# the small words inside a town name: "Büsingen am Hochrhein", "Frankfurt am Main"
+_DE_CITY_LINK = r"(?:am|an der|im|in|ob der|bei|vor der|a\.|a\.d\.)"
 _DE_SUFFIX = r"straße|strasse|str\.|weg|platz|allee|gasse|ring|damm|ufer|chaussee|pfad|steig|markt"
 _ADDRESS_DE = re.compile(
-    rf"(?P<street>(?<![\w-])(?:{_DE_WORD}[- ]){{0,3}}"
+    rf"(?P<street>(?<![\w-])(?:(?:{_DE_WORD}|[A-Z]\.|{_DE_PARTICLE})[- ]){{0,4}}"
     rf"(?:[A-ZÄÖÜÀ-Þ][a-zäöüßà-ÿ]*(?:{_DE_SUFFIX})"
     r"|(?:Straße|Strasse|Str\.|Weg|Platz|Allee|Gasse|Ring|Damm|Ufer|Chaussee|Pfad|Steig|Markt))"
     r"[ \t]*\d{1,4}[a-z]?(?:[-/]\d{1,4}[a-z]?)?(?!\w))"
-    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)(?:[A-Z]-)?\d{4,5}[ \t]+[A-ZÄÖÜ][\wäöüß-]+)?"
+    r"(?:,?(?:[ \t]+|[ \t]*\r?\n[ \t]*)(?:[A-Z]-)?\d{4,5}[ \t]+[A-ZÄÖÜ][\wäöüß-]+"
+    rf"(?:[ \t]+(?:{_DE_CITY_LINK}[ \t]+)?[A-ZÄÖÜ][\wäöüß-]+){{0,2}})?"
 )
 _ENGLISH_RING = re.compile(r"(?:Sp|St|Br|Sc|Wi|Ea|Ke)ring[ \t]+\d"
                            r"|\w+ring[ \t]+(?:19|20)\d\d(?!\d)")
@@ -149,9 +154,16 @@ _ADDRESS_FR_CUED = re.compile(
     rf"(?P<street>{_FR_STREET_NAME.format(3)})"
     rf"(?:,?{_SAME_OR_NEXT_LINE}{_FR_POSTCODE_CITY})?"
 )
-_ADDRESS_FR_LINE = re.compile(  # "avenue Robin\n02453 Sainte ValérieBourg": street line, postcode line
-    rf"(?m:^)[ \t]*(?P<street>{_FR_STREET_NAME.format(3)})"
+_ADDRESS_FR_LINE = re.compile(  # "avenue Robin\n02453 Sainte ValérieBourg": street, postcode line
+    rf"(?<![\w'’-])(?P<street>{_FR_STREET_NAME.format(3)})"
     rf"[ \t]*,?[ \t]*\r?\n[ \t]*{_FR_POSTCODE_CITY}"
+)
+# a French street word in lower case before a capitalised name needs no cue in other languages'
+# text: "the invoice still shows boulevard Caroline Collet"
+_ADDRESS_FR_BARE = re.compile(
+    r"(?<![\w'’-])(?P<street>(?:rue|avenue|boulevard|allée|impasse|chemin|quai|esplanade)[ \t]+"
+    rf"{_FR_NAME}(?:[ \t]+{_FR_NAME}){{0,3}})"
+    rf"(?:,?{_SAME_OR_NEXT_LINE}{_FR_POSTCODE_CITY})?"
 )
 _FR_HINT = re.compile(rf"\d(?:[ \t]?(?:bis|ter))?,?[ \t]+{_FR_STREET}\b")
 
@@ -263,10 +275,12 @@ def _unit_first(text: str, out: list[tuple[int, int, str, str]]) -> None:
 
 
 def addresses_without_number(text: str, out: list[tuple[int, int, str, str]]) -> None:
-    """French streets written without a house number after a cue ("Deliver to: rue Bourdon")."""
+    """French streets written without a house number: after a cue ("Deliver to: rue Bourdon"),
+    with a lower-case street word ("shows boulevard Margot Clerc"), above a postcode line."""
     if "rue" in text or "ue " in text or "min " in text or "vard " in text:
-        for m in _ADDRESS_FR_CUED.finditer(text):
-            out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
+        for rx in (_ADDRESS_FR_CUED, _ADDRESS_FR_BARE):
+            for m in rx.finditer(text):
+                out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
         if "\n" in text:
             for m in _ADDRESS_FR_LINE.finditer(text):
                 out.append((m.start("street"), m.end(), "address", _canonical(m.group("street"))))
