@@ -290,7 +290,7 @@ def addresses(text: str, out: list[tuple[int, int, str, str]]) -> None:
     """Append (start, end, "address", canonical) for every street address in `text`."""
     _us_uk(text, out)
     addresses_without_number(text, out)
-    if "lat" in text or "tudio" in text or "pt" in text or "nit" in text or "LAT" in text:
+    if any(h in text for h in ("lat", "tudio", "pt", "nit", "LAT", "TUDIO", "PT", "NIT")):
         _unit_first(text, out)
     if "ox" in text or "OX" in text:
         for m in _PO_BOX.finditer(text):
