@@ -275,7 +275,8 @@ class RefineRun:
                 for item in judge(stream, spec.llm, self._llm_backend(), progress=self.progress,
                                   notes=notes):
                     for note in notes:
-                        judge_file.write(_dumps(note))
+                        judge_file.write(_dumps(self._generated(note, "judge.jsonl", note["id"],
+                                                                [note])))
                     notes.clear()
                     yield item
 
@@ -349,7 +350,9 @@ class RefineRun:
             else:
                 backend = self._llm_backend()
             for conv in preferences(only_train(), spec.llm, backend,
-                                    lambda _id, row: pref_file.write(_dumps(row)),
+                                    lambda conv_id, row: pref_file.write(_dumps(self._generated(
+                                        row, "preferences.jsonl", conv_id,
+                                        row["non_preferred_output"]))),
                                     progress=self.progress, stats=self.llm["preferences"]):
                 self._keep(conv, *splits.pop(conv.id))
         else:
@@ -384,6 +387,19 @@ class RefineRun:
             if before is not None and before.messages != conv.messages:
                 self.changed_by[conv.id].append(stage)
             yield conv
+
+    def _generated(self, row: dict[str, Any], file: str, record_id: str,
+                   parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """A row with text a local model wrote (each part's "content" or "reason"): redacted like
+        the records (the model may echo or invent personal data), then scanned by the leak gate."""
+        texts = []
+        for part in parts:
+            key = "content" if "content" in part else "reason"
+            if isinstance(part.get(key), str) and part[key]:
+                part[key] = pii.redact_text(part[key], self.spec.pii)[0]
+                texts.append(part[key])
+        self.residual.add_generated(record_id, file, texts)
+        return row
 
     def _keep(self, conv: Conversation, split: str, pos: int) -> None:
         """Write a surviving record to its split and its lineage entry to its pass's spool."""

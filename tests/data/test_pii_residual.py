@@ -209,6 +209,35 @@ def test_a_switched_off_type_is_reported_unless_its_max_is_set(
     assert dataset_entries(workspace) == ["v1"]
 
 
+class InventingModel:
+    """A preference backend whose own answers carry an e-mail address and a phone number."""
+
+    def generate(self, prompts: list, max_new_tokens: int, batch_size: int, progress: Any = None,
+                 label: str = "generate") -> list[str]:
+        return [f"Mail {LEAK} or call +1 415-555-0199 x12." for _ in prompts]
+
+
+def test_model_written_preference_answers_are_redacted_and_scanned(
+        tmp_path: Path, workspace: Workspace, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refine_passes, "open_backend", lambda *a, **k: InventingModel())
+    pref = CONFIG + "  llm:\n    model: tiny\n    preferences: {enabled: true}\n"
+    result = refine(make_config(tmp_path / "a", pref), workspace, registry)
+    rows = read_jsonl(result.path / "preferences.jsonl")
+    assert rows
+    for row in rows:  # the rejected answer is redacted like the records
+        assert row["non_preferred_output"][0]["content"] == "Mail <EMAIL_1> or call <PHONE_1>."
+    assert result.pii_residual["email"]["count"] == 0
+
+    # with e-mails switched off the model's addresses are written, and the scan reports them
+    off = pref.replace("  llm:", "  pii: {emails: false}\n  llm:")
+    reported = refine(make_config(tmp_path / "b", off), workspace, registry)
+    rows = read_jsonl(reported.path / "preferences.jsonl")
+    email = reported.pii_residual["email"]
+    train_ids = {rec["id"] for rec in read_jsonl(reported.path / "train.jsonl")}
+    assert email["count"] >= len(rows) > 0 and set(email["record_ids"]) & train_ids
+
+
 # ---------------------------------------------------------------------------------- CLI
 def test_studio_refine_exits_3_names_the_records_and_keeps_nothing(tmp_path: Path) -> None:
     make_config(tmp_path, CONFIG + "  pii: {emails: false, max_residual: {email: 0}}\n")

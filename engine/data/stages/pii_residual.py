@@ -27,7 +27,7 @@ from typing import Any
 from engine.config import RESIDUAL_SWITCHES, PiiSpec
 from engine.data.stages import pii
 from engine.errors import PiiLeak
-from engine.records import Conversation, message_text
+from engine.records import Conversation, SourceRef, message_text
 
 __all__ = ["MAX_IDS", "SHOWN_IDS", "Residuals", "mask_placeholders", "residual_counts", "scan_spec"]
 
@@ -77,6 +77,13 @@ class Residuals:
             if len(self.ids[kind]) < MAX_IDS:
                 self.ids[kind].append((conv.id, _location(conv)))
         return counts
+
+    def add_generated(self, record_id: str, file: str, texts: list[str]) -> Counter[str]:
+        """Scan text a local model wrote for a record (a preference pair's rejected answer, a
+        judge's reason) as it goes into `file`."""
+        view = Conversation(id=record_id, source=SourceRef(file, None, record_id),
+                            messages=[{"role": "assistant", "content": t} for t in texts])
+        return self.add(view)
 
     def failed(self) -> list[str]:
         """The types whose findings exceed their maximum (a null maximum never fails)."""
