@@ -3,6 +3,8 @@ each `kind` needs."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,7 @@ from engine.config.eval import EvalSpec, GateSpec
 from engine.config.refine import RefineSpec
 from engine.config.serve import ServeSpec
 from engine.config.train import TrainSpec
+from engine.errors import ConfigError
 
 
 class ModelSpec(Strict):
@@ -47,6 +50,8 @@ class StudioConfig(Strict):
     serve: ServeSpec | None = None
 
     _path: Path | None = PrivateAttr(default=None)
+    # the job's path policy (engine/privacy/isolation.py), set when the job starts
+    _path_guard: Callable[[Path, str], None] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _sections_for_kind(self) -> "StudioConfig":
@@ -67,9 +72,28 @@ class StudioConfig(Strict):
     def path(self) -> Path | None:
         return self._path
 
+    def guard_paths(self, guard: Callable[[Path, str], None] | None) -> None:
+        """Every later `resolve_path` passes its result to `guard(path, value)`, which raises to
+        refuse it (the job's tenant isolation)."""
+        self._path_guard = guard
+
     def resolve_path(self, value: str) -> Path:
-        """Paths in a config are relative to the config file's folder."""
+        """The path a job opens for a config value: relative to the config file's folder, with
+        symlinks followed. A `..` after a folder that does not exist is refused (the kernel and
+        `Path.resolve()` would disagree on what it names); with a path guard bound, the result is
+        checked before it is returned — every reader of a config path goes through here."""
         p = Path(value).expanduser()
         if not p.is_absolute() and self._path is not None:
             p = self._path.parent / p
-        return p.resolve()
+        if ".." in p.parts:
+            head = Path(p.anchor)
+            for part in p.parts[1:]:
+                if part == ".." and not head.is_dir():
+                    raise ConfigError(f"path {value!r} has '..' after {str(head)!r}, which is not "
+                                      "an existing folder", where=str(self._path) if self._path
+                                      else None)
+                head = head / part
+        resolved = Path(os.path.realpath(p))
+        if self._path_guard is not None:
+            self._path_guard(resolved, value)
+        return resolved

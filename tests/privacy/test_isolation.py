@@ -51,6 +51,67 @@ def test_config_path_into_another_tenant_is_refused(workspace: Workspace, tmp_pa
         check_config_paths(workspace, _cfg(tmp_path, rel))
 
 
+def test_glob_characters_and_dotdot_after_a_missing_folder_do_not_hide_a_path(
+        workspace: Workspace, tmp_path: Path) -> None:
+    """The red team's repro: '[x]' or '*' in a folder name, then '..' back up into globex."""
+    target = workspace.tenant_dir("globex") / "datasets" / "g" / "v1"
+    target.mkdir(parents=True)
+    (target / "val.jsonl").write_text('{"secret": 1}\n')
+    up = "/".join([".."] * len(tmp_path.parts))  # from tmp_path/<x>/ back to /
+    for trick in ("[x]", "*", "missing"):
+        value = f"{tmp_path}/{trick}/../{up}{target}/val.jsonl"
+        with pytest.raises(StudioError, match=r"'\.\.' after .* not an existing folder"):
+            check_config_paths(workspace, _cfg(tmp_path, value))
+    # the same folder names created for real: the path now exists, and is judged by where it lands
+    for trick in ("[x]", "*"):
+        (tmp_path / trick).mkdir()
+        value = f"{tmp_path}/{trick}/../{up}{target}/val.jsonl"
+        with pytest.raises(StudioError, match="another tenant") as exc:
+            check_config_paths(workspace, _cfg(tmp_path, value))
+        assert "refine.inputs[0].path" in str(exc.value)
+
+
+def test_workspace_internals_are_refused(workspace: Workspace, tmp_path: Path) -> None:
+    from engine.registry import Registry
+
+    Registry(workspace.registry_path)  # creates registry.sqlite
+    for inside in (workspace.registry_path, workspace.root / "audit" / "log.jsonl", workspace.root,
+                   workspace.root / "tenants"):
+        with pytest.raises(StudioError, match="internal files|tenants folder"):
+            check_config_paths(workspace, _cfg(tmp_path, str(inside)))
+    check_config_paths(workspace, _cfg(tmp_path, str(workspace.models_dir / "tiny")))  # shared models
+
+
+def test_a_folder_input_with_a_symlink_to_another_tenant_is_refused(
+        workspace: Workspace, tmp_path: Path) -> None:
+    other = workspace.tenant_dir("globex") / "raw" / "chats.jsonl"
+    other.write_text("{}\n")
+    folder = tmp_path / "inputs" / "sub"
+    folder.mkdir(parents=True)
+    (folder / "ok.jsonl").write_text("{}\n")
+    check_config_paths(workspace, _cfg(tmp_path, str(tmp_path / "inputs")))
+    os.symlink(other, folder / "sneaky.jsonl")
+    with pytest.raises(StudioError, match="another tenant"):
+        check_config_paths(workspace, _cfg(tmp_path, str(tmp_path / "inputs")))
+
+
+def test_the_policy_stays_bound_for_paths_resolved_later(workspace: Workspace, tmp_path: Path) -> None:
+    """Readers call cfg.resolve_path when they open a file; after the job's check every such call
+    is checked too (a path built or swapped after the up-front check is still refused)."""
+    own = workspace.tenant_dir("acme") / "raw" / "chats.jsonl"
+    own.write_text("{}\n")
+    cfg = _cfg(tmp_path, str(own))
+    check_config_paths(workspace, cfg)
+    assert cfg.resolve_path(str(own)) == own.resolve()
+    other = workspace.tenant_dir("globex") / "raw" / "x.jsonl"
+    with pytest.raises(StudioError, match="another tenant"):
+        cfg.resolve_path(str(other))
+    link = tmp_path / "later.jsonl"  # a symlink planted after the check
+    os.symlink(other, link)
+    with pytest.raises(StudioError, match="another tenant"):
+        cfg.resolve_path(str(link))
+
+
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "", "A" * 300, "x\x00y", "a\\b/..",
                                  "name\n"])
 def test_ids_and_names_cannot_escape(workspace: Workspace, bad: str) -> None:
