@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 
 class StudioError(Exception):
     """A mistake the user can fix. Printed as one message with where it happened and a hint."""
@@ -38,6 +40,11 @@ class EgressBlocked(StudioError):
             hint="Expert Studio never talks to the network; everything it needs must be local.",
         )
         self.address = address
+
+
+class LookupBlocked(EgressBlocked, socket.gaierror):
+    """A name or address lookup (DNS) of a non-loopback host while the egress guard is on; also a
+    socket.gaierror, so code that handles a failed lookup (socket.getfqdn) goes on offline."""
 
 
 class GateFailed(StudioError):

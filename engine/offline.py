@@ -8,6 +8,7 @@ connection (or resolve a name) outside the loopback range raises `EgressBlocked`
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import os
 import socket
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EgressBlocked
+from engine.errors import EgressBlocked, LookupBlocked
 
 OFFLINE_ENV: dict[str, str] = {
     # Hugging Face hub / transformers / datasets / evaluate: never reach the hub.
@@ -117,6 +118,10 @@ def _check_address(family: int, address: Any) -> None:
         return
 
 
+# the resolver calls besides getaddrinfo, each a DNS query for a non-loopback name or address
+LOOKUPS = ("gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")
+
+
 def install_egress_guard() -> None:
     """Patch the socket layer so that only loopback connections and lookups are possible."""
     global _guard_installed
@@ -143,13 +148,39 @@ def install_egress_guard() -> None:
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host is not None and not is_loopback(host):
             log_attempt("getaddrinfo", str(host))
-            raise EgressBlocked(f"{host} (name lookup)")
+            raise LookupBlocked(f"{host} (name lookup)")
         return orig_getaddrinfo(host, *args, **kwargs)
+
+    orig_sendmsg = getattr(sock_cls, "sendmsg", None)
+
+    def sendmsg(self: socket.socket, buffers: Any, *args: Any) -> Any:
+        if len(args) >= 3 and args[2] is not None:  # (ancdata, flags, address)
+            _check_address(self.family, args[2])
+        return orig_sendmsg(self, buffers, *args)  # type: ignore[misc]
+
+    def lookup(kind: str, original: Any) -> Any:
+        """A name or address lookup (gethostbyname, gethostbyaddr, …): loopback only — a DNS
+        query is itself a way out (the name carries the data)."""
+
+        def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+            target = host[0] if isinstance(host, tuple) and host else host
+            if not is_loopback(target):
+                log_attempt(kind, str(target))
+                raise LookupBlocked(f"{target} (name lookup)")
+            return original(host, *args, **kwargs)
+
+        return guarded
 
     sock_cls.connect = connect  # type: ignore[method-assign]
     sock_cls.connect_ex = connect_ex  # type: ignore[method-assign]
     sock_cls.sendto = sendto  # type: ignore[method-assign,assignment]
+    if orig_sendmsg is not None:
+        sock_cls.sendmsg = sendmsg  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    for name in LOOKUPS:
+        for module in (socket, _socket):  # also `from _socket import gethostbyname`
+            if hasattr(module, name):
+                setattr(module, name, lookup(name, getattr(module, name)))
     _guard_installed = True
 
 

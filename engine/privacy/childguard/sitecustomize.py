@@ -75,8 +75,34 @@ def _install() -> None:
             raise socket.gaierror(socket.EAI_NONAME, f"name lookup blocked by the offline guard: {host}")
         return getaddrinfo(host, *args, **kwargs)
 
+    sendmsg = getattr(cls, "sendmsg", None)
+
+    def g_sendmsg(self, buffers, *args):  # type: ignore[no-untyped-def]
+        if len(args) >= 3 and args[2] is not None:  # (ancdata, flags, address)
+            check(self, args[2])
+        return sendmsg(self, buffers, *args)
+
+    def lookup(kind, original):  # type: ignore[no-untyped-def]
+        # gethostbyname & co.: a DNS query is itself a way out (the name carries the data)
+        def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+            target = host[0] if isinstance(host, tuple) and host else host
+            if not _loopback(target):
+                _log(kind, str(target))
+                raise socket.gaierror(socket.EAI_NONAME,
+                                      f"name lookup blocked by the offline guard: {target}")
+            return original(host, *args, **kwargs)
+        return guarded
+
     cls.connect, cls.connect_ex, cls.sendto = g_connect, g_connect_ex, g_sendto  # type: ignore[method-assign]
+    if sendmsg is not None:
+        cls.sendmsg = g_sendmsg  # type: ignore[method-assign]
     socket.getaddrinfo = g_getaddrinfo  # type: ignore[assignment]
+    import _socket
+
+    for name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
+        for module in (socket, _socket):
+            if hasattr(module, name):
+                setattr(module, name, lookup(name, getattr(module, name)))
     socket._studio_guard = True  # type: ignore[attr-defined]
 
 
