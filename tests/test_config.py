@@ -77,6 +77,25 @@ def test_list_fields_report_their_index() -> None:
     assert "(line 6)" in str(info.value)
 
 
+def test_yaml_alias_bombs_are_refused_fast() -> None:
+    """Nested aliases ("billion laughs") expand exponentially: refused from the node graph,
+    before anything walks the expanded document; a config that uses a few aliases still loads."""
+    import time
+
+    bomb = ["kind: refine", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb += ["refine: {dataset: d, inputs: [{path: a.jsonl, format: openai_jsonl}], x: *a8}"]
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values through YAML aliases"):
+        parse_config("\n".join(bomb) + "\n", "bomb.yaml")
+    assert time.perf_counter() - t0 < 2.0
+    shared = ("kind: refine\nrefine:\n  dataset: d\n  inputs:\n"
+              "    - &in {path: a.jsonl, format: openai_jsonl}\n    - *in\n    - {path: b, format: xml}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(shared, "r.yaml")
+    assert "refine.inputs[2].format" in str(info.value) and "(line 7)" in str(info.value)
+
+
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     p = tmp_path / "broken.yaml"
     p.write_text("kind: refine\nrefine:\n  dataset: [unclosed\n")

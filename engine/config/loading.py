@@ -12,17 +12,43 @@ from engine.config.pipeline import StudioConfig
 from engine.errors import ConfigError
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Map every key path in a YAML document to its 1-based line (keys point at the key)."""
+# what a config may expand to through YAML aliases (a real config has a few hundred nodes; a
+# "billion laughs" document of ten short lines has billions)
+MAX_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes in the document with every alias expanded, computed once per distinct node."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a node that contains itself (a recursive alias) counts once
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        memo[key] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[key]
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = (),
+                seen: set[int] | None = None) -> dict[tuple[Any, ...], int]:
+    """Map every key path in a YAML document to its 1-based line (keys point at the key). A node
+    reached again through an alias is not walked again (its fields keep their first path's lines;
+    an error inside it points at the line of the key that names the alias)."""
+    seen = set() if seen is None else seen
     index = {path: node.start_mark.line + 1}
+    if id(node) in seen:
+        return index
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*path, key_node.value)
-            index.update(_line_index(value_node, key))
+            index.update(_line_index(value_node, key, seen))
             index[key] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            index.update(_line_index(item, (*path, i)))
+            index.update(_line_index(item, (*path, i), seen))
     return index
 
 
@@ -46,7 +72,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def parse_config(text: str, file: str = "<config>") -> StudioConfig:
     try:
         node = yaml.compose(text)
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise ConfigError(f"the config expands to more than {MAX_NODES:,} values through YAML "
+                              "aliases (*name)", where=file,
+                              hint="write the repeated parts out, or use fewer nested aliases")
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply", where=file) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file
