@@ -6,8 +6,10 @@ Layout: <root>/registry.sqlite, <root>/models/<name>/ (shared, read-only base mo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import time
 import shutil
 import tempfile
 import uuid
@@ -95,10 +97,61 @@ class Workspace:
     def tmp_dir(self, tenant: str) -> Path:
         return self.tenant_dir(tenant) / "tmp"
 
+    def sweep_scratch(self, tenant: str, min_age_s: float = 10.0) -> list[str]:
+        """Remove the scratch directories of jobs that are no longer running (killed with SIGKILL,
+        or by a power cut): a live job holds an flock on `job-….lock` next to its directory.
+        Entries younger than `min_age_s` are left alone (a job that is just starting)."""
+        tmp = self.tmp_dir(tenant)
+        removed: list[str] = []
+        now = time.time()
+        for entry in sorted(tmp.iterdir()):
+            if not entry.name.startswith("job-") or entry.name.endswith(".lock"):
+                continue
+            try:
+                if now - entry.lstat().st_mtime < min_age_s:
+                    continue
+            except OSError:
+                continue
+            lock = tmp / f"{entry.name}.lock"
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                fd = None  # no lock: a job of an older version, or its lock already gone
+            try:
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live job
+                shutil.rmtree(entry, ignore_errors=True)
+                if fd is not None:
+                    lock.unlink(missing_ok=True)
+                removed.append(entry.name)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        for lock in tmp.glob("job-*.lock"):  # a lock whose directory is gone
+            if not (tmp / lock.name[: -len(".lock")]).exists() and now - lock.stat().st_mtime > min_age_s:
+                fd = os.open(lock, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    lock.unlink(missing_ok=True)
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.close(fd)
+        return removed
+
     @contextmanager
     def job_tmp(self, tenant: str) -> Iterator[Path]:
-        """A per-job scratch directory that receives every library cache; removed at the end."""
-        path = self.tmp_dir(tenant) / f"job-{uuid.uuid4().hex[:12]}"
+        """A per-job scratch directory that receives every library cache; removed at the end (and
+        by the next job's sweep if this process is killed)."""
+        self.sweep_scratch(tenant)
+        name = f"job-{uuid.uuid4().hex[:12]}"
+        lock = self.tmp_dir(tenant) / f"{name}.lock"
+        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held while the job runs; released by the kernel at exit
+        path = self.tmp_dir(tenant) / name
         saved = {var: os.environ.get(var) for var in CACHE_ENV_SUBDIRS}
         saved_tempdir = tempfile.tempdir
         confine_caches(path)
@@ -106,6 +159,8 @@ class Workspace:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            os.close(lock_fd)
             # back to the caller's confinement: a later job (or test) in this process must not
             # inherit a temp dir that no longer exists
             for var, value in saved.items():

@@ -75,14 +75,18 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red bold]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        err.print("[yellow]interrupted[/] — nothing half-written was kept")
-        sys.exit(130)
+        terminated = jobs.terminated()
+        err.print(f"[yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}[/] — "
+                  "nothing half-written was kept")
+        sys.exit(143 if terminated else 130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     if rc == 130:  # click turns Ctrl-C into a return code when not in standalone mode
-        err.print("[yellow]interrupted[/] — nothing half-written was kept")
+        err.print(f"[yellow]{'terminated (SIGTERM)' if jobs.terminated() else 'interrupted'}[/] — "
+                  "nothing half-written was kept")
+        rc = 143 if jobs.terminated() else rc
     if isinstance(rc, int) and rc:  # typer.Exit(code) is returned, not raised, here
         sys.exit(rc)

@@ -1,7 +1,13 @@
 """Privacy hooks around one CLI verb: audit entries at success/failure, retention after refine and
 train, and — for tenants with `encryption: true` — a decrypted tmpfs view of the tenant for the
-job, sealed back and wiped when the job ends (success, failure or Ctrl-C), one job per encrypted
-tenant at a time.
+job, sealed back and wiped when the job ends (success, failure, Ctrl-C or SIGTERM), one job per
+encrypted tenant at a time.
+
+SIGTERM (docker stop, systemd, Slurm's scancel) is handled like Ctrl-C: `session()` turns it into
+`Terminated` (a KeyboardInterrupt) in the main thread, so every `finally` runs — the job is
+audited as interrupted, its view sealed and wiped, its scratch directory removed — and the
+command exits 143. A second SIGTERM during that clean-up is ignored; SIGKILL cannot be handled:
+what it leaves is repaired by the next job (view.recover, Workspace.sweep_scratch).
 
 The CLI (engine/cli/) calls `begin(...)` once a verb knows its workspace and tenant, `done(...)`
 on success, and wraps the whole command in `session()`.
@@ -11,6 +17,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +50,38 @@ class _Job:
 
 
 _current: list[_Job] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM; raised in the main thread so clean-up runs as on Ctrl-C."""
+
+
+_signals_seen: list[str] = []  # "SIGINT" / "SIGTERM", once this process got one in session()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up must not be cut short
+    _signals_seen.append("SIGTERM")
+    raise Terminated()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _signals_seen.append("SIGINT")  # click may turn the KeyboardInterrupt into a return code
+    signal.default_int_handler(signum, frame)
+
+
+def terminated() -> bool:
+    """Whether this process received SIGTERM inside `session()`."""
+    return "SIGTERM" in _signals_seen
+
+
+def interruption(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind `exc` (click wraps it in Abort), if any."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _encryption_key(ws: Workspace, tenant: str | None) -> bytes | None:
@@ -137,9 +177,13 @@ def done(*, ids: dict[str, Any] | None = None, hashes: dict[str, Any] | None = N
 def _end(job: _Job, exc: BaseException | None) -> None:
     try:
         if not job.finished:
-            kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            stop = interruption(exc)
+            if stop is None and _signals_seen:  # the verb returned 130 after the signal
+                stop = Terminated() if terminated() else KeyboardInterrupt()
+            kind = "interrupted" if stop is not None else "failed"
+            error = type(stop or exc).__name__ if (stop or exc) else "exit"
             audit.record(job.ws, f"{job.action}.{kind}", tenant=job.tenant,
-                         ids={**job.ids, "error": type(exc).__name__ if exc else "exit"})
+                         ids={**job.ids, "error": error})
     finally:
         try:
             if job.view is not None and job.key is not None:
@@ -157,14 +201,28 @@ def _end(job: _Job, exc: BaseException | None) -> None:
 
 @contextmanager
 def session() -> Iterator[None]:
-    """Wrap one CLI invocation: every begun job is closed (audited, re-sealed) however it ends."""
+    """Wrap one CLI invocation: every begun job is closed (audited, re-sealed) however it ends;
+    SIGTERM raises `Terminated` inside it (main thread only)."""
     start = len(_current)
     exc: BaseException | None = None
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    previous_int = signal.getsignal(signal.SIGINT) if main else None
+    if previous_int is signal.default_int_handler:  # not where SIGINT is ignored (background)
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     except BaseException as e:  # re-raised below; recorded as failed/interrupted first
         exc = e
         raise
     finally:
-        while len(_current) > start:
-            _end(_current.pop(), exc)
+        try:
+            if main:  # no SIGTERM while the jobs are closed: they are sealed and audited first
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while len(_current) > start:
+                _end(_current.pop(), exc)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+                if previous_int is signal.default_int_handler:
+                    signal.signal(signal.SIGINT, previous_int)
