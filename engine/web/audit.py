@@ -12,7 +12,8 @@ from engine.workspace import Workspace
 @dataclass
 class ChainStatus:
     present: bool
-    entries: int = 0
+    entries: int = 0  # the entries shown (a tenant's view: that tenant's only)
+    scoped: bool = False  # rows and count are one tenant's; the chain check covered the whole log
     ok: bool = True
     broken_at: int | None = None  # 1-based line number of the first bad entry (None: the tail)
     reason: str | None = None
