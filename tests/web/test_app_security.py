@@ -35,6 +35,10 @@ def test_audit_view_reports_the_privacy_chain_check(tmp_path: Path) -> None:
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # a deleted line
     status = read_and_verify(ws)
     assert (status.ok, status.broken_at) == (False, 2) and "missing" in status.reason
+    path.write_text("\n".join(lines) + "\n" + '{"action":"ui.lo')  # an interrupted append
+    status = read_and_verify(ws)
+    assert (status.ok, status.recoverable, status.entries) == (False, True, 3)
+    assert "interrupted append" in status.reason
 
 
 def test_tenant_audit_page_counts_only_its_own_entries(tmp_path: Path) -> None:
