@@ -1,11 +1,13 @@
 """The SQLite registry of models, datasets, runs and evals (stdlib sqlite3, one file per workspace).
 
-Also dataset references ('name', 'name@vN') and their resolution to a registered version.
+The database file (and its -wal/-shm/-journal files) is mode 0600 whoever opens it first. Also
+dataset references ('name', 'name@vN') and their resolution to a registered version.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -53,10 +55,29 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return out
 
 
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def restrict(path: str | Path) -> None:
+    """Owner-only (0600) database file, created so before SQLite opens it, and its side files."""
+    path = Path(path)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except FileNotFoundError:  # no parent directory: sqlite3 reports it
+        return
+    for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
+        try:
+            if p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 @contextmanager
 def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
     """One transaction on registry.sqlite (rows as sqlite3.Row): committed on success, rolled back
     on an error, the connection closed either way. Modules that own their own tables use it too."""
+    restrict(path)
     with closing(sqlite3.connect(path, timeout=30)) as db:
         db.row_factory = sqlite3.Row
         with db:

@@ -1,7 +1,7 @@
 """Workspace paths and permissions: the only place customer data lives (see docs/concepts.md).
 
-Layout: <root>/registry.sqlite, <root>/models/<name>/ (shared, read-only base models) and
-<root>/tenants/<tenant>/{raw,datasets,runs,evals,tmp}/ with mode 0700.
+Layout: <root>/ (mode 0700), <root>/registry.sqlite (0600), <root>/models/<name>/ (shared,
+read-only base models) and <root>/tenants/<tenant>/{raw,datasets,runs,evals,tmp}/ with mode 0700.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import re
 import time
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -59,7 +60,16 @@ class Workspace:
         return cls(path or os.environ.get("STUDIO_WORKSPACE") or DEFAULT_WORKSPACE)
 
     def ensure(self) -> "Workspace":
+        """Create the workspace if needed and (re)tighten its root to mode 0700: a root made
+        earlier, by hand or by an older version, is no longer left readable to others."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(self.root.stat().st_mode) != 0o700:
+            try:
+                os.chmod(self.root, 0o700)
+            except PermissionError:
+                raise StudioError("cannot restrict the workspace to its owner (mode 0700)",
+                                  where=str(self.root),
+                                  hint="run as the account that owns the workspace") from None
         (self.root / "models").mkdir(exist_ok=True, mode=0o755)
         return self
 

@@ -18,6 +18,10 @@ from engine import offline
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="studio-tests-"))
 offline.enforce()
 offline.confine_caches(_SESSION_DIR / "caches")
+# Key material (the audit/certificate signing key, tenant keys) of every test and every `studio`
+# child goes to the session directory, never the user's real config directory.
+os.environ["STUDIO_CONFIG_DIR"] = str(_SESSION_DIR / "user-config")
+os.environ.pop("STUDIO_SIGNING_KEY", None)
 
 import pytest  # noqa: E402
 

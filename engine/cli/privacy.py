@@ -21,23 +21,46 @@ privacy_app = typer.Typer(no_args_is_help=True, help="Encryption at rest (per-te
 
 
 # ------------------------------------------------------------------------------------------ audit
+def _pem_option(public_key: Optional[str]) -> Optional[str]:
+    """--public-key: PEM text, or a file holding it."""
+    if not public_key:
+        return None
+    if public_key.lstrip().startswith("-----BEGIN"):
+        return public_key
+    try:
+        return Path(public_key).read_text()
+    except OSError:
+        raise StudioError("cannot read the public key file", where=public_key) from None
+
+
 @audit_app.command("verify")
 def audit_verify(expected_head: Optional[str] = typer.Option(
         None, "--expected-head", help="A head hash recorded elsewhere (detects a rewritten log)."),
+        public_key: Optional[str] = typer.Option(
+            None, "--public-key", help="Check the signed head against this key (a PEM file or "
+                                       "PEM text) instead of the workspace's audit key."),
         as_json: bool = JsonOpt) -> None:
-    """Check the hash chain of the audit log (exit 2 on the first bad entry)."""
-    res = audit.verify(ws(), expected_head=expected_head)
+    """Check the hash chain and the signed head of the audit log: exit 0 when intact or only
+    interrupted (repaired by the next audited command, nothing lost), 2 on tampering."""
+    res = audit.verify(ws(), expected_head=expected_head, public_key_pem=_pem_option(public_key))
     if as_json:
         print(json.dumps(res.as_dict(), sort_keys=True))
-    if not res.ok:
+    if not res.ok and not res.recoverable:
         where = f"seq {res.bad_seq}" if res.bad_seq is not None else "log"
         line = f" (line {res.line})" if res.line else ""
         raise StudioError(f"audit log verification failed at {where}{line}: {res.reason}",
                           where="audit/audit.jsonl",
-                          hint="the log was modified outside Expert Studio; keep the original "
-                               "and investigate")
+                          hint="the log or its head was modified outside Expert Studio; keep the "
+                               "original and investigate")
     if not as_json:
-        out.print(f"[green]ok[/] {res.entries} entries, head {res.head}")
+        for note in res.notes:
+            out.print(f"[yellow]note[/] {note}")
+        if res.recoverable:
+            out.print(f"[yellow]interrupted append[/] {res.entries} complete entries, head "
+                      f"{res.head}: {res.reason}")
+        else:
+            out.print(f"[green]ok[/] {res.entries} entries, head {res.head}, signed head checked "
+                      f"with key {res.key}")
 
 
 @audit_app.command("log")
@@ -65,26 +88,23 @@ def audit_head(as_json: bool = typer.Option(False, "--json", help="Print JSON (t
 def audit_verify_certificate(
         file: Path = typer.Argument(..., help="A certificate JSON from <workspace>/certificates/."),
         public_key: Optional[str] = typer.Option(
-            None, "--public-key", help="The key it must be signed by: a PEM file (or PEM text)."),
+            None, "--public-key", help="The key it must be signed by: a PEM file (or PEM text); "
+                                       "default: the workspace's audit key."),
         as_json: bool = JsonOpt) -> None:
-    """Verify a deletion certificate's structure and Ed25519 signature."""
+    """Verify a deletion certificate's structure and Ed25519 signature against a key you trust
+    (never the key the certificate carries)."""
     # lazy: CLI start-up time
+    from engine.privacy.keys import audit_public_key, fingerprint, public_pem
     from engine.privacy.purge import verify_certificate
 
-    pem = None
-    if public_key:
-        if public_key.lstrip().startswith("-----BEGIN"):
-            pem = public_key
-        else:
-            try:
-                pem = Path(public_key).read_text()
-            except OSError:
-                raise StudioError("cannot read the public key file", where=public_key) from None
-    cert = verify_certificate(file, pem)
+    workspace = ws()
+    key, source = audit_public_key(workspace, _pem_option(public_key))
+    cert = verify_certificate(file, public_pem(key))
     d = cert["deleted"]
-    emit(as_json, {"valid": True, "certificate": cert},
-         f"[green]valid[/] {cert['certificate_id']}: tenant {cert['tenant']}, "
-         f"{d['file_count']} file(s), {d['bytes']} bytes, {cert['when']} by {cert['by']}")
+    emit(as_json, {"valid": True, "certificate": cert, "key": fingerprint(key), "key_source": source},
+         [f"[green]valid[/] {cert['certificate_id']}: tenant {cert['tenant']}, "
+          f"{d['file_count']} file(s), {d['bytes']} bytes, {cert['when']} by {cert['by']}",
+          f"signed by key {fingerprint(key)} ({source})"])
 
 
 @audit_app.command("public-key")

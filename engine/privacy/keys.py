@@ -1,4 +1,5 @@
-"""Key material kept OUTSIDE the workspace: the Ed25519 certificate-signing key and per-tenant
+"""Key material kept OUTSIDE the workspace: the Ed25519 signing key (deletion certificates and the
+audit log's head; its public half is the workspace's audit public key) and per-tenant
 256-bit data keys (key file, environment variable, or an external KMS hook), plus the workspace id.
 
 Config dir: $STUDIO_CONFIG_DIR, else $XDG_CONFIG_HOME/expert-studio, else ~/.config/expert-studio
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import importlib
 import os
 import re
@@ -96,7 +98,7 @@ def signing_key(ws: Workspace | None = None, create: bool = True) -> Ed25519Priv
     if not path.exists():
         if not create:
             raise StudioError("no signing key yet", where=str(path),
-                              hint="it is created by the first `studio purge`")
+                              hint="it is created by the first audited command (or `studio audit public-key`)")
         key = Ed25519PrivateKey.generate()
         _write_secret(path, key.private_bytes(serialization.Encoding.PEM,
                                               serialization.PrivateFormat.PKCS8,
@@ -105,6 +107,28 @@ def signing_key(ws: Workspace | None = None, create: bool = True) -> Ed25519Priv
     if not isinstance(loaded, Ed25519PrivateKey):
         raise StudioError("the signing key is not an Ed25519 key", where=str(path))
     return loaded
+
+
+def fingerprint(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """A short name for a key pair: "ed25519:" + the first 16 hex digits of sha256(raw public key)."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def audit_public_key(ws: Workspace | None = None, pem: str | None = None
+                     ) -> tuple[Ed25519PublicKey, str]:
+    """The key that audit heads and deletion certificates must be signed by, and where it came
+    from: `pem` when given, else the public half of this installation's signing key. Never the key
+    a certificate or head carries itself; StudioError when there is none."""
+    if pem is not None:
+        return load_public_pem(pem), "the given public key"
+    path = signing_key_path()
+    if not path.exists():
+        raise StudioError("this workspace has no audit key to verify against", where=str(path),
+                          hint="pass the signer's public key with --public-key (the output of "
+                               "`studio audit public-key` where the workspace is run)")
+    return signing_key(ws, create=False).public_key(), f"the workspace's audit key ({path})"
 
 
 def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

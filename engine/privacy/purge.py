@@ -194,7 +194,9 @@ def purge(ws: Workspace, tenant: str, target: Target, *, actor: str | None = Non
 
 
 def verify_certificate(path: str | Path, public_key_pem: str | None = None) -> dict[str, Any]:
-    """Check structure and Ed25519 signature; with `public_key_pem`, also that it signed it."""
+    """Check structure and Ed25519 signature against a key the caller trusts: `public_key_pem`,
+    else this installation's audit key (keys.audit_public_key; StudioError when there is none).
+    The key the certificate carries is never trusted by itself: it must be that key."""
     try:
         cert = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -209,11 +211,10 @@ def verify_certificate(path: str | Path, public_key_pem: str | None = None) -> d
             deleted.get("bytes") != sum(int(f.get("size", 0)) for f in files):
         raise StudioError("certificate file list is inconsistent", where=str(path))
     embedded = keys.load_public_pem(cert["public_key"])
-    if public_key_pem is not None:
-        given = keys.load_public_pem(public_key_pem)
-        if keys.public_pem(given) != keys.public_pem(embedded):
-            raise StudioError("certificate was signed by a different key than the one given",
-                              where=str(path))
+    trusted, source = keys.audit_public_key(None, public_key_pem)
+    if keys.public_pem(trusted) != keys.public_pem(embedded):
+        raise StudioError(f"certificate was signed by a different key ({keys.fingerprint(embedded)}) "
+                          f"than {source} ({keys.fingerprint(trusted)})", where=str(path))
     body = {k: v for k, v in cert.items() if k != "signature"}
     try:
         embedded.verify(base64.b64decode(cert["signature"]), audit.canonical(body))

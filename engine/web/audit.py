@@ -12,10 +12,12 @@ from engine.workspace import Workspace
 @dataclass
 class ChainStatus:
     present: bool
-    entries: int = 0
+    entries: int = 0  # the entries shown (a tenant's view: that tenant's only)
+    scoped: bool = False  # rows and count are one tenant's; the chain check covered the whole log
     ok: bool = True
     broken_at: int | None = None  # 1-based line number of the first bad entry (None: the tail)
     reason: str | None = None
+    recoverable: bool = False  # an interrupted append: nothing lost, the next record repairs it
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -26,4 +28,4 @@ def read_and_verify(ws: Workspace) -> ChainStatus:
     result = audit.verify(ws)
     rows = audit.entries(ws)
     return ChainStatus(True, entries=len(rows), ok=result.ok, broken_at=result.line,
-                       reason=result.reason, rows=rows)
+                       reason=result.reason, recoverable=result.recoverable, rows=rows)

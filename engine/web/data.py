@@ -214,6 +214,9 @@ class View:
 
     # audit -----------------------------------------------------------------------------------
     def audit(self) -> Any:
+        """The chain check covers the whole log; the rows and their count are this view's only."""
         status = read_and_verify(self.ws)
         status.rows = [r for r in status.rows if self.tenant is None or r.get("tenant") == self.tenant]
+        status.entries = len(status.rows)
+        status.scoped = self.tenant is not None
         return status

@@ -136,3 +136,52 @@ def test_bad_selections_are_refused(populated: tuple[Workspace, Registry], kwarg
     with pytest.raises(StudioError):
         select(ws, "acme", **kwargs)
     assert ws.run_dir("globex", "run-globex").exists()
+
+
+def _forge_with_own_key(path: Path, out: Path) -> None:
+    """Red team: alter a certificate, embed one's own public key and sign with it."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    cert = json.loads(path.read_text())
+    cert["deleted"]["files"][0]["sha256"] = "0" * 64
+    mallory = Ed25519PrivateKey.generate()
+    cert["public_key"] = keys.public_pem(mallory)
+    body = {k: v for k, v in cert.items() if k != "signature"}
+    cert["signature"] = base64.b64encode(mallory.sign(audit.canonical(body))).decode()
+    out.write_text(json.dumps(cert))
+
+
+def test_a_certificate_signed_by_its_own_embedded_key_is_not_trusted(
+        populated: tuple[Workspace, Registry], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.cli import main
+
+    def cli(*argv: str) -> int:
+        try:
+            main(["--workspace", str(ws.root), *argv])
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+
+    ws, _ = populated
+    _, path = purge(ws, "acme", select(ws, "acme", run="run-acme"))
+    forged = tmp_path / "forged.json"
+    _forge_with_own_key(path, forged)
+    with pytest.raises(StudioError, match="different key"):
+        verify_certificate(forged)  # no key given: the workspace's audit key, not the embedded one
+    capsys.readouterr()
+    assert cli("audit", "verify-certificate", str(forged)) == 2
+    assert "different key" in capsys.readouterr().err
+    assert cli("audit", "verify-certificate", str(path)) == 0
+    said = capsys.readouterr().out
+    own = keys.fingerprint(keys.signing_key(ws, create=False))
+    assert "valid" in said and own in said and "the workspace's audit key" in said
+    # where there is no audit key, it refuses (it does not fall back to the embedded key)
+    monkeypatch.setenv("STUDIO_CONFIG_DIR", str(tmp_path / "elsewhere"))
+    assert cli("audit", "verify-certificate", str(path)) == 2
+    err = capsys.readouterr().err
+    assert "no audit key" in err and "--public-key" in err
+    with pytest.raises(StudioError, match="no audit key"):
+        verify_certificate(path)

@@ -35,6 +35,39 @@ def test_audit_view_reports_the_privacy_chain_check(tmp_path: Path) -> None:
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # a deleted line
     status = read_and_verify(ws)
     assert (status.ok, status.broken_at) == (False, 2) and "missing" in status.reason
+    path.write_text("\n".join(lines) + "\n" + '{"action":"ui.lo')  # an interrupted append
+    status = read_and_verify(ws)
+    assert (status.ok, status.recoverable, status.entries) == (False, True, 3)
+    assert "interrupted append" in status.reason
+
+
+def test_tenant_audit_page_counts_only_its_own_entries(tmp_path: Path) -> None:
+    """A tenant's audit page lists and counts that tenant's entries only (the chain check still
+    covers the whole log); an admin sees every entry."""
+    from fastapi.testclient import TestClient
+
+    from engine.privacy import audit
+    from engine.serve.keys import KeyStore
+    from engine.web.app import create_app
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    for i in range(5):
+        audit.record(ws, "train", tenant="other", actor="a", ids={"run": f"r{i}"})
+    audit.record(ws, "refine", tenant="mine", actor="a", ids={"dataset": "d@v1"})
+    keys = KeyStore(ws.registry_path)
+    token, _ = keys.create("mine", "dash")
+    admin, _ = keys.create("mine", "ops", role="admin")
+    for key, expect in ((token, 2), (admin, 8)):  # + one ui.login of tenant mine per login
+        with TestClient(create_app(ws)) as client:
+            r = client.post("/login", data={"key": key}, headers={"Origin": "http://testserver"},
+                            follow_redirects=False)
+            assert r.status_code == 303
+            page = client.get("/audit").text
+        assert f"{expect} entries" in page, page
+        assert page.count("<tr data-seq=") == expect
+        if key == token:
+            assert ">other<" not in page
 
 
 def test_login_post_needs_same_origin_and_pages_need_a_session(server: str, filled: dict[str, Any]) -> None:

@@ -218,7 +218,8 @@ def test_audit_page_verifies_the_chain_and_filters_by_tenant(tenant_a: Page, ser
     everything, mine = audit.entries(ws), audit.entries(ws, "default")
     assert len(mine) >= 5 and len(everything) > len(mine)  # import is workspace-wide, b has one
     assert page.locator("#audit-status").inner_text() == \
-        f"Hash chain verified: {len(everything)} entries, every hash recomputed."
+        (f"Hash chain verified: {len(mine)} entries of this tenant (the whole log's chain "
+         "checked), every hash recomputed.")
     assert [r.get_attribute("data-seq") for r in page.locator("#audit tbody tr").all()] == \
         [str(e["seq"]) for e in mine]
     assert {"refine", "train", "eval", "diff"} <= {e["action"] for e in mine}
