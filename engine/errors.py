@@ -62,3 +62,7 @@ class PiiLeak(GateFailed):
                  residual: dict[str, dict[str, object]] | None = None):
         super().__init__(what, hint=hint)
         self.residual = residual or {}
+
+
+class NotFound(StudioError):
+    """Something named by the user (a key id, a served model) does not exist (HTTP 404 at the gateway)."""

@@ -100,7 +100,7 @@ def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a 
                   as_json: bool = JsonOpt) -> None:
     """Serve a run's adapter to its tenant, only if its Eval & Diff gate passed (or --force)."""
     # lazy: CLI start-up time
-    from engine.serve.promote import promote
+    from engine.serve.promote import adapter_dir, promote
 
     workspace = ws()
     reg = registry(workspace)
@@ -109,7 +109,8 @@ def serve_promote(run_id: str = typer.Argument(..., help="A finished run with a 
                ids={"run_id": run_id, "name": name, "force": force})
     row = promote(workspace, reg, run_id, name, force=force)
     jobs.done(ids={"gate": row["gate"], "forced": bool(row["forced"])},
-              hashes={"adapter": jobs.file_sha256(Path(row["adapter_path"]) / "adapter_model.safetensors")})
+              hashes={"adapter": jobs.file_sha256(adapter_dir(workspace, row["tenant"], row["adapter_path"])
+                                                 / "adapter_model.safetensors")})
     how = f"gate {row['gate']}" if row["gate"] else "[yellow]FORCED without a passing gate[/]"
     emit(as_json, row, f"promoted [bold]{row['run_id']}[/] as [bold]{row['tenant']}/{row['name']}[/] "
                        f"({how}); running gateways pick it up within serve.reload_interval_s")

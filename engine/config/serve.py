@@ -4,9 +4,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.config.base import Strict
+
+# vLLM server options the engine sets itself, or that would open the server to other callers,
+# change what it serves or make it log prompts: refused in `vllm.extra_args`. argparse accepts
+# any unambiguous prefix of an option and vLLM reads `_` as `-`, so a given option is refused when
+# it is a prefix of one of these.
+VLLM_RESERVED_ARGS = (
+    "--host", "--port", "--uds", "--api-key", "--allowed-origins", "--allowed-methods",
+    "--allowed-headers", "--allow-credentials", "--middleware", "--root-path", "--ssl-keyfile",
+    "--ssl-certfile", "--ssl-ca-certs", "--ssl-cert-reqs", "--ssl-ciphers", "--enable-ssl-refresh",
+    "--grpc", "--grpc-port", "--config", "--model", "--served-model-name", "--lora-modules",
+    "--enable-lora", "--enable-log-requests", "--enable-log-outputs", "--trust-remote-code",
+    "--disable-uvicorn-access-log", "--headless",
+)
+
+
+def reserved_vllm_args(args: list[str]) -> list[str]:
+    """The options in `args` that `VLLM_RESERVED_ARGS` refuses (as given)."""
+    bad = []
+    for arg in args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        option = "--" + arg[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-").lower()
+        if option.startswith("--no-"):
+            option = "--" + option[5:]
+        if len(option) > 2 and any(r.startswith(option) for r in VLLM_RESERVED_ARGS):
+            bad.append(arg.split("=", 1)[0])
+    return bad
 
 
 class BatchingSpec(Strict):
@@ -35,7 +62,18 @@ class VllmSpec(Strict):
     startup_timeout_s: float = Field(default=600.0, gt=0.0, description="how long to wait for the "
                                      "vLLM server to answer /health")
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments, "
-                                  "passed as given")
+                                  "passed as given; options the engine sets or that open the server "
+                                  "(--host, --port, --api-key, --allowed-origins, ...) are refused")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_reserved_args(cls, value: list[str]) -> list[str]:
+        bad = reserved_vllm_args(value)
+        if bad:
+            raise ValueError(f"{', '.join(bad)} may not be set in extra_args: the engine sets the "
+                             "vLLM server's address, API key, origins, served models and logging "
+                             "itself")
+        return value
 
 
 class ServeSpec(Strict):
@@ -55,6 +93,9 @@ class ServeSpec(Strict):
                                   "may ask for (HTTP 400 above)")
     max_concurrent_per_tenant: int = Field(default=64, ge=1, description="requests of one tenant "
                                            "in flight at once; more get HTTP 429")
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest request "
+                                   "body accepted (bytes); larger ones get HTTP 413 before they "
+                                   "are read")
     metrics_public: bool = Field(default=False, description="serve /metrics without an admin key "
                                  "(it names tenants and models)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -8,9 +8,10 @@ the transformers backend produces the same shapes. `body["model"]` is always the
 INTERNAL model id (the base model's id, or an adapter's internal name); the gateway maps the
 names a tenant sees to internal ids and never forwards a name the tenant does not own.
 
-Every response carries `usage` (prompt_tokens, completion_tokens); a stream's last chunk carries
-`usage` too (the gateway asks for it, like `stream_options: {"include_usage": true}`), which is
-what usage accounting counts.
+Every response carries `usage` (prompt_tokens, completion_tokens); in a stream every chunk carries
+the usage so far and the last chunk the final usage (vLLM's `stream_options: {"include_usage":
+true, "continuous_usage_stats": true}`), which is what usage accounting counts — also for a stream
+the client abandons before its end.
 """
 
 from __future__ import annotations

@@ -2,7 +2,12 @@
 
 vLLM runs as a child process from its own interpreter (engine/generation/vllm_env.py), in its own
 process group, on a free loopback port, offline, with every cache inside the directory the caller
-passes (the tenant's tmp), request logging off (its log holds no prompts), LoRA enabled. The base
+passes (the tenant's tmp), request logging off (its log holds no prompts), LoRA enabled. Its
+environment loads the egress guard (engine/privacy/childguard/ on PYTHONPATH, nothing else of the
+engine's), and it requires an API key drawn at random for each start and passed in its environment
+(VLLM_API_KEY: not in its command line, which other local users can read): only this backend
+knows it. vLLM checks it on /v1/* (chat, completions, models, runtime LoRA loading), and the gate
+middleware (engine/generation/vllm_gate/) on every other path but /health. `extra_args` may not touch the address, key, origins, served models or request logging. The base
 model is served under `base_id`; adapters under their internal ids, given at launch
 (`--lora-modules`) or loaded/unloaded at runtime through vLLM's `/v1/load_lora_adapter` and
 `/v1/unload_lora_adapter`. A supervisor task restarts the server when it dies and launches it with
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -29,12 +35,17 @@ from typing import Any
 import httpx
 
 from engine.generation.serving import Backend, BackendError
+from engine.config.serve import reserved_vllm_args
+from engine.errors import StudioError
 from engine.generation.vllm_env import VLLMInstall, cpu_unsupported, for_vllm, require_vllm
-from engine.offline import CACHE_ENV_SUBDIRS, OFFLINE_ENV
+from engine.models.loading import check_adapter
+from engine.offline import CACHE_ENV_SUBDIRS, CHILD_GUARD_DIR, OFFLINE_ENV
 
 log = logging.getLogger("studio.serve.vllm")
 
 LOOPBACK = "127.0.0.1"
+GATE_DIR = Path(__file__).resolve().parent / "vllm_gate"   # the child's key middleware
+GATE_MIDDLEWARE = "studio_vllm_gate.RequireKey"
 LOG_TAIL_CHARS = 4000
 _INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=|\]\s*$|$)", re.S)
 
@@ -95,6 +106,11 @@ class VLLMBackend(Backend):
         self.dtype = dtype
         self.gpu_memory_utilization = gpu_memory_utilization
         self.extra_args = list(extra_args or [])
+        reserved = reserved_vllm_args(self.extra_args)
+        if reserved:
+            raise StudioError(f"{', '.join(reserved)} may not be set in extra_args",
+                              where="vllm.extra_args", hint="the engine sets the vLLM server's "
+                              "address, API key, origins, served models and logging itself")
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
         self.port = port
@@ -120,6 +136,7 @@ class VLLMBackend(Backend):
         self._failed: str | None = None
         self._launches = 0
         self.owns_cache_dir = False            # True: stop() removes cache_dir (a private temp dir)
+        self._api_key = secrets.token_urlsafe(32)  # vLLM's key; a new one at every start()
 
     # -------------------------------------------------------------------------------- properties
 
@@ -157,9 +174,13 @@ class VLLMBackend(Backend):
             "VLLM_HOST_IP": LOOPBACK,
             "VLLM_RPC_BASE_PATH": self._rpc_dir(env["TMPDIR"]),
             "VLLM_LOGGING_LEVEL": "INFO",   # DEBUG would log prompt token ids
+            "VLLM_API_KEY": self._api_key,
             "PYTHONUNBUFFERED": "1",
+            # the egress guard's sitecustomize and the key middleware, nothing else: the engine's
+            # own path must not shadow vLLM's packages
+            "PYTHONPATH": os.pathsep.join([str(CHILD_GUARD_DIR), str(GATE_DIR)]),
+            "STUDIO_EGRESS_GUARD": "1",
         })
-        env.pop("PYTHONPATH", None)   # the engine's path must not shadow vLLM's own packages
         if self.install is not None and self.install.device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kvcache_gb:g}")
         return env
@@ -190,7 +211,8 @@ class VLLMBackend(Backend):
                 "--max-lora-rank", str(self.max_lora_rank),
                 # request/output logging off: vLLM's log then holds no prompt or completion text
                 "--no-enable-log-requests", "--no-enable-log-outputs",
-                "--disable-uvicorn-access-log", "--generation-config", "auto"]
+                "--disable-uvicorn-access-log", "--generation-config", "auto",
+                "--middleware", GATE_MIDDLEWARE]   # the key on every path but /health
         if self.max_model_len:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.gpu_memory_utilization is not None:
@@ -287,8 +309,10 @@ class VLLMBackend(Backend):
         self.restarts, self._restart_times = 0, []
         if self._client is None:
             self.port = self.port or free_port()
+            self._api_key = secrets.token_urlsafe(32)
             self._client = httpx.AsyncClient(base_url=self.base_url, trust_env=False,
-                                             timeout=httpx.Timeout(self.request_timeout))
+                                             timeout=httpx.Timeout(self.request_timeout),
+                                             headers={"Authorization": f"Bearer {self._api_key}"})
         async with self._lock:
             try:
                 await self._launch()
@@ -404,6 +428,11 @@ class VLLMBackend(Backend):
     # -------------------------------------------------------------------------------- adapters
 
     def _check_adapter(self, path: Path) -> None:
+        try:
+            check_adapter(path)   # safetensors only: a pickle adapter can run code when loaded
+        except StudioError as exc:
+            raise BackendError(f"{exc.what}: only safetensors adapters are served", status=400,
+                               code="bad_adapter") from None
         cfg_path = Path(path) / "adapter_config.json"
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -457,9 +486,10 @@ class VLLMBackend(Backend):
         out = dict(body)    # cache_salt and every other OpenAI/vLLM field pass through unchanged
         out.setdefault("model", self._base_id)
         out["stream"] = stream
-        if stream:
+        if stream:  # usage on every chunk: a stream that ends early is still billed what it generated
             opts = dict(out.get("stream_options") or {})
             opts["include_usage"] = True
+            opts["continuous_usage_stats"] = True
             out["stream_options"] = opts
         return out
 

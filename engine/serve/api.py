@@ -1,10 +1,12 @@
-"""OpenAI wire format at the gateway: request checks (messages never echoed) and error bodies."""
+"""OpenAI wire format at the gateway: the capped request body, request checks (messages never echoed), error bodies."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
@@ -36,6 +38,30 @@ def model_not_found(name: str | None) -> ApiError:
                     "model_not_found", "model")
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is larger than this server accepts ({limit} bytes; "
+                    "serve.max_request_bytes)", "request_too_large")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes: from the
+    Content-Length header before reading anything, else (chunked uploads) while counting the chunks
+    as they arrive — a larger body is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise ApiError(400, "invalid Content-Length header", "invalid_request")
+        if int(declared) > limit:
+            raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
@@ -57,6 +83,8 @@ def _number(body: dict[str, Any], key: str, low: float, high: float, *, low_open
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(key, "must be a number")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN/Infinity: no bound catches them
+        raise _bad(key, "must be a finite number")
     if value > high or value < low or (low_open and value == low):
         raise _bad(key, f"must be {'>' if low_open else '>='} {low:g} and <= {high:g}")
     return float(value)

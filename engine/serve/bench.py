@@ -31,6 +31,7 @@ from engine.models.tiny import build_tiny_llama
 from engine.registry import Registry, now_iso
 from engine.serve.keys import KeyStore
 from engine.serve.promote import ServedModels
+from engine.serve.routes import internal_id
 from engine.serve.server import start_in_thread
 from engine.workspace import Workspace
 
@@ -172,11 +173,11 @@ async def http_load_in_process(url: str, key: str, model: str, prompts: list[lis
         return await asyncio.wrap_future(pool.submit(_http_load_sync, url, key, model, prompts, opts))
 
 
-async def direct_load(backend: Any, internal_id: str, prompts: list[list[dict[str, str]]],
+async def direct_load(backend: Any, model_id: str, prompts: list[list[dict[str, str]]],
                       opts: BenchOptions) -> tuple[list[_Sample], float]:
     """The same load on the backend object, without HTTP (runs on the gateway's event loop)."""
     async def one(messages: list[dict[str, str]], sample: _Sample) -> None:
-        body = {"model": internal_id, "messages": messages, "max_tokens": opts.max_tokens,
+        body = {"model": model_id, "messages": messages, "max_tokens": opts.max_tokens,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
         last = [0.0]
         async for chunk in backend.chat_stream(body):
@@ -216,7 +217,7 @@ def _self_started(root: Path, model_dir: Path | None = None, threads: int | None
                      max_concurrent_per_tenant=1024, batching={"max_batch_size": 16, "batch_wait_ms": 5},
                      backend=backend, vllm={"dtype": "float32", "max_model_len": 2048})
     running = start_in_thread(spec, ws, registry)
-    return running, {"key": token, "base": "tiny", "lora": "lora", "lora_id": "bench--lora"}
+    return running, {"key": token, "base": "tiny", "lora": "lora", "lora_id": internal_id("bench", "lora")}
 
 
 def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = None,

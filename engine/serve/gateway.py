@@ -1,7 +1,7 @@
 """The serving gateway: an OpenAI-compatible FastAPI app in front of one backend, with keys, tenants, usage and metrics.
 
-Tenants see model names (`support-bot`); the backend sees internal ids (`<tenant>--<name>`, or
-the base model's store name). A tenant key lists and calls only its tenant's models (and the base
+Tenants see model names (`support-bot`); the backend sees internal ids (engine/serve/routes.py:
+an injective id per (tenant, name), or the base model's store name). A tenant key lists and calls only its tenant's models (and the base
 model when `serve.expose_base`); any other name answers 404 "model not found", so names do not
 leak across tenants. Admin keys manage keys and adapters. Promoted models (the `served_models`
 table) are loaded at start and re-read every `serve.reload_interval_s` seconds.
@@ -13,13 +13,11 @@ errors name the exception class; usage and metrics are counts.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,39 +27,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.config import ServeSpec
+from engine.errors import NotFound, StudioError
 from engine.generation.serving import Backend, BackendError
 from engine.metrics import StudioCollector
 from engine.privacy import audit
-from engine.serve.api import ApiError, check_request, model_not_found, parse_json
+from engine.serve.api import ApiError, check_request, model_not_found, parse_json, read_body
 from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
-from engine.serve.promote import ServedModels
+from engine.serve.promote import ServedModels, adapter_dir
+from engine.serve.routes import Route, cache_salt, internal_id
 from engine.serve.usage import UsageStore
-from engine.workspace import Workspace, check_name
+from engine.workspace import Workspace
 
 log = logging.getLogger("studio.serve")
-SEP = "--"  # internal adapter id = <tenant>--<name>
-
-
-def internal_id(tenant: str, name: str) -> str:
-    return f"{tenant}{SEP}{name}"
-
-
-def cache_salt(tenant: str) -> str:
-    """Per-tenant prefix-cache isolation (vLLM `cache_salt`): a hash, never the tenant name."""
-    return hashlib.sha256(f"studio-cache-salt:{tenant}".encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Route:
-    """A model a tenant may call."""
-
-    tenant: str
-    name: str
-    internal_id: str
-    adapter_path: Path
-    source: str  # "promoted" (served_models) or "admin" (POST /admin/adapters)
-    run_id: str | None = None
 
 
 class Gateway:
@@ -121,19 +99,29 @@ class Gateway:
     async def sync_promoted(self) -> dict[str, int]:
         """Load new promotions, reload changed ones, unload demoted ones (admin-loaded routes stay)."""
         rows = await asyncio.to_thread(self.served.list)
-        want = {(r["tenant"], r["name"]): r for r in rows if r["base_model"] == self.spec.base_model}
-        loaded = unloaded = failed = 0
+        want, paths = {}, {}
+        failed = 0
+        for r in rows:
+            if r["base_model"] != self.spec.base_model:
+                continue
+            key = (r["tenant"], r["name"])
+            try:
+                paths[key] = (internal_id(*key), adapter_dir(self.workspace, key[0], r["adapter_path"]))
+            except StudioError:  # a row no valid id or path can be made for: never served
+                failed += 1
+                log.warning("cannot serve promoted model %s/%s (invalid name or path)", *key)
+                continue
+            want[key] = r
+        loaded = unloaded = 0
         async with self._routes_lock:
             for key, route in list(self.routes.items()):
-                if route.source == "promoted" and (key not in want or
-                                                   str(route.adapter_path) != want[key]["adapter_path"]):
+                if route.source == "promoted" and (key not in want or route.adapter_path != paths[key][1]):
                     await self._unload(key)
                     unloaded += 1
             for key, row in want.items():
                 if key in self.routes:
                     continue
-                route = Route(row["tenant"], row["name"], internal_id(*key), Path(row["adapter_path"]),
-                              "promoted", row["run_id"])
+                route = Route(row["tenant"], row["name"], *paths[key], "promoted", row["run_id"])
                 try:
                     await self._load(route)
                     loaded += 1
@@ -260,7 +248,7 @@ class Gateway:
     async def infer(self, request: Request, kind: str) -> Response:
         started = time.perf_counter()
         key = await self.authenticate(request)
-        raw = parse_json(await request.body())
+        raw = parse_json(await read_body(request, self.spec.max_request_bytes))
         name = raw.get("model")
         internal, adapter = self.resolve(key.tenant, name)
         tenant = key.tenant
@@ -300,6 +288,9 @@ class Gateway:
             raise
 
         async def events() -> AsyncIterator[str]:
+            # every backend chunk carries the usage so far (the last one the final usage): a stream
+            # that ends early — the client gone, even between the last token and the usage chunk —
+            # is billed the tokens generated until then
             usage: dict[str, Any] | None = None
             error: str | None = "client_disconnected"
             first_token: float | None = None
@@ -311,9 +302,11 @@ class Gateway:
                     if first_token is None and _has_text(chunk):
                         first_token = time.perf_counter()
                         self.metrics.ttft.labels(tenant, name, adapter).observe(first_token - started)
+                    if chunk.get("choices"):  # the client sees usage on the last chunk only
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                        if include_usage:
+                            chunk["usage"] = None
                     if chunk.get("choices") or include_usage:
-                        if not include_usage:
-                            chunk.pop("usage", None)
                         yield f"data: {json.dumps({**chunk, 'model': name})}\n\n"
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
@@ -376,6 +369,14 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return exc.response()
 
+    @app.exception_handler(StudioError)
+    async def _studio_error(request: Request, exc: StudioError) -> Response:
+        # a user mistake in an admin call (a bad tenant name, an unknown key id): no traceback
+        message = exc.what + (f" ({exc.hint})" if exc.hint else "")
+        if isinstance(exc, NotFound):
+            return ApiError(404, message, "not_found").response()
+        return ApiError(400, message, "invalid_value").response()
+
     @app.exception_handler(BackendError)
     async def _backend_error(request: Request, exc: BackendError) -> Response:
         return ApiError(exc.status, str(exc), exc.code).response()
@@ -434,7 +435,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.post("/admin/keys")
     async def keys_create(request: Request) -> Response:
         admin = await g.admin(request)
-        body = parse_json(await request.body())
+        body = parse_json(await read_body(request, g.spec.max_request_bytes))
         tenant, name, role = body.get("tenant"), body.get("name", "default"), body.get("role", "tenant")
         if not isinstance(tenant, str) or not isinstance(name, str) or not isinstance(role, str):
             raise ApiError(400, "'tenant', 'name' and 'role' must be strings", "invalid_value")
@@ -459,12 +460,11 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.post("/admin/adapters")
     async def adapters_load(request: Request) -> Response:
         admin = await g.admin(request)
-        body = parse_json(await request.body())
+        body = parse_json(await read_body(request, g.spec.max_request_bytes))
         tenant, name, path = body.get("tenant"), body.get("name"), body.get("adapter_path")
         if not all(isinstance(v, str) and v for v in (tenant, name, path)):
             raise ApiError(400, "give 'tenant', 'name' and 'adapter_path'", "invalid_value")
-        route = Route(check_name(tenant, "tenant"), check_name(name, "model"), internal_id(tenant, name),
-                      Path(path), "admin")
+        route = Route(tenant, name, internal_id(tenant, name), Path(path), "admin")
         async with g._routes_lock:
             if (tenant, name) in g.routes:
                 raise ApiError(409, f"{tenant}/{name} is already served; unload it first",

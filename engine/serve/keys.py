@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StudioError
+from engine.errors import NotFound, StudioError
 from engine.registry import connect, now_iso
 from engine.workspace import check_name
 
@@ -104,7 +104,7 @@ class KeyStore:
             row = db.execute("SELECT key_id, tenant, name, role, created_at, revoked_at FROM api_keys "
                              "WHERE key_id=?", (key_id,)).fetchone()
             if row is None:
-                raise StudioError(f"no API key with id {key_id!r}", hint="see `studio keys list`")
+                raise NotFound(f"no API key with id {key_id!r}", hint="see `studio keys list`")
             if row["revoked_at"] is None:
                 db.execute("UPDATE api_keys SET revoked_at=? WHERE key_id=?", (now_iso(), key_id))
         return KeyInfo(**{**dict(row), "revoked_at": row["revoked_at"] or now_iso()})

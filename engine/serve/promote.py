@@ -5,6 +5,13 @@ a `studio diff` (or `studio run`) result in the run's tenant, `evals/diff-*/stat
 tuned eval is that run and whose gate (`better` or `not_worse`; `none` does not count) passed.
 `force=True` skips the gate and is recorded (`forced = 1`). A running gateway re-reads this
 table every `serve.reload_interval_s` seconds (and on `POST /admin/reload`).
+
+`adapter_path` is stored relative to the tenant's directory (`runs/<run_id>/adapter`), never as a
+resolved absolute path: an encrypted tenant's `tenants/<t>` is, during a job, a symlink to a
+temporary plaintext view that is gone when the job ends. `adapter_dir` turns a stored path back
+into a directory (absolute paths, as older rows and admin tooling wrote them, are kept as is).
+Only safetensors adapters are promoted (`check_adapter`), and only names whose internal adapter id
+(engine/serve/routes.py) is valid.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import GateFailed, StudioError
+from engine.errors import GateFailed, NotFound, StudioError
+from engine.models.loading import check_adapter
 from engine.registry import Registry, connect, now_iso
+from engine.serve.routes import internal_id
 from engine.workspace import Workspace, check_name
 
 SCHEMA = """
@@ -77,12 +86,35 @@ class ServedModels:
             row = db.execute("SELECT * FROM served_models WHERE tenant=? AND name=? AND demoted_at IS NULL",
                              (tenant, name)).fetchone()
             if row is None:
-                raise StudioError(f"no served model {name!r} for tenant {tenant!r}",
-                                  hint="see `studio serve list`")
+                raise NotFound(f"no served model {name!r} for tenant {tenant!r}",
+                               hint="see `studio serve list`")
             demoted = now_iso()
             db.execute("UPDATE served_models SET demoted_at=? WHERE tenant=? AND name=?",
                        (demoted, tenant, name))
         return {**dict(row), "demoted_at": demoted}
+
+
+def adapter_dir(ws: Workspace, tenant: str, stored: str) -> Path:
+    """The adapter directory a `served_models.adapter_path` names (relative: inside the tenant's dir)."""
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    if ".." in path.parts:
+        raise StudioError(f"served adapter path {stored!r} leaves the tenant directory",
+                          hint="promote the run again with `studio serve promote`")
+    return ws.tenant_dir(tenant, create=False) / path
+
+
+def _tenant_relative(ws: Workspace, tenant: str, adapter: Path) -> str:
+    """`adapter` relative to the tenant's directory (the stable form, whatever view is open now)."""
+    tenant_dir = ws.tenant_dir(tenant, create=False)
+    for root in (tenant_dir, tenant_dir.resolve()):  # the recorded path, or one inside a view
+        try:
+            return adapter.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    raise StudioError(f"the adapter of this run is outside tenant {tenant!r}'s directory",
+                      hint="runs are served from tenants/<tenant>/runs/<run_id>/adapter")
 
 
 def find_gate(ws: Workspace, registry: Registry, tenant: str, run_id: str) -> list[GateEvidence]:
@@ -131,6 +163,9 @@ def promote(ws: Workspace, registry: Registry, run_id: str, name: str, *,
                           "as their own base model)", hint=f"export it: studio export {run_id} --merge, "
                           "then import the merged model with `studio models import`")
     tenant = run["tenant"]
+    internal_id(tenant, name)  # refuses a tenant or model name that no internal id can represent
+    check_adapter(adapter)  # safetensors only: a pickle adapter can run code when loaded
+    stored = _tenant_relative(ws, tenant, adapter)
     evidence = find_gate(ws, registry, tenant, run_id)
     passing = [g for g in evidence if g.passed]
     if not passing and not force:
@@ -140,7 +175,7 @@ def promote(ws: Workspace, registry: Registry, run_id: str, name: str, *,
                                                                " (no diff with this run as the tuned side)"),
             hint="evaluate the base model and the run on the same items, then `studio diff BASE_EVAL "
                  "RUN_EVAL` (gate better or not_worse); or promote with --force (recorded)")
-    row = {"tenant": tenant, "name": name, "run_id": run_id, "adapter_path": str(adapter.resolve()),
+    row = {"tenant": tenant, "name": name, "run_id": run_id, "adapter_path": stored,
            "base_model": run["base_model"], "promoted_at": now_iso(), "demoted_at": None,
            "forced": 0 if passing else 1}
     ServedModels(registry.path).upsert(row)

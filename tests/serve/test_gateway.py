@@ -268,9 +268,9 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
     with served.http("admin") as admin:
         text = admin.get("/metrics").text
         assert admin.delete("/admin/adapters/load/lora").status_code == 200
-    line = 'studio_requests_total{adapter="load--lora",model="lora",tenant="load"}'
+    line = 'studio_requests_total{adapter="_load__lora",model="lora",tenant="load"}'
     assert f"{line} {float(seen['lora'][0])}" in text
-    assert f'studio_request_errors_total{{adapter="load--lora",code="invalid_value",model="lora",' \
+    assert f'studio_request_errors_total{{adapter="_load__lora",code="invalid_value",model="lora",' \
            f'tenant="load"}} 3.0' in text
     assert f'studio_completion_tokens_total{{adapter="base",model="{served.base_model}",tenant="load"}} ' \
            f'{float(seen[served.base_model][2])}' in text

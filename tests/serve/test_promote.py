@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import GateFailed, StudioError
 from engine.eval.diff import diff_evals
-from engine.serve.promote import ServedModels, demote, find_gate, promote
+from engine.serve.promote import ServedModels, adapter_dir, demote, find_gate, promote
 from tests.helpers import studio as _studio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,9 @@ def test_promote_needs_a_passing_gate_on_that_run(workspace, registry, tiny_adap
     assert forced["gate"] is None and forced["forced"] == 1
     rows = {r["name"]: r for r in ServedModels(registry.path).list("acme")}
     assert rows["support"]["run_id"] == "run-good" and rows["experimental"]["forced"] == 1
-    assert Path(rows["support"]["adapter_path"]).joinpath("adapter_config.json").is_file()
+    assert rows["support"]["adapter_path"] == "runs/run-good/adapter"  # tenant-relative
+    assert adapter_dir(workspace, "acme", rows["support"]["adapter_path"]) == \
+        workspace.root / "tenants" / "acme" / "runs" / "run-good" / "adapter"
 
     demote(workspace, "acme", "experimental")
     assert [r["name"] for r in ServedModels(registry.path).list("acme")] == ["support"]
@@ -137,3 +139,48 @@ def test_cli_promote_keys_and_usage(workspace, registry, tiny_adapters, tmp_path
     assert "globex" in table.stdout and "acme" in table.stdout
     bad = studio(*ws, "stats", "usage", "--month", "2026-13", cwd=tmp_path)
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
+
+
+def test_promote_refuses_a_pickle_adapter(workspace, registry, tiny_adapters):
+    import torch
+    from safetensors.torch import load_file
+
+    path = _run(workspace, registry, "acme", "run-pickle", tiny_adapters["a1"])
+    weights = path / "adapter" / "adapter_model.safetensors"
+    torch.save(load_file(weights), path / "adapter" / "adapter_model.bin")
+    weights.unlink()
+    with pytest.raises(StudioError, match="adapter_model.safetensors"):
+        promote(workspace, registry, "run-pickle", "support", force=True)
+    assert ServedModels(registry.path).list() == []
+
+
+def test_promote_of_an_encrypted_tenant_stores_the_stable_path(workspace, registry, tiny_adapters,
+                                                               tmp_path, monkeypatch):
+    """During a job an encrypted tenant's directory is a symlink to a temporary plaintext view;
+    the promotion must name the adapter by its place in the tenant, not inside that view."""
+    from engine.privacy import crypto, keys, view
+
+    views = tmp_path / "views"
+    monkeypatch.setenv("STUDIO_VIEW_DIR", str(views))
+    tdir = workspace.tenant_dir("acme")
+    key = keys.tenant_key(workspace, "acme", create=True)
+    crypto.seal_tree(key, "acme", tdir)
+    v = view.open_view(workspace, "acme", key)
+    try:
+        assert tdir.is_symlink()
+        _run(workspace, registry, "acme", "run-1", tiny_adapters["a1"])
+        row = promote(workspace, registry, "run-1", "support", force=True)
+    finally:
+        view.close_view(v, key)
+    stored = ServedModels(registry.path).get("acme", "support")["adapter_path"]
+    assert stored == row["adapter_path"] == "runs/run-1/adapter"
+    assert str(views) not in stored
+    assert adapter_dir(workspace, "acme", stored) == tdir / "runs" / "run-1" / "adapter"
+    assert (tdir / "runs" / "run-1" / "adapter" / "adapter_config.json.sealed").is_file()
+    v = view.open_view(workspace, "acme", key)  # the next job finds the adapter under that path
+    try:
+        assert (adapter_dir(workspace, "acme", stored) / "adapter_model.safetensors").is_file()
+    finally:
+        view.close_view(v, key)
+    with pytest.raises(StudioError):
+        adapter_dir(workspace, "acme", "../globex/runs/run-1/adapter")

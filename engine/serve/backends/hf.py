@@ -6,7 +6,10 @@ thread runs every generation and every adapter load/unload under one lock, so an
 never happens in the middle of a batch. Tokens are streamed one by one through a batch streamer
 that decodes each request incrementally, applies its stop strings and `max_tokens`, and tells
 `generate` (through a stopping criterion) which rows are finished. Usage counts are exact: the
-prompt's tokens and every generated token up to and including the end-of-turn (or stop) token.
+prompt's tokens and every generated token up to and including the end-of-turn (or stop) token;
+every stream chunk carries the usage so far, so a stream that ends early is billed what it
+generated. Prompts are tokenized on a separate thread, never on the event loop (a prompt of
+megabytes takes seconds). Only safetensors adapters are loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.generation.serving import Backend, BackendError
-from engine.models.loading import load_causal_lm, load_tokenizer
+from engine.errors import StudioError
+from engine.models.loading import check_adapter, load_causal_lm, load_tokenizer
 
 _DONE = "done"
 _DELTA = "delta"
@@ -130,6 +134,7 @@ class HFBackend(Backend):
         self._adapters: dict[str, Path] = {}
         self._lock = threading.Lock()  # generation and adapter changes, one at a time
         self._executor: ThreadPoolExecutor | None = None
+        self._tokenize: ThreadPoolExecutor | None = None  # prompts, off the event loop
         self._inbox: asyncio.Queue[_Request] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self.device = "cpu"
@@ -148,6 +153,7 @@ class HFBackend(Backend):
         if self._scheduler is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-hf")
+        self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-hf-tokenize")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         self._inbox = asyncio.Queue()
         self._scheduler = asyncio.create_task(self._schedule(), name="studio-hf-scheduler")
@@ -187,6 +193,9 @@ class HFBackend(Backend):
         while self._inbox is not None and not self._inbox.empty():
             self._inbox.get_nowait().send(_ERROR, BackendError("the server is shutting down", 503,
                                                                "shutting_down"))
+        if self._tokenize is not None:
+            tokenize, self._tokenize = self._tokenize, None
+            await asyncio.to_thread(tokenize.shutdown, True, cancel_futures=True)
         if self._executor is not None:  # waits for the cancelled batch's current token only
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
@@ -216,6 +225,11 @@ class HFBackend(Backend):
         if not (path / "adapter_config.json").is_file():
             raise BackendError(f"not a PEFT adapter directory (no adapter_config.json): {path.name}",
                                400, "invalid_adapter")
+        try:
+            check_adapter(path)  # safetensors only: a pickle adapter can run code when loaded
+        except StudioError as exc:
+            raise BackendError(f"{exc.what}: only safetensors adapters are served", 400,
+                               "invalid_adapter") from None
         if self._executor is None:
             raise BackendError("backend not started", 503, "not_ready")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load_adapter,
@@ -308,10 +322,11 @@ class HFBackend(Backend):
         return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
     async def _submit(self, body: dict[str, Any], ids_of: Any) -> _Request:
-        if self._inbox is None or self.tokenizer is None:
+        if self._inbox is None or self.tokenizer is None or self._tokenize is None:
             raise BackendError("backend not started", 503, "not_ready")
         params = self._params(body)
-        prompt_ids = ids_of()
+        loop = asyncio.get_running_loop()
+        prompt_ids = await loop.run_in_executor(self._tokenize, ids_of)
         if not prompt_ids:
             raise BackendError("the prompt is empty", 400, "invalid_prompt")
         if self.max_positions and len(prompt_ids) + params["max_tokens"] > self.max_positions:
@@ -320,7 +335,6 @@ class HFBackend(Backend):
                                f"{self.max_positions} tokens", 400, "context_length_exceeded")
         if self._inbox.qsize() >= self.max_queue:
             raise BackendError("too many requests queued; retry later", 429, "queue_full")
-        loop = asyncio.get_running_loop()
         req = _Request(prompt_ids=prompt_ids, loop=loop, events=asyncio.Queue(), **params)
         await self._inbox.put(req)
         return req
@@ -497,10 +511,12 @@ class HFBackend(Backend):
         async for kind, payload in self._events(req):
             if kind == _DELTA:
                 yield {**head, "choices": [{"index": 0, "delta": {"content": payload},
-                                            "logprobs": None, "finish_reason": None}]}
+                                            "logprobs": None, "finish_reason": None}],
+                       "usage": _usage_so_far(req)}
             else:
                 yield {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                            "finish_reason": payload["finish_reason"]}]}
+                                            "finish_reason": payload["finish_reason"]}],
+                       "usage": payload["usage"]}
                 yield {**head, "choices": [], "usage": payload["usage"]}
 
     async def complete_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -510,11 +526,19 @@ class HFBackend(Backend):
         async for kind, payload in self._events(req):
             if kind == _DELTA:
                 yield {**head, "choices": [{"index": 0, "text": payload, "logprobs": None,
-                                            "finish_reason": None}]}
+                                            "finish_reason": None}], "usage": _usage_so_far(req)}
             else:
                 yield {**head, "choices": [{"index": 0, "text": "", "logprobs": None,
-                                            "finish_reason": payload["finish_reason"]}]}
+                                            "finish_reason": payload["finish_reason"]}],
+                       "usage": payload["usage"]}
                 yield {**head, "choices": [], "usage": payload["usage"]}
+
+
+def _usage_so_far(req: _Request) -> dict[str, int]:
+    """Tokens of the prompt and tokens generated so far (the worker may be a token ahead)."""
+    done = len(req.gen_ids)
+    return {"prompt_tokens": len(req.prompt_ids), "completion_tokens": done,
+            "total_tokens": len(req.prompt_ids) + done}
 
 
 class _nullcontext:
