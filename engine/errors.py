@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -21,6 +22,30 @@ class StudioError(Exception):
         if self.hint:
             text += f"\nhint: {self.hint}"
         return text
+
+
+# a full disk (or the user's quota): a condition of the machine, not a bug — said in one message
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+class DiskFull(StudioError):
+    """The file system filled up (ENOSPC, or EDQUOT) while a command was writing."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, what: str | None = None, *, where: str | None = None,
+                      kept: str | None = None) -> "DiskFull":
+        """`what` was being written (to `where`, by default the file the OS error names);
+        `kept`: what the caller guarantees about the partial output."""
+        kind = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+        where = where or (str(exc.filename) if exc.filename else None)
+        hint = "free some space (or raise the quota) and run the command again"
+        if kept:
+            hint += f"; {kept}"
+        return cls(f"{kind} while writing {what or 'a file'}", where=where, hint=hint)
 
 
 class ConfigError(StudioError):

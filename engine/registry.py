@@ -73,15 +73,27 @@ def restrict(path: str | Path) -> None:
             continue
 
 
+# SQLite's "database disk image is malformed" and "file is not a database"
+_UNREADABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
 @contextmanager
 def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
     """One transaction on registry.sqlite (rows as sqlite3.Row): committed on success, rolled back
-    on an error, the connection closed either way. Modules that own their own tables use it too."""
+    on an error, the connection closed either way. Modules that own their own tables use it too.
+    A damaged file is a StudioError naming it (not a traceback); SQLite itself rolls back an
+    interrupted transaction (a hot journal, a torn WAL frame) when the file is next opened."""
     restrict(path)
-    with closing(sqlite3.connect(path, timeout=30)) as db:
-        db.row_factory = sqlite3.Row
-        with db:
-            yield db
+    try:
+        with closing(sqlite3.connect(path, timeout=30)) as db:
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) not in _UNREADABLE:
+            raise
+        raise StudioError(f"the registry cannot be read: {exc}", where=str(path),
+                          hint="the file is damaged: restore it from a backup") from exc
 
 
 def table_rows(path: str | Path, table: str, sql: str,

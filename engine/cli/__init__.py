@@ -2,9 +2,10 @@
 
 Each verb module parses its arguments, calls one library function and prints the result (human
 text and tables on stdout, or one JSON document with `--json`; progress and messages on stderr).
-A StudioError prints one message (what, where, hint) and exits 2 (3 for a failed gate); Ctrl-C
-exits 130. Heavy libraries are imported inside the verbs, after the offline guard and the cache
-confinement are in place. Libraries never import from engine.cli.
+A StudioError prints one message (what, where, hint) and exits 2 (3 for a failed gate), and so
+does a full disk (ENOSPC/EDQUOT, engine.errors.DiskFull); Ctrl-C exits 130, SIGTERM 143. Heavy
+libraries are imported inside the verbs, after the offline guard and the cache confinement are in
+place. Libraries never import from engine.cli.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from engine.cli import (evaluation, models, pipeline, privacy, refine, repro, se
                         validate, web)
 from engine.cli.context import WorkspaceOpt, set_workspace
 from engine.console import err, quiet_libraries
-from engine.errors import StudioError
+from engine.errors import DiskFull, StudioError, disk_full
 from engine.privacy import jobs
 
 app = typer.Typer(name="studio", no_args_is_help=True, add_completion=False,
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}[/] — "
                   "nothing half-written was kept")
         sys.exit(143 if terminated else 130)
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        full = DiskFull.from_os_error(exc)
+        err.print(f"[red bold]error:[/] {escape(str(full))}")
+        sys.exit(full.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

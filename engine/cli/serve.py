@@ -64,8 +64,8 @@ def serve_start(config: Path = typer.Argument(..., help="A config of kind 'serve
             serve_forever(spec, workspace, registry(workspace), scratch, on_ready=ready,
                           on_status=_print_status, status_every_s=status_every)
         jobs.done()
-    except KeyboardInterrupt:  # Ctrl-C is how a foreground gateway stops: audited as a stop
-        jobs.done(ids={"stopped_by": "interrupt"})
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM is how a foreground gateway stops: audited as a stop
+        jobs.done(ids={"stopped_by": "SIGTERM" if jobs.terminated() else "interrupt"})
         raise
     finally:  # Ctrl-C: uvicorn has shut the app (and so the backend) down, then re-raises
         if started:

@@ -55,7 +55,7 @@ from engine.data.card import build_card, write_card
 from engine.data.ingest import check_input, input_files
 from engine.data.refine_passes import OUTPUT_FILES, STAGES, InputFile, RefineRun, scan_file
 from engine.data.vault import load_key, vault_aad, write_vault
-from engine.errors import StudioError
+from engine.errors import DiskFull, StudioError, disk_full
 from engine.hashing import file_manifest, sha256_file, sha256_json
 from engine.registry import Registry, now_iso
 from engine.workspace import Workspace, check_name
@@ -166,8 +166,11 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         digest = sha256_json(file_manifest(final))
         counts = run.counts()
         registry.put_dataset(tenant, name, version, final, digest, counts, started)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(final if final is not None else tmp, ignore_errors=True)
+        if disk_full(exc):  # one message, not a traceback: the machine's condition, not a bug
+            raise DiskFull.from_os_error(exc, f"dataset {name}", where=str(parent),
+                                         kept="nothing of this version was kept") from exc
         raise
     log.info("refined dataset %s@v%d: %d records in, %d rejected, train %d, val %d, eval %d",
              name, version, counts["input_records"], counts["rejected"], counts["train"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,25 +65,33 @@ def run_eval(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str, 
     out_dir = ws.eval_dir(tenant, eval_id)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     tmp_dir.mkdir(parents=True, mode=0o700)
-    scores = [grade(spec.grader, out, it["reference"]) for out, it in zip(outputs, items)]
-    with (tmp_dir / "outputs.jsonl").open("w", encoding="utf-8") as f:
-        for it, out, score in zip(items, outputs, scores):
-            f.write(json.dumps({**it, "output": out, "score": score}, ensure_ascii=False) + "\n")
-    dataset_ref = f"{dataset['name']}@v{dataset['version']}"
-    summary = {
-        "eval_id": eval_id, "model_ref": model_ref, "model_identity": ref.identity,
-        "dataset": dataset_ref, "dataset_sha256": dataset["sha256"], "split": spec.split,
-        "n": len(items), "score": sum(scores) / len(scores),
-        "grader": spec.grader.model_dump(), "settings": spec.generation.model_dump(),
-        "cache": cache_stats.as_dict(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    proof = build_proof(spec, items, ref, dataset, backend=backend, judge=judge, eval_id=eval_id)
-    write_proof(tmp_dir, proof)
-    summary["proof_sha256"] = proof["proof_sha256"]
-    (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.rename(tmp_dir, out_dir)
-    registry.put_eval(eval_id, tenant, "eval", model_ref, dataset_ref, out_dir,
-                      {"n": summary["n"], "score": summary["score"]})
+    # everything is written into <id>.partial and renamed into place, then registered; an
+    # error, Ctrl-C or SIGTERM on the way removes what was written (no eval half there)
+    written = tmp_dir
+    try:
+        scores = [grade(spec.grader, out, it["reference"]) for out, it in zip(outputs, items)]
+        with (tmp_dir / "outputs.jsonl").open("w", encoding="utf-8") as f:
+            for it, out, score in zip(items, outputs, scores):
+                f.write(json.dumps({**it, "output": out, "score": score}, ensure_ascii=False) + "\n")
+        dataset_ref = f"{dataset['name']}@v{dataset['version']}"
+        summary = {
+            "eval_id": eval_id, "model_ref": model_ref, "model_identity": ref.identity,
+            "dataset": dataset_ref, "dataset_sha256": dataset["sha256"], "split": spec.split,
+            "n": len(items), "score": sum(scores) / len(scores),
+            "grader": spec.grader.model_dump(), "settings": spec.generation.model_dump(),
+            "cache": cache_stats.as_dict(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        proof = build_proof(spec, items, ref, dataset, backend=backend, judge=judge, eval_id=eval_id)
+        write_proof(tmp_dir, proof)
+        summary["proof_sha256"] = proof["proof_sha256"]
+        (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        os.rename(tmp_dir, out_dir)
+        written = out_dir
+        registry.put_eval(eval_id, tenant, "eval", model_ref, dataset_ref, out_dir,
+                          {"n": summary["n"], "score": summary["score"]})
+    except BaseException:
+        shutil.rmtree(written, ignore_errors=True)
+        raise
     return EvalResult(eval_id, out_dir, model_ref, summary["n"], summary["score"],
                       summary["cache"], summary["proof_sha256"])

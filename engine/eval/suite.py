@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -366,31 +367,39 @@ def run_task(task: Task, ws: Workspace, registry: Registry, *, tenant: str, mode
     out_dir = ws.eval_dir(tenant, eval_id)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     tmp_dir.mkdir(parents=True, mode=0o700)
-    with (tmp_dir / "outputs.jsonl").open("w", encoding="utf-8") as f:
-        for k, (it, out) in enumerate(zip(items, outputs)):
-            grades = [{"grader": label, "score": res[k].score, "passed": res[k].passed,
-                       **({"detail": res[k].detail} if res[k].detail else {})}
-                      for label, res in zip(labels, results)]
-            f.write(json.dumps({**it, "output": out, "score": scores[k], "grades": grades},
-                               ensure_ascii=False) + "\n")
-    summary = {
-        "eval_id": eval_id, "model_ref": model_ref, "model_identity": ref.identity,
-        "suite": suite_name, "task": task.name, "guard": task.guard,
-        "dataset": task.source["ref"], "dataset_sha256": task.source["sha256"],
-        "split": task.source["split"], "n": len(items), "score": sum(scores) / len(scores),
-        "grader": task.graders[0].model_dump(), "graders": graders,
-        "slice_key": spec.slice_key, "slice_keys": task.slice_keys,
-        "settings": gen.model_dump(), "cache": cache_stats.as_dict(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    proof = build_proof(spec, items, ref, task.source, backend=backend, judge=judge, eval_id=eval_id)
-    write_proof(tmp_dir, proof)
-    summary["proof_sha256"] = proof["proof_sha256"]
-    (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.rename(tmp_dir, out_dir)
-    registry.put_eval(eval_id, tenant, "eval", model_ref, task.source["ref"], out_dir,
-                      {"n": summary["n"], "score": summary["score"], "suite": suite_name,
-                       "task": task.name, "guard": task.guard})
+    # everything is written into <id>.partial and renamed into place, then registered; an
+    # error, Ctrl-C or SIGTERM on the way removes what was written (no eval half there)
+    written = tmp_dir
+    try:
+        with (tmp_dir / "outputs.jsonl").open("w", encoding="utf-8") as f:
+            for k, (it, out) in enumerate(zip(items, outputs)):
+                grades = [{"grader": label, "score": res[k].score, "passed": res[k].passed,
+                           **({"detail": res[k].detail} if res[k].detail else {})}
+                          for label, res in zip(labels, results)]
+                f.write(json.dumps({**it, "output": out, "score": scores[k], "grades": grades},
+                                   ensure_ascii=False) + "\n")
+        summary = {
+            "eval_id": eval_id, "model_ref": model_ref, "model_identity": ref.identity,
+            "suite": suite_name, "task": task.name, "guard": task.guard,
+            "dataset": task.source["ref"], "dataset_sha256": task.source["sha256"],
+            "split": task.source["split"], "n": len(items), "score": sum(scores) / len(scores),
+            "grader": task.graders[0].model_dump(), "graders": graders,
+            "slice_key": spec.slice_key, "slice_keys": task.slice_keys,
+            "settings": gen.model_dump(), "cache": cache_stats.as_dict(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        proof = build_proof(spec, items, ref, task.source, backend=backend, judge=judge, eval_id=eval_id)
+        write_proof(tmp_dir, proof)
+        summary["proof_sha256"] = proof["proof_sha256"]
+        (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        os.rename(tmp_dir, out_dir)
+        written = out_dir
+        registry.put_eval(eval_id, tenant, "eval", model_ref, task.source["ref"], out_dir,
+                          {"n": summary["n"], "score": summary["score"], "suite": suite_name,
+                           "task": task.name, "guard": task.guard})
+    except BaseException:
+        shutil.rmtree(written, ignore_errors=True)
+        raise
     return TaskResult(eval_id, out_dir, model_ref, summary["n"], summary["score"],
                       summary["cache"], summary["proof_sha256"], task=task.name, guard=task.guard,
                       graders=graders)
