@@ -106,27 +106,34 @@ def tracked_run(cfg: StudioConfig, ws: Workspace, registry: Registry, *, base_mo
             handle.metrics["resumed_from_step"] = resume.reopen(registry, run_id, run_dir, checkpoint)
         try:
             yield handle
+            if main:  # the manifest and the final status: a signal here is an interruption too
+                _finish(cfg, registry, handle, run_id, run_dir, resolved, data_info, base_model)
         except BaseException as exc:
             if main:
                 status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                (run_dir / "manifest.json").unlink(missing_ok=True)  # only a finished run has one
                 registry.finish_run(run_id, status, {"error": exc.__class__.__name__})
             raise
-        if not main:
-            return
-        outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
-        manifest = {
-            "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
-            "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
-            "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
-            "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
-                           "source_sha256": base_model["source_sha256"],
-                           "parent_run": base_model.get("parent_run")},
-            "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
-            "metrics": handle.metrics,
-            **environment_section(),
-            **run_sections(cfg, run_dir, outputs, base_model),  # engine/manifest.py
-        }
-        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
-                                               encoding="utf-8")
-        resume.clear_marker(run_dir)
-        registry.finish_run(run_id, "succeeded", handle.metrics)
+
+
+def _finish(cfg: StudioConfig, registry: Registry, handle: RunHandle, run_id: str, run_dir: Path,
+            resolved: dict[str, Any], data_info: dict[str, Any], base_model: dict[str, Any]) -> None:
+    """Write the run's manifest, clear its resume marker and mark it succeeded (rank 0)."""
+    spec = cfg.train
+    outputs = handle.adapter_dir if handle.adapter_dir.is_dir() else run_dir / "model"
+    manifest = {
+        "run_id": run_id, "tenant": cfg.tenant, "method": spec.method, "adapter": spec.adapter,
+        "config": resolved, "config_sha256": sha256_json(resolved), "seed": cfg.seed,
+        "dataset": {k: v for k, v in data_info.items() if k != "dataset"},
+        "base_model": {"name": base_model["name"], "manifest_sha256": base_model["manifest_sha256"],
+                       "source_sha256": base_model["source_sha256"],
+                       "parent_run": base_model.get("parent_run")},
+        "outputs": {"dir": outputs.name, "files": file_manifest(outputs) if outputs.is_dir() else {}},
+        "metrics": handle.metrics,
+        **environment_section(),
+        **run_sections(cfg, run_dir, outputs, base_model),  # engine/manifest.py
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True),
+                                           encoding="utf-8")
+    registry.finish_run(run_id, "succeeded", handle.metrics)
+    resume.clear_marker(run_dir)

@@ -31,7 +31,7 @@ from tests.helpers import ROOT, interruptible, make_project, studio
 
 SEED = int(os.environ.get("STUDIO_FAULT_SEED", "1515"))
 MARKER = b"Brightwave Home triage assistant"  # the refine's system prompt: in every record
-MAX_STEPS, SAVE_STEPS = 10, 2
+MAX_STEPS, SAVE_STEPS = 60, 5  # the signal lands well before the last step
 
 
 def _delay(name: str, low: float, high: float) -> float:
@@ -114,7 +114,7 @@ def _start_train(proj: Path, env: dict[str, str], ws: Path, name: str) -> tuple[
         proc.kill()
         raise
     (run_dir,) = [p.parent.parent.parent for p in runs.glob(f"*/{first}")]
-    time.sleep(_delay(name, 0.0, 1.5))
+    time.sleep(_delay(name, 0.0, 1.0))
     assert proc.poll() is None, "the run finished before the signal: raise MAX_STEPS"
     return proc, run_dir.name
 
