@@ -130,7 +130,7 @@ def _suite_diffs(cfg: StudioConfig, spec: Any, ws: Workspace, registry: Registry
     """Every task of the eval suite for base and tuned, and one diff per task: customer tasks
     against `gate.require`, guard tasks (regression suites) against `not_worse`."""
     cfg_dir = cfg.path.parent if cfg.path else None
-    tasks = load_suite(spec, cfg_dir, registry, cfg.tenant)
+    tasks = load_suite(spec, cfg_dir, registry, cfg.tenant, cfg.resolve_path)
     if all(task.spec.guard for task in tasks):
         raise StudioError("the eval suite has only guard tasks; `studio run` needs a customer task "
                           "to decide on", where=f"{cfg.path}: eval.suite.tasks" if cfg.path else None)

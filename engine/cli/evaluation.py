@@ -30,7 +30,8 @@ def eval_cmd(config: Path = typer.Argument(..., help="A config of kind 'eval'.")
     jobs.begin(workspace, "eval", cfg.tenant, ids={"models": list(cfg.eval.models)}, cfg=cfg)
     results: list[dict[str, Any]] = []
     if spec.suite is not None:  # one eval per (model, task); relative task paths: config's folder
-        tasks = suite.load_suite(spec, base_dir, reg, cfg.tenant)  # every task checked first
+        # every task checked first; lm_eval folders through the job's path policy
+        tasks = suite.load_suite(spec, base_dir, reg, cfg.tenant, cfg.resolve_path)
         with workspace.job_tmp(cfg.tenant), make_progress() as progress:
             for ref in cfg.eval.models:
                 done = suite.run_suite(spec, workspace, reg, tenant=cfg.tenant, model_ref=ref,

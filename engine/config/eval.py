@@ -162,6 +162,42 @@ class EvalSpec(Strict):
     vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM options when backend: vllm")
 
 
+class LmEvalTaskSpec(Strict):
+    """A suite task run by lm-eval-harness in-process (engine/eval/lm_eval_task.py)."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task or group names (built-in, "
+                             "e.g. arc_easy, or defined by a YAML in include_path)")
+    include_path: str | None = Field(default=None, description="a folder of task YAMLs "
+                                     "(config-relative)")
+    dataset_dir: str | None = Field(default=None, description="a folder of staged datasets "
+                                    "(config-relative): lm-eval runs in it, so a dataset_path "
+                                    "'owner/name' loads <dataset_dir>/owner/name")
+    num_fewshot: int | None = Field(default=None, ge=0, description="default: each task's own")
+    metric: str | None = Field(default=None, description="the per-sample metric that is the item "
+                               "score; default: each task's first metric")
+    filter: str | None = Field(default=None, description="the lm-eval filter whose samples are "
+                               "scored; default: each task's first")
+    apply_chat_template: bool = Field(default=False, description="format prompts with the "
+                                      "model's chat template")
+
+    @field_validator("tasks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", t)]
+        if bad:
+            raise ValueError(f"not an lm-eval task name: {bad[0]!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("task names must be unique")
+        return v
+
+    @field_validator("include_path", "dataset_dir")
+    @classmethod
+    def _not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("path is empty")
+        return v
+
+
 class TaskSpec(Strict):
     """One task of an eval suite: where its items come from, how they are prompted and graded."""
 
@@ -183,6 +219,8 @@ class TaskSpec(Strict):
     slice_keys: list[str] = Field(default_factory=list, description="item meta keys to report per "
                                   "slice; default: [eval.slice_key]")
     guard: bool = Field(default=False, description="a regression guard: must not get worse")
+    lm_eval: LmEvalTaskSpec | None = Field(default=None, description="run lm-eval-harness tasks "
+                                           "instead of items, prompts and graders")
 
     @field_validator("system", "template")
     @classmethod
@@ -205,6 +243,12 @@ class TaskSpec(Strict):
             raise ValueError("give either path or dataset/split, not both")
         if self.path is not None and not self.path.strip():
             raise ValueError("path is empty")
+        if self.lm_eval is not None:
+            clash = [k for k in ("path", "dataset", "split", "system", "template")
+                     if getattr(self, k) is not None] + (["graders"] if self.graders else [])
+            if clash:
+                raise ValueError(f"lm_eval takes its items, prompts and metrics from lm-eval "
+                                 f"tasks: remove {', '.join(clash)} (or drop lm_eval)")
         return self
 
 

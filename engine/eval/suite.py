@@ -13,7 +13,9 @@ An optional Jinja prompt template (sandboxed, undefined fields are errors) turns
 any field of the source line or of its meta. Each task is generated through the same cached path
 as `run_eval` (engine/eval/cache.py), graded by every grader of the task (the first one gives the
 task's score, the others are reported), and written as its own eval directory (summary.json,
-outputs.jsonl, proof.json), so `studio diff` compares two models task by task.
+outputs.jsonl, proof.json), so `studio diff` compares two models task by task. A task with
+`lm_eval` runs lm-eval-harness tasks instead (engine/eval/lm_eval_task.py): its items, prompts
+and per-item scores are lm-eval's samples, written the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from rich.progress import Progress
 from engine.config import EvalSpec, GenerationSpec, GraderSpec, TaskSpec
 from engine.console import out
 from engine.errors import StudioError
-from engine.eval import guard
+from engine.eval import guard, lm_eval_task
 from engine.eval.cache import GenerationCache, cached_generate
 from engine.eval.items import EvalResult, load_items, new_eval_id
 from engine.eval.proof import build_proof, write_proof
@@ -64,6 +66,7 @@ class Task:
     source: dict[str, Any]  # ref, name, version, sha256, split
     items: list[dict[str, Any]]
     where: str  # the config field path, e.g. eval.suite.tasks[1]
+    lm_eval: lm_eval_task.LmEvalPlan | None = None  # an lm-eval task: items come from lm-eval
 
     @property
     def guard(self) -> bool:
@@ -284,14 +287,40 @@ def _source(spec: EvalSpec, task: TaskSpec, where: str, cfg_dir: Path | None, re
             list(zip(items, fields)))
 
 
-def load_suite(spec: EvalSpec, cfg_dir: Path | None, registry: Registry, tenant: str) -> list[Task]:
+def _relative_to(cfg_dir: Path | None) -> Callable[[str], Path]:
+    def resolve(value: str) -> Path:
+        path = Path(value).expanduser()
+        return Path(os.path.realpath(path if path.is_absolute() else (cfg_dir or Path.cwd()) / path))
+    return resolve
+
+
+def _lm_eval_task(spec: EvalSpec, t: TaskSpec, where: str,
+                  resolve_path: Callable[[str], Path]) -> Task:
+    plan = lm_eval_task.prepare(t, where, resolve_path)
+    slice_keys = list(t.slice_keys) or ["lm_eval_task"]
+    eval_spec = spec.model_copy(update={
+        "models": None, "dataset": None, "limit": t.limit or spec.limit,
+        "slice_key": slice_keys[0], "generation": _generation(spec.generation, t.generation),
+        "suite": spec.suite.model_copy(update={"tasks": [t]}) if spec.suite else None})
+    name = "lm_eval:" + "+".join(t.lm_eval.tasks) if t.lm_eval else "lm_eval"
+    source = {"ref": name, "name": name, "version": None, "sha256": None, "split": None}
+    return Task(t.name, t, eval_spec, [], slice_keys, source, [], where, lm_eval=plan)
+
+
+def load_suite(spec: EvalSpec, cfg_dir: Path | None, registry: Registry, tenant: str,
+               resolve_path: Callable[[str], Path] | None = None) -> list[Task]:
     """Every task of `spec.suite`, items loaded and templated, graders checked (files, imports)
-    before anything is generated. Task defaults come from the eval section's own keys."""
+    before anything is generated. Task defaults come from the eval section's own keys.
+    `resolve_path`: the config's (the job's path policy) for lm_eval folders; default: relative
+    to `cfg_dir`."""
     if spec.suite is None:
         raise StudioError("the eval section has no suite", where="eval.suite")
     tasks = []
     for i, t in enumerate(spec.suite.tasks):
         where = f"eval.suite.tasks[{i}]"
+        if t.lm_eval is not None:  # lm-eval-harness: items, prompts and metrics come from it
+            tasks.append(_lm_eval_task(spec, t, where, resolve_path or _relative_to(cfg_dir)))
+            continue
         source, rows = _source(spec, t, where, cfg_dir, registry, tenant)
         limit = t.limit or spec.limit
         rows = rows[:limit] if limit else rows
@@ -422,11 +451,22 @@ def run_suite(spec: EvalSpec, ws: Workspace, registry: Registry, *, tenant: str,
         backend = make_backend(spec, ref.model_dir, ref.adapter_dir)  # loads/starts on first miss
     suite_name = spec.suite.name if spec.suite is not None else None
     results = []
+    lm_model = None  # lm-eval's hf model of this model, loaded once for every lm_eval task
     try:
         for task in tasks:
-            res = run_task(task, ws, registry, tenant=tenant, model_ref=model_ref, ref=ref,
-                           backend=backend, cfg_dir=cfg_dir, progress=progress,
-                           suite_name=suite_name)
+            if task.lm_eval is not None:
+                lm_model = lm_model or lm_eval_task.LmEvalModel(ref)
+                eval_id, out_dir, summary = lm_eval_task.run_task(
+                    task.lm_eval, task.eval_spec, ws, registry, tenant=tenant,
+                    model_ref=model_ref, model=lm_model, task_name=task.name, guard=task.guard,
+                    progress=progress, suite_name=suite_name)
+                res = TaskResult(eval_id, out_dir, model_ref, summary["n"], summary["score"],
+                                 summary["cache"], summary["proof_sha256"], task=task.name,
+                                 guard=task.guard, graders=summary["graders"])
+            else:
+                res = run_task(task, ws, registry, tenant=tenant, model_ref=model_ref, ref=ref,
+                               backend=backend, cfg_dir=cfg_dir, progress=progress,
+                               suite_name=suite_name)
             results.append(res)
             if on_task is not None:
                 on_task(res)

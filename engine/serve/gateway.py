@@ -254,7 +254,8 @@ class Gateway:
         tenant = key.tenant
         try:
             body = check_request(raw, kind, default_max_tokens=self.spec.default_max_tokens,
-                                 max_tokens_limit=self.spec.max_tokens_limit)
+                                 max_tokens_limit=self.spec.max_tokens_limit,
+                                 backend=self.backend.kind)
             self._enter(tenant)
         except ApiError as exc:
             await self._account(tenant, name, adapter, started, None, exc.code)

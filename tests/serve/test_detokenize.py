@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from engine.models.loading import load_tokenizer
-from engine.serve.backends.hf import HFBackend, _Request
+from engine.serve.backends.hf import HFBackend
+from engine.serve.backends.hf_batch import Request
 
 TEXT = "Grüße 👋🏽 from Zürich — naïve café, 東京 too. Done"
 
@@ -18,7 +19,7 @@ def _feed(tiny_model_dir, ids, stop=(), max_tokens=10_000):
     backend.eos_ids = {backend.tokenizer.eos_token_id}
     loop = asyncio.new_event_loop()
     try:
-        req = _Request(adapter=None, prompt_ids=[1], max_tokens=max_tokens, temperature=0.0, top_p=1.0,
+        req = Request(adapter=None, prompt_ids=[1], max_tokens=max_tokens, temperature=0.0, top_p=1.0,
                        stop=list(stop), seed=None, loop=loop, events=asyncio.Queue())
         for token in ids:
             if req.finished:

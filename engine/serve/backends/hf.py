@@ -21,96 +21,17 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.generation.serving import Backend, BackendError
 from engine.errors import StudioError
 from engine.models.loading import check_adapter, load_causal_lm, load_tokenizer
-
-_DONE = "done"
-_DELTA = "delta"
-_ERROR = "error"
-
-
-@dataclass
-class _Request:
-    """One generation request, shared between the event loop and the worker thread."""
-
-    adapter: str | None
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str]
-    seed: int | None
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[tuple[str, Any]]
-    gen_ids: list[int] = field(default_factory=list)
-    prefix_offset: int = 0  # incremental detokenization window (as in TGI/vLLM)
-    read_offset: int = 0
-    text: str = ""
-    emitted: int = 0
-    finished: bool = False
-    finish_reason: str | None = None
-    cancelled: bool = False
-
-    @property
-    def group_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys may share a batch (a seeded request always runs alone)."""
-        sampling = ("greedy",) if self.temperature == 0 else ("sample", self.temperature, self.top_p)
-        return (self.adapter, sampling, self.seed if self.seed is None else id(self))
-
-    def send(self, kind: str, payload: Any = None) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
-
-
-def _stop_holdback(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of `text` that could still grow into a stop string."""
-    hold = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                hold = max(hold, n)
-                break
-    return hold
-
-
-class _BatchStreamer:
-    """Receives each step's new tokens from `generate`; decodes, stops and emits per request."""
-
-    def __init__(self, backend: "HFBackend", reqs: list[_Request]):
-        self.backend, self.reqs = backend, reqs
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate first hands over the (padded) prompts
-            self.prompt_seen = True
-            return
-        tokens = value.view(-1).tolist()
-        for req, token in zip(self.reqs, tokens):
-            if not req.finished and not req.cancelled:
-                self.backend._advance(req, int(token))
-
-    def end(self) -> None:
-        for req in self.reqs:
-            if not req.finished and not req.cancelled:
-                self.backend._finish(req, "length")
-
-
-class _StopRows:
-    """A stopping criterion: a row is done when its request finished (eos, stop string, max_tokens)."""
-
-    def __init__(self, reqs: list[_Request]):
-        self.reqs = reqs
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.tensor([r.finished or r.cancelled for r in self.reqs], dtype=torch.bool,
-                            device=input_ids.device)
+from engine.serve.backends.hf_batch import (DELTA, DONE, ERROR, BatchStreamer, Request, StopRows,
+                                            stop_holdback, usage_so_far)
+from engine.serve.backends.hf_logprobs import chat_logprobs, completion_logprobs, score
 
 
 class HFBackend(Backend):
@@ -135,13 +56,13 @@ class HFBackend(Backend):
         self._lock = threading.Lock()  # generation and adapter changes, one at a time
         self._executor: ThreadPoolExecutor | None = None
         self._tokenize: ThreadPoolExecutor | None = None  # prompts, off the event loop
-        self._inbox: asyncio.Queue[_Request] | None = None
+        self._inbox: asyncio.Queue[Request] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self.device = "cpu"
         self.eos_ids: set[int] = set()
         self.max_positions: int | None = None
         self.batches = 0  # generate calls so far (tests read it to check batching)
-        self._running: list[_Request] = []  # the batch being generated now
+        self._running: list[Request] = []  # the batch being generated now
         self._threads_before: int | None = None
 
     # -------------------------------------------------------------------------------- lifecycle
@@ -191,7 +112,7 @@ class HFBackend(Backend):
         for req in list(self._running):  # the batch in progress stops at its next token
             req.cancelled = True
         while self._inbox is not None and not self._inbox.empty():
-            self._inbox.get_nowait().send(_ERROR, BackendError("the server is shutting down", 503,
+            self._inbox.get_nowait().send(ERROR, BackendError("the server is shutting down", 503,
                                                                "shutting_down"))
         if self._tokenize is not None:
             tokenize, self._tokenize = self._tokenize, None
@@ -313,15 +234,37 @@ class HFBackend(Backend):
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _text_ids(self, prompt: Any) -> list[int]:
-        if isinstance(prompt, list):
-            if len(prompt) != 1 or not isinstance(prompt[0], str):
-                raise BackendError("prompt must be one string", 400, "invalid_prompt")
-            prompt = prompt[0]
+        """One prompt: a string (tokenized with the model's special tokens) or token ids (as given)."""
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            vocab = len(self.tokenizer)
+            if any(not 0 <= t < vocab for t in prompt):
+                raise BackendError(f"prompt token ids must be below the vocabulary size ({vocab})",
+                                   400, "invalid_prompt")
+            return list(prompt)
         if not isinstance(prompt, str):
-            raise BackendError("prompt must be a string", 400, "invalid_prompt")
+            raise BackendError("prompt must be a string or a list of token ids", 400, "invalid_prompt")
         return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
-    async def _submit(self, body: dict[str, Any], ids_of: Any) -> _Request:
+    def _score(self, adapter: str | None, ids: list[int], k: int) -> Any:
+        """Log-probabilities of `ids` under the base model or an adapter (worker thread)."""
+        with self._lock:
+            if adapter is not None and adapter not in self._adapters:
+                raise BackendError("model not found", 404, "model_not_found")
+            model = self.peft if self.peft is not None else self.model
+            if adapter is not None:
+                self.peft.set_adapter(adapter)
+            context = self.peft.disable_adapter() if (adapter is None and self.peft) \
+                else nullcontext()
+            with context:
+                return score(model, ids, k, self.device)
+
+    async def _scored(self, adapter: str | None, ids: list[int], k: int) -> Any:
+        if self._executor is None:
+            raise BackendError("backend not started", 503, "not_ready")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._score,
+                                                                adapter, ids, k)
+
+    async def _submit(self, body: dict[str, Any], ids_of: Any) -> Request:
         if self._inbox is None or self.tokenizer is None or self._tokenize is None:
             raise BackendError("backend not started", 503, "not_ready")
         params = self._params(body)
@@ -335,18 +278,18 @@ class HFBackend(Backend):
                                f"{self.max_positions} tokens", 400, "context_length_exceeded")
         if self._inbox.qsize() >= self.max_queue:
             raise BackendError("too many requests queued; retry later", 429, "queue_full")
-        req = _Request(prompt_ids=prompt_ids, loop=loop, events=asyncio.Queue(), **params)
+        req = Request(prompt_ids=prompt_ids, loop=loop, events=asyncio.Queue(), **params)
         await self._inbox.put(req)
         return req
 
-    async def _events(self, req: _Request) -> AsyncIterator[tuple[str, Any]]:
+    async def _events(self, req: Request) -> AsyncIterator[tuple[str, Any]]:
         try:
             while True:
                 kind, payload = await req.events.get()
-                if kind == _ERROR:
+                if kind == ERROR:
                     raise payload
                 yield kind, payload
-                if kind == _DONE:
+                if kind == DONE:
                     return
         finally:
             req.cancelled = True  # a client that went away stops its row at the next token
@@ -362,7 +305,7 @@ class HFBackend(Backend):
             pending = [first]
             while not self._inbox.empty():
                 pending.append(self._inbox.get_nowait())
-            groups: dict[tuple[Any, ...], list[_Request]] = {}
+            groups: dict[tuple[Any, ...], list[Request]] = {}
             for req in pending:
                 if not req.cancelled:
                     groups.setdefault(req.group_key, []).append(req)
@@ -376,9 +319,9 @@ class HFBackend(Backend):
                         for req in batch:
                             if not req.finished:
                                 req.finished = True
-                                req.send(_ERROR, error)
+                                req.send(ERROR, error)
 
-    def _generate(self, reqs: list[_Request]) -> None:
+    def _generate(self, reqs: list[Request]) -> None:
         import torch
 
         with self._lock:
@@ -386,7 +329,7 @@ class HFBackend(Backend):
             if first.adapter is not None and first.adapter not in self._adapters:
                 for req in reqs:
                     req.finished = True
-                    req.send(_ERROR, BackendError("model not found", 404, "model_not_found"))
+                    req.send(ERROR, BackendError("model not found", 404, "model_not_found"))
                 return
             width = max(len(r.prompt_ids) for r in reqs)
             pad = self.tokenizer.pad_token_id
@@ -403,7 +346,7 @@ class HFBackend(Backend):
             if first.adapter is not None:
                 self.peft.set_adapter(first.adapter)
             context = self.peft.disable_adapter() if (first.adapter is None and self.peft) \
-                else _nullcontext()
+                else nullcontext()
             self.batches += 1
             self._running = reqs
             with torch.inference_mode(), context:
@@ -414,20 +357,20 @@ class HFBackend(Backend):
             for req in reqs:  # rows stopped by cancellation (client gone, shutdown) get an answer
                 if not req.finished:
                     req.finished = True
-                    req.send(_ERROR, BackendError("the request was cancelled", 503, "cancelled"))
+                    req.send(ERROR, BackendError("the request was cancelled", 503, "cancelled"))
 
-    def _generate_rows(self, model: Any, ids: Any, mask: Any, reqs: list[_Request], pad: int,
+    def _generate_rows(self, model: Any, ids: Any, mask: Any, reqs: list[Request], pad: int,
                        sampling: dict[str, Any]) -> None:
         from transformers import StoppingCriteriaList
 
         model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             max_new_tokens=max(r.max_tokens for r in reqs), pad_token_id=pad,
-            eos_token_id=sorted(self.eos_ids), streamer=_BatchStreamer(self, reqs),
-            stopping_criteria=StoppingCriteriaList([_StopRows(reqs)]), **sampling)
+            eos_token_id=sorted(self.eos_ids), streamer=BatchStreamer(self, reqs),
+            stopping_criteria=StoppingCriteriaList([StopRows(reqs)]), **sampling)
 
     # Called on the worker thread for every new token of an unfinished request.
-    def _advance(self, req: _Request, token: int) -> None:
+    def _advance(self, req: Request, token: int) -> None:
         req.gen_ids.append(token)
         if token in self.eos_ids:
             self._finish(req, "stop")
@@ -442,12 +385,12 @@ class HFBackend(Backend):
         if len(req.gen_ids) >= req.max_tokens:
             self._finish(req, "length")
             return
-        safe = len(text) - _stop_holdback(text, req.stop)
+        safe = len(text) - stop_holdback(text, req.stop)
         if safe > req.emitted:
-            req.send(_DELTA, text[req.emitted:safe])
+            req.send(DELTA, text[req.emitted:safe])
             req.emitted = safe
 
-    def _new_text(self, req: _Request) -> str:
+    def _new_text(self, req: Request) -> str:
         """Text the newest token adds: decoding a short window, not the whole output each step.
         Empty while the window ends in an incomplete UTF-8 sequence."""
         ids, decode = req.gen_ids, self.tokenizer.decode
@@ -458,7 +401,7 @@ class HFBackend(Backend):
             return after[len(before):]
         return ""
 
-    def _finish(self, req: _Request, reason: str, flush: bool = True) -> None:
+    def _finish(self, req: Request, reason: str, flush: bool = True) -> None:
         if flush:  # bytes still pending in the window (an incomplete character) decode as U+FFFD
             tail = req.gen_ids[req.prefix_offset:]
             before = self.tokenizer.decode(req.gen_ids[req.prefix_offset:req.read_offset],
@@ -468,51 +411,93 @@ class HFBackend(Backend):
         req.finished = True
         req.finish_reason = reason
         if len(req.text) > req.emitted:
-            req.send(_DELTA, req.text[req.emitted:])
+            req.send(DELTA, req.text[req.emitted:])
             req.emitted = len(req.text)
-        req.send(_DONE, {"finish_reason": reason, "usage": {
+        req.send(DONE, {"finish_reason": reason, "usage": {
             "prompt_tokens": len(req.prompt_ids), "completion_tokens": len(req.gen_ids),
             "total_tokens": len(req.prompt_ids) + len(req.gen_ids)}})
 
     # ------------------------------------------------------------------------- OpenAI shapes
-    async def _run(self, body: dict[str, Any], ids_of: Any) -> tuple[str, dict[str, Any]]:
+    async def _run(self, body: dict[str, Any], ids_of: Any) -> tuple[str, dict[str, Any], Request]:
         req = await self._submit(body, ids_of)
         parts: list[str] = []
         done: dict[str, Any] = {}
         async for kind, payload in self._events(req):
-            if kind == _DELTA:
+            if kind == DELTA:
                 parts.append(payload)
             else:
                 done = payload
-        return "".join(parts), done
+        return "".join(parts), done, req
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        text, done = await self._run(body, lambda: self._chat_ids(body.get("messages") or []))
+        text, done, req = await self._run(body, lambda: self._chat_ids(body.get("messages") or []))
+        logprobs = None
+        if body.get("logprobs"):  # the generated tokens, less a closing end-of-turn token
+            gen = req.gen_ids[:-1] if req.gen_ids and req.gen_ids[-1] in self.eos_ids else req.gen_ids
+            ids = req.prompt_ids + gen
+            scores = await self._scored(req.adapter, ids, int(body.get("top_logprobs") or 0))
+            logprobs = chat_logprobs(self.tokenizer, ids, scores, len(req.prompt_ids),
+                                     int(body.get("top_logprobs") or 0))
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": done["finish_reason"]}],
+                             "logprobs": logprobs, "finish_reason": done["finish_reason"]}],
                 "usage": done["usage"]}
+
+    async def _complete_one(self, body: dict[str, Any], prompt: Any) -> tuple[dict[str, Any],
+                                                                               dict[str, int]]:
+        """One choice of a completion: generated text, echo, logprobs; and its usage."""
+        k = body.get("logprobs")
+        if int(body.get("max_tokens") or 0) == 0:  # score the prompt only (echo)
+            adapter = self._params(body)["adapter"]
+            if self._tokenize is None:
+                raise BackendError("backend not started", 503, "not_ready")
+            prompt_ids = await asyncio.get_running_loop().run_in_executor(
+                self._tokenize, lambda: self._text_ids(prompt))
+            if self.max_positions and len(prompt_ids) > self.max_positions:
+                raise BackendError(f"prompt ({len(prompt_ids)} tokens) exceeds the model's context "
+                                   f"of {self.max_positions} tokens", 400, "context_length_exceeded")
+            text, gen, reason = "", [], "length"
+        else:
+            text, done, req = await self._run(body, lambda: self._text_ids(prompt))
+            adapter, prompt_ids, gen, reason = req.adapter, req.prompt_ids, req.gen_ids, \
+                done["finish_reason"]
+        if body.get("echo"):
+            text = (prompt if isinstance(prompt, str) else self.tokenizer.decode(prompt)) + text
+        logprobs = None
+        if k is not None:
+            ids = prompt_ids + gen
+            scores = await self._scored(adapter, ids, int(k))
+            start = 0 if body.get("echo") else len(prompt_ids)
+            logprobs = completion_logprobs(self.tokenizer, ids, scores, start, int(k))
+        usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(gen),
+                 "total_tokens": len(prompt_ids) + len(gen)}
+        return {"text": text, "logprobs": logprobs, "finish_reason": reason}, usage
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        text, done = await self._run(body, lambda: self._text_ids(body.get("prompt")))
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) or (
+            isinstance(prompt, list) and prompt and isinstance(prompt[0], int)) else list(prompt or [])
+        results = await asyncio.gather(*(self._complete_one(body, p) for p in prompts))
+        usage = {key: sum(u[key] for _, u in results)
+                 for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "text": text, "logprobs": None,
-                             "finish_reason": done["finish_reason"]}],
-                "usage": done["usage"]}
+                "choices": [{"index": i, **choice} for i, (choice, _) in enumerate(results)],
+                "usage": usage}
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        _no_stream_logprobs(body)
         req = await self._submit(body, lambda: self._chat_ids(body.get("messages") or []))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"]}
         yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                     "logprobs": None, "finish_reason": None}]}
         async for kind, payload in self._events(req):
-            if kind == _DELTA:
+            if kind == DELTA:
                 yield {**head, "choices": [{"index": 0, "delta": {"content": payload},
                                             "logprobs": None, "finish_reason": None}],
-                       "usage": _usage_so_far(req)}
+                       "usage": usage_so_far(req)}
             else:
                 yield {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                                             "finish_reason": payload["finish_reason"]}],
@@ -520,13 +505,17 @@ class HFBackend(Backend):
                 yield {**head, "choices": [], "usage": payload["usage"]}
 
     async def complete_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        req = await self._submit(body, lambda: self._text_ids(body.get("prompt")))
+        _no_stream_logprobs(body)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            prompt = prompt[0]  # one prompt (the gateway refuses more when streaming)
+        req = await self._submit(body, lambda: self._text_ids(prompt))
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": body["model"]}
         async for kind, payload in self._events(req):
-            if kind == _DELTA:
+            if kind == DELTA:
                 yield {**head, "choices": [{"index": 0, "text": payload, "logprobs": None,
-                                            "finish_reason": None}], "usage": _usage_so_far(req)}
+                                            "finish_reason": None}], "usage": usage_so_far(req)}
             else:
                 yield {**head, "choices": [{"index": 0, "text": "", "logprobs": None,
                                             "finish_reason": payload["finish_reason"]}],
@@ -534,16 +523,8 @@ class HFBackend(Backend):
                 yield {**head, "choices": [], "usage": payload["usage"]}
 
 
-def _usage_so_far(req: _Request) -> dict[str, int]:
-    """Tokens of the prompt and tokens generated so far (the worker may be a token ahead)."""
-    done = len(req.gen_ids)
-    return {"prompt_tokens": len(req.prompt_ids), "completion_tokens": done,
-            "total_tokens": len(req.prompt_ids) + done}
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+def _no_stream_logprobs(body: dict[str, Any]) -> None:
+    for key in ("logprobs", "echo"):
+        if body.get(key) not in (None, False):
+            raise BackendError(f"'{key}' with 'stream': true is not supported by the transformers "
+                               "backend (ask without streaming)", 400, "unsupported_parameter")
