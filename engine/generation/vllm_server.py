@@ -537,9 +537,22 @@ class VLLMBackend(Backend):
         return self._stream("/v1/chat/completions", body)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_prompt_logprobs(body)
         return await self._request("/v1/completions", body)
 
+    def _check_prompt_logprobs(self, body: dict[str, Any]) -> None:
+        """vLLM's CPU build kills its engine — every tenant's requests with it — on prompt
+        logprobs in a batch once LoRA is enabled (an einsum shape error in its CPU LoRA logits
+        path; seen with vLLM 0.32 on CPU, for adapters and the base model alike): refuse them there,
+        before they reach it. On CUDA they pass through."""
+        on_cpu = self.install is not None and self.install.device == "cpu"
+        if on_cpu and body.get("echo") and body.get("logprobs") is not None:
+            raise BackendError("'echo' with 'logprobs' (prompt log-probabilities) is not supported "
+                               "by vLLM on CPU; serve with backend: transformers, or vLLM on a GPU",
+                               400, "unsupported_parameter")
+
     def complete_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self._check_prompt_logprobs(body)
         return self._stream("/v1/completions", body)
 
     async def models(self) -> list[str]:
