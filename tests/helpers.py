@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +35,70 @@ def refined_dataset(project: Path, ws: Any, registry: Any) -> dict[str, Any]:
     return row
 
 
-def studio(*args: str, cwd: Path, home: Path | None = None, timeout: int = 900,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `studio` entry point in a fresh interpreter (HOME optionally replaced)."""
+def child_env(home: Path | None = None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `studio` child: this one without library cache and temp variables
+    (HOME optionally replaced), plus `env`."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("HF_", "XDG_", "TRANSFORMERS_", "TORCH", "TRITON", "TMPDIR"))}
     if home is not None:
         full_env["HOME"] = str(home)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env=full_env,
+    return full_env
+
+
+def studio(*args: str, cwd: Path, home: Path | None = None, timeout: int = 900,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `studio` entry point in a fresh interpreter (HOME optionally replaced)."""
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env=child_env(home, env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def studio_popen(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+                 **kw: Any) -> subprocess.Popen:
+    """Start the real `studio` entry point (it receives Ctrl-C: see `interruptible`)."""
+    return subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=cwd,
+                            env=child_env(env=env), text=True, preexec_fn=interruptible, **kw)
+
+
+def wait_until(cond: Any, timeout: float = 20.0) -> bool:
+    """Poll `cond()` every 0.1 s until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def serving_url(proc: subprocess.Popen, lines: list[str], timeout: float = 120.0) -> str | None:
+    """Read a `studio serve` child's output until it prints where it serves; every line read is
+    appended to `lines`. The base URL (without /v1), or None if the output ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            return None
+        lines.append(line)
+        m = re.search(r"serving (http://127\.0\.0\.1:\d+)/v1", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+# a child Python tries the network: one line per attempt, BLOCKED when the offline guard refused it
+EGRESS_PROBE = """
+import socket
+try:
+    socket.socket().connect(("192.0.2.1", 443))
+    print("CONNECTED")
+except OSError as exc:
+    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
+try:
+    socket.getaddrinfo("huggingface.co", 443)
+    print("RESOLVED")
+except OSError as exc:
+    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
+"""
 
 
 def interruptible() -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 import yaml
 
 from engine.registry import Registry
-from tests.helpers import ROOT, interruptible, make_project, studio
+from tests.helpers import ROOT, make_project, serving_url, studio, studio_popen
 
 SEED = int(os.environ.get("STUDIO_FAULT_SEED", "1515"))
 MARKER = b"Brightwave Home triage assistant"  # the refine's system prompt: in every record
@@ -40,13 +38,6 @@ def _delay(name: str, low: float, high: float) -> float:
     print(f"fault seed {SEED} ({name}): signal {delay:.2f} s after the trigger "
           f"(replay with STUDIO_FAULT_SEED={SEED})")
     return delay
-
-
-def _popen(args: list[str], cwd: Path, env: dict[str, str], **kw: Any) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith(("HF_", "XDG_", "TRANSFORMERS_", "TORCH", "TRITON", "TMPDIR"))}
-    return subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=cwd, env={**full, **env},
-                            text=True, preexec_fn=interruptible, **kw)
 
 
 def _wait_for(proc: subprocess.Popen, ready: Any, what: str, timeout: float = 240) -> None:
@@ -103,7 +94,7 @@ def _train_project(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, dict[str
 def _start_train(proj: Path, env: dict[str, str], ws: Path, name: str) -> tuple[subprocess.Popen, str]:
     """A real `studio train`, signalled at a random point after its first checkpoint (resume
     needs one) and before its last step; returns the process and the run id."""
-    proc = _popen(["train", "configs/ft.yaml"], proj, env, stdout=subprocess.PIPE,
+    proc = studio_popen(["train", "configs/ft.yaml"], proj, env, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE)
     runs = ws / "tenants" / "default" / "runs"
     first = f"checkpoints/checkpoint-{SAVE_STEPS}/trainer_state.json"
@@ -217,7 +208,7 @@ def test_sigterm_mid_eval_leaves_no_eval(tmp_path: Path, tiny_model_dir: Path) -
     ws = proj / "studio-workspace"
     tenant = ws / "tenants" / "default"
     env = {"TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    proc = _popen(["eval", "configs/long_eval.yaml"], proj, env, stdout=subprocess.PIPE,
+    proc = studio_popen(["eval", "configs/long_eval.yaml"], proj, env, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE)
     try:
         _wait_for(proc, lambda: any((tenant / "tmp").glob("job-*")), "the eval's scratch directory")
@@ -291,21 +282,13 @@ def test_sigterm_stops_the_gateway_gracefully(tmp_path: Path, tiny_model_dir: Pa
     data["serve"].update(base_model=TINY, port=0, reload_interval_s=0)
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump(data))
-    proc = _popen(["--workspace", str(ws.root), "serve", str(config)], tmp_path,
+    proc = studio_popen(["--workspace", str(ws.root), "serve", str(config)], tmp_path,
                   {"PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)},
                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
     answers: list[Any] = []
     try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"serving (http://127\.0\.0\.1:\d+)/v1", line)
-            url = m.group(1) if m else None
+        url = serving_url(proc, lines)
         assert url, "".join(lines)
 
         def ask() -> None:  # in flight when SIGTERM arrives: answered within the 10 s grace

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, make_project, studio
+from tests.helpers import ROOT, make_project, studio, studio_popen
 
 
 def _project(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
@@ -37,10 +37,8 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
 
 
 def _start_refine(proj: Path, env: dict[str, str], ws: Path) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XDG_", "TMPDIR"))}
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "refine", "configs/refine_tickets.yaml"],
-                            cwd=proj, env={**full, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = studio_popen(["refine", "configs/refine_tickets.yaml"], proj, env,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     tenant = ws / "tenants" / "default"
     deadline = time.monotonic() + 120
     while not (tenant.is_symlink() and any((tenant / "tmp").glob("job-*"))):

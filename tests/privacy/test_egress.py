@@ -13,19 +13,9 @@ import pytest
 
 from engine import offline
 from engine.errors import EgressBlocked
+from tests.helpers import EGRESS_PROBE
 
-PROBE = """
-import socket, sys
-try:
-    socket.socket().connect(("192.0.2.1", 443))
-    print("CONNECTED")
-except OSError as exc:
-    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
-try:
-    socket.getaddrinfo("huggingface.co", 443)
-    print("RESOLVED")
-except OSError as exc:
-    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
+PROBE = EGRESS_PROBE + """
 for call in (lambda: socket.gethostbyname("exfil.example.com"),
              lambda: socket.gethostbyname_ex("exfil.example.com"),
              lambda: socket.gethostbyaddr("192.0.2.1"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,45 @@ def served_workspace(root: Path, tiny_model_dir: Path, adapters: dict[str, Path]
     return ws, keys
 
 
+def add_colliding_tenants(ws: Any, keys: dict[str, str], adapters: dict[str, Path]) -> None:
+    """Two tenants whose names collide under a `<tenant>--<name>` id: acme/x--support (adapter
+    a1) and acme--x/support (adapter a2)."""
+    from engine.registry import now_iso
+    from engine.serve.keys import KeyStore
+    from engine.serve.promote import ServedModels
+
+    keys["acme--x"] = KeyStore(ws.registry_path).create("acme--x", "test")[0]
+    for tenant, name, adapter in (("acme", "x--support", "a1"), ("acme--x", "support", "a2")):
+        ServedModels(ws.registry_path).upsert({
+            "tenant": tenant, "name": name, "run_id": f"run-{adapter}",
+            "adapter_path": str(adapters[adapter]), "base_model": TINY,
+            "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
+
+
+@contextmanager
+def running_gateway(spec: Any, ws: Any, keys: dict[str, str],
+                    adapters: dict[str, Path]) -> Iterator[Served]:
+    """A gateway for `spec` on a free loopback port, in a thread, stopped at the end."""
+    from engine.registry import Registry
+    from engine.serve.server import start_in_thread
+
+    running = start_in_thread(spec, ws, Registry(ws.registry_path))
+    try:
+        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, adapters,
+                     running.gateway.backend)
+    finally:
+        running.stop()
+
+
+MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
+
+
+def answer(gw: Served, who: str, model: str) -> str:
+    """A greedy chat answer of `model` for the key of `who`."""
+    return gw.client(who).chat.completions.create(
+        model=model, messages=MSGS, max_tokens=12, temperature=0).choices[0].message.content
+
+
 def _vllm_python() -> str | None:
     """The interpreter with vLLM the gateway tests also run against: $STUDIO_TEST_VLLM_PYTHON, else
     the one the engine would find ($STUDIO_VLLM_PYTHON, .venv-vllm — CI builds it)."""
@@ -98,8 +138,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     vLLM's CPU kernels need attention heads of size >= 32, so the vLLM gateway serves the tiny
     model's vLLM-sized sibling (same tokenizer and template) with adapters made for it."""
     from engine.config import ServeSpec
-    from engine.registry import Registry
-    from engine.serve.server import start_in_thread
 
     model_dir, adapters = tiny_model_dir, tiny_adapters
     if request.param == "vllm":
@@ -114,9 +152,5 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                      batching={"max_batch_size": 8, "batch_wait_ms": 20},
                      vllm={"python": VLLM_PYTHON, "dtype": "float32",
                            "max_model_len": 512, "max_lora_rank": 8})
-    running = start_in_thread(spec, ws, Registry(ws.registry_path))
-    try:
-        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, adapters,
-                     running.gateway.backend)
-    finally:
-        running.stop()
+    with running_gateway(spec, ws, keys, adapters) as served:
+        yield served

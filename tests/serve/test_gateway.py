@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+
+from engine.serve.promote import ServedModels
+from tests.helpers import wait_until
 
 MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
 
@@ -176,27 +178,17 @@ def test_adapters_load_and_unload_at_runtime(served):
 
 def test_promotions_are_picked_up_while_running(served):
     from engine.registry import now_iso
-    from engine.serve.promote import ServedModels
 
     table = ServedModels(served.registry_path)
     table.upsert({"tenant": "globex", "name": "fresh", "run_id": "run-x",
                   "adapter_path": str(served.adapters["a1"]), "base_model": served.base_model,
                   "promoted_at": now_iso(), "demoted_at": None, "forced": 0})
     globex = served.client("globex")
-    assert _wait(lambda: "fresh" in [m.id for m in globex.models.list()])
+    assert wait_until(lambda: "fresh" in [m.id for m in globex.models.list()])
     assert _chat(globex, "fresh").choices[0].message.content == \
         _chat(served.client("acme"), "support").choices[0].message.content  # both adapter a1
     table.demote("globex", "fresh")
-    assert _wait(lambda: "fresh" not in [m.id for m in globex.models.list()])
-
-
-def _wait(cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
+    assert wait_until(lambda: "fresh" not in [m.id for m in globex.models.list()])
 
 
 def test_bad_requests_are_openai_errors(served):
@@ -319,7 +311,7 @@ def test_a_client_that_disconnects_mid_stream_is_counted_as_an_error(served):
     def disconnected():
         with served.http("admin") as admin:
             return 'code="client_disconnected",model="support",tenant="globex"' in admin.get("/metrics").text
-    assert _wait(disconnected)
+    assert wait_until(disconnected)
     # the backend keeps serving after the abandoned request
     assert _chat(served.client("globex"), "support").choices[0].finish_reason in ("stop", "length")
 
@@ -404,7 +396,7 @@ def test_killed_vllm_is_reported_unhealthy_restarted_and_serves_again(served):
     old = served.backend.pgid
     os.killpg(old, signal.SIGKILL)
     with served.http() as http:
-        assert _wait(lambda: http.get("/health").status_code == 503, timeout=30)
-        assert _wait(lambda: http.get("/health").status_code == 200, timeout=300)
+        assert wait_until(lambda: http.get("/health").status_code == 503, timeout=30)
+        assert wait_until(lambda: http.get("/health").status_code == 200, timeout=300)
     assert served.backend.pgid != old
     assert _chat(served.client("acme"), "support").choices[0].message.content == expected

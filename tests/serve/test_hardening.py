@@ -20,9 +20,10 @@ import torch
 from engine.errors import StudioError
 from engine.serve.routes import internal_id, parse_internal_id
 from engine.workspace import check_name
-from tests.serve.conftest import TINY, Served, served_workspace
-
-MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
+from engine.serve.promote import ServedModels
+from tests.helpers import wait_until
+from tests.serve.conftest import (MSGS, TINY, Served, add_colliding_tenants, answer,
+                                  running_gateway, served_workspace)
 
 
 @pytest.fixture(scope="module")
@@ -31,41 +32,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
     """The standard served workspace plus two tenants whose names collide under `<t>--<n>`:
     acme/x--support (adapter a1) and acme--x/support (adapter a2)."""
     from engine.config import ServeSpec
-    from engine.registry import Registry, now_iso
-    from engine.serve.keys import KeyStore
-    from engine.serve.promote import ServedModels
-    from engine.serve.server import start_in_thread
 
     ws, keys = served_workspace(tmp_path_factory.mktemp("hardening") / "ws", tiny_model_dir,
                                 tiny_adapters)
-    keys["acme--x"] = KeyStore(ws.registry_path).create("acme--x", "test")[0]
-    for tenant, name, adapter in (("acme", "x--support", "a1"), ("acme--x", "support", "a2")):
-        ServedModels(ws.registry_path).upsert({
-            "tenant": tenant, "name": name, "run_id": f"run-{adapter}",
-            "adapter_path": str(tiny_adapters[adapter]), "base_model": TINY,
-            "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
+    add_colliding_tenants(ws, keys, tiny_adapters)
     spec = ServeSpec(base_model=TINY, port=0, reload_interval_s=0.3, default_max_tokens=16,
                      max_tokens_limit=64, threads=1, batching={"batch_wait_ms": 5})
-    running = start_in_thread(spec, ws, Registry(ws.registry_path))
-    try:
-        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, tiny_adapters,
-                     running.gateway.backend)
-    finally:
-        running.stop()
-
-
-def _answer(gw: Served, who: str, model: str) -> str:
-    return gw.client(who).chat.completions.create(
-        model=model, messages=MSGS, max_tokens=12, temperature=0).choices[0].message.content
-
-
-def _wait(cond: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
+    with running_gateway(spec, ws, keys, tiny_adapters) as served:
+        yield served
 
 
 # ------------------------------------------------------------------------------- adapter ids
@@ -88,22 +62,21 @@ def test_internal_ids_are_injective_and_invertible() -> None:
 
 
 def test_colliding_names_are_served_apart_and_demoted_apart(gw: Served) -> None:
-    from engine.serve.promote import ServedModels
 
-    a1 = _answer(gw, "acme", "support")        # adapter a1
-    a2 = _answer(gw, "globex", "support")      # adapter a2
+    a1 = answer(gw, "acme", "support")        # adapter a1
+    a2 = answer(gw, "globex", "support")      # adapter a2
     assert a1 != a2
-    assert _answer(gw, "acme", "x--support") == a1
-    assert _answer(gw, "acme--x", "support") == a2
+    assert answer(gw, "acme", "x--support") == a1
+    assert answer(gw, "acme--x", "support") == a2
     with gw.http("admin") as admin:
         ids = {(r["tenant"], r["name"]): r["internal_id"] for r in admin.get("/admin/adapters").json()["data"]}
     assert ids[("acme", "x--support")] != ids[("acme--x", "support")]
 
     ServedModels(gw.registry_path).demote("acme--x", "support")
     acme_x = gw.client("acme--x")
-    assert _wait(lambda: "support" not in [m.id for m in acme_x.models.list()])
+    assert wait_until(lambda: "support" not in [m.id for m in acme_x.models.list()])
     assert "x--support" in [m.id for m in gw.client("acme").models.list()]
-    assert _answer(gw, "acme", "x--support") == a1   # the other tenant's model is still served
+    assert answer(gw, "acme", "x--support") == a1   # the other tenant's model is still served
 
 
 # ------------------------------------------------------------------------------- validation
@@ -198,7 +171,7 @@ def test_bodies_over_the_cap_get_413_before_they_are_read(gw: Served) -> None:
             + f"Content-Length: {limit + 1}\r\n\r\n".encode())
     assert _raw(gw, head, [b"{"])[0] == 413
     # the gateway keeps serving
-    assert _answer(gw, "acme", "support")
+    assert answer(gw, "acme", "support")
 
 
 def test_a_huge_prompt_is_tokenized_off_the_event_loop(gw: Served) -> None:
@@ -261,7 +234,7 @@ def test_an_abandoned_stream_is_billed_what_it_generated(gw: Served) -> None:
 
     # after the last token (the finish chunk), before the usage chunk
     _stream_and_hang_up(gw, "load", body, lambda c: any(ch.get("finish_reason") for ch in c["choices"]))
-    assert _wait(lambda: _usage(gw, "load", TINY)[0] == before[0] + 1)
+    assert wait_until(lambda: _usage(gw, "load", TINY)[0] == before[0] + 1)
     after = _usage(gw, "load", TINY)
     assert (after[1] - before[1], after[2] - before[2]) == (full.usage.prompt_tokens,
                                                             full.usage.completion_tokens)
@@ -271,7 +244,7 @@ def test_an_abandoned_stream_is_billed_what_it_generated(gw: Served) -> None:
     _stream_and_hang_up(gw, "load", body, lambda c: bool(
         [ch for ch in c["choices"] if ch["delta"].get("content")] and seen.append(1) is None
         and len(seen) >= 3))
-    assert _wait(lambda: _usage(gw, "load", TINY)[0] == after[0] + 1)
+    assert wait_until(lambda: _usage(gw, "load", TINY)[0] == after[0] + 1)
     final = _usage(gw, "load", TINY)
     assert final[1] - after[1] == full.usage.prompt_tokens
     assert 3 <= final[2] - after[2] <= full.usage.completion_tokens

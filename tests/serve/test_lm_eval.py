@@ -6,7 +6,6 @@ same weights (base model + the tenant's LoRA adapter) within 1e-4, item by item.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 

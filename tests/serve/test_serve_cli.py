@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import load_config
-from tests.helpers import interruptible
+from tests.helpers import interruptible, serving_url
 from tests.serve.conftest import TINY, served_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +40,7 @@ def test_serve_foreground_logs_no_content_and_stops_on_ctrl_c(tmp_path, tiny_mod
                             text=True, preexec_fn=interruptible)
     lines: list[str] = []
     try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"serving (http://127\.0\.0\.1:\d+)/v1", line)
-            url = m.group(1) if m else None
+        url = serving_url(proc, lines)
         assert url, "".join(lines)
         assert "3 adapter(s) for 2 tenant(s)" in "".join(lines)
         secret = "SECRET-CUSTOMER-TEXT-0815"

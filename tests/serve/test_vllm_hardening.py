@@ -23,22 +23,10 @@ from engine.errors import ConfigError, StudioError
 from engine.generation.vllm_env import SETUP_HINT, VLLMInstall, find_vllm
 from engine.generation.vllm_server import GATE_DIR, GATE_MIDDLEWARE, VLLMBackend
 from engine.offline import CHILD_GUARD_DIR
-from tests.serve.conftest import TINY, VLLM_PYTHON, Served, make_lora, served_workspace
+from tests.helpers import EGRESS_PROBE
+from tests.serve.conftest import (MSGS, TINY, VLLM_PYTHON, Served, add_colliding_tenants, answer,
+                                  make_lora, running_gateway, served_workspace)
 
-PROBE = """
-import socket
-try:
-    socket.socket().connect(("192.0.2.1", 443))
-    print("CONNECTED")
-except OSError as exc:
-    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
-try:
-    socket.getaddrinfo("huggingface.co", 443)
-    print("RESOLVED")
-except OSError as exc:
-    print("BLOCKED" if "offline guard" in str(exc) else f"OTHER {type(exc).__name__}")
-"""
-MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
 
 
 # ----------------------------------------------------------------------------- no vLLM needed
@@ -90,7 +78,7 @@ def test_the_vllm_interpreter_is_blocked_with_the_child_environment(tmp_path: Pa
     b = VLLMBackend(tmp_path / "model", base_id="base", cache_dir=tmp_path / "cache")
     log = tmp_path / "egress.jsonl"
     env = {**b._env(), "STUDIO_EGRESS_LOG": str(log)}
-    res = subprocess.run([str(install.python), "-c", PROBE], env=env, capture_output=True, text=True,
+    res = subprocess.run([str(install.python), "-c", EGRESS_PROBE], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert res.stdout.split() == ["BLOCKED", "BLOCKED"], res.stderr[-2000:]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
@@ -103,37 +91,19 @@ def vgw(tmp_path_factory: pytest.TempPathFactory, session_dir: Path) -> Iterator
     if VLLM_PYTHON is None:
         pytest.skip(f"no vLLM interpreter found; {SETUP_HINT}")
     from engine.config import ServeSpec
-    from engine.registry import Registry, now_iso
-    from engine.serve.keys import KeyStore
-    from engine.serve.promote import ServedModels
-    from engine.serve.server import start_in_thread
     from tests.serve.vllm_helpers import build_vllm_tiny
 
     model_dir = build_vllm_tiny(session_dir / "vllm-tiny-gateway")
     adapters = {name: make_lora(model_dir, session_dir / "vllm-gateway-adapters" / name, seed)
                 for name, seed in (("a1", 1), ("a2", 2))}
     ws, keys = served_workspace(tmp_path_factory.mktemp("vllm-hardening") / "ws", model_dir, adapters)
-    keys["acme--x"] = KeyStore(ws.registry_path).create("acme--x", "test")[0]
-    for tenant, name, adapter in (("acme", "x--support", "a1"), ("acme--x", "support", "a2")):
-        ServedModels(ws.registry_path).upsert({
-            "tenant": tenant, "name": name, "run_id": f"run-{adapter}",
-            "adapter_path": str(adapters[adapter]), "base_model": TINY,
-            "promoted_at": now_iso(), "demoted_at": None, "forced": 1})
+    add_colliding_tenants(ws, keys, adapters)
     spec = ServeSpec(backend="vllm", base_model=TINY, port=0, reload_interval_s=0.3,
                      default_max_tokens=16, max_tokens_limit=64,
                      vllm={"python": VLLM_PYTHON, "dtype": "float32", "max_model_len": 512,
                            "max_lora_rank": 8})
-    running = start_in_thread(spec, ws, Registry(ws.registry_path))
-    try:
-        yield Served(f"{running.url}/v1", running.url, keys, ws.registry_path, TINY, adapters,
-                     running.gateway.backend)
-    finally:
-        running.stop()
-
-
-def _answer(gw: Served, who: str, model: str) -> str:
-    return gw.client(who).chat.completions.create(
-        model=model, messages=MSGS, max_tokens=12, temperature=0).choices[0].message.content
+    with running_gateway(spec, ws, keys, adapters) as served:
+        yield served
 
 
 def test_vllm_answers_only_with_the_gateway_key_and_runs_guarded(vgw: Served) -> None:
@@ -154,7 +124,7 @@ def test_vllm_answers_only_with_the_gateway_key_and_runs_guarded(vgw: Served) ->
         assert direct.post("/tokenize", json={"model": TINY, "prompt": "hi"}).status_code == 401
         key = {"Authorization": f"Bearer {backend._api_key}"}
         assert direct.get("/version", headers=key).status_code == 200
-    assert _answer(vgw, "acme", "support")   # the gateway has the key
+    assert answer(vgw, "acme", "support")   # the gateway has the key
     pid = backend.proc.pid
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
@@ -166,10 +136,10 @@ def test_vllm_answers_only_with_the_gateway_key_and_runs_guarded(vgw: Served) ->
 
 
 def test_vllm_colliding_names_are_served_apart(vgw: Served) -> None:
-    a1, a2 = _answer(vgw, "acme", "support"), _answer(vgw, "globex", "support")
+    a1, a2 = answer(vgw, "acme", "support"), answer(vgw, "globex", "support")
     assert a1 != a2
-    assert _answer(vgw, "acme", "x--support") == a1
-    assert _answer(vgw, "acme--x", "support") == a2
+    assert answer(vgw, "acme", "x--support") == a1
+    assert answer(vgw, "acme--x", "support") == a2
 
 
 def _usage(gw: Served, tenant: str, model: str) -> tuple[int, int, int]:
