@@ -195,9 +195,7 @@ def check_request(body: dict[str, Any], kind: str, *, default_max_tokens: int,
         logprobs = _integer(body, "logprobs", 0, MAX_LOGPROBS)
         if logprobs is not None:
             out["logprobs"] = logprobs
-    n = _integer(body, "n", 1, 16)
-    if n is not None and n > 1:
-        out["n"] = n
+    _integer(body, "n", 1, 16)  # the range; passthrough() forwarded it to vLLM (n: 1 elsewhere)
     max_tokens = _integer(body, "max_completion_tokens", 1, max_tokens_limit)
     if max_tokens is None:
         low = 0 if kind != "chat" and out.get("echo") else 1  # 0: score the prompt only

@@ -250,13 +250,18 @@ class HFBackend(Backend):
         with self._lock:
             if adapter is not None and adapter not in self._adapters:
                 raise BackendError("model not found", 404, "model_not_found")
-            model = self.peft if self.peft is not None else self.model
-            if adapter is not None:
-                self.peft.set_adapter(adapter)
-            context = self.peft.disable_adapter() if (adapter is None and self.peft) \
-                else nullcontext()
+            model, context = self._select(adapter)
             with context:
                 return score(model, ids, k, self.device)
+
+    def _select(self, adapter: str | None) -> tuple[Any, Any]:
+        """(the model to call, the context to call it in) for an adapter or the base (None):
+        the adapter made active, or every adapter switched off (under the lock)."""
+        model = self.peft if self.peft is not None else self.model
+        if adapter is not None:
+            self.peft.set_adapter(adapter)
+        context = self.peft.disable_adapter() if (adapter is None and self.peft) else nullcontext()
+        return model, context
 
     async def _scored(self, adapter: str | None, ids: list[int], k: int) -> Any:
         if self._executor is None:
@@ -342,11 +347,7 @@ class HFBackend(Backend):
                             "top_p": first.top_p, "top_k": 0}
                 if first.seed is not None:
                     torch.manual_seed(int(first.seed))
-            model = self.peft if self.peft is not None else self.model
-            if first.adapter is not None:
-                self.peft.set_adapter(first.adapter)
-            context = self.peft.disable_adapter() if (first.adapter is None and self.peft) \
-                else nullcontext()
+            model, context = self._select(first.adapter)
             self.batches += 1
             self._running = reqs
             with torch.inference_mode(), context:
