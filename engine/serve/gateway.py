@@ -328,8 +328,20 @@ class Gateway:
                     await accounting
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        return _ClosingStream(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that closes its generator however the response ends: when the client
+    hangs up, Starlette stops iterating and leaves the generator suspended until garbage
+    collection, and with it the `finally` that bills the tokens generated so far."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
 def _has_text(chunk: dict[str, Any]) -> bool:
