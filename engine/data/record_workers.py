@@ -15,6 +15,7 @@ with plain placeholders).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from typing import Any
 from engine.config import RefineSpec
 from engine.data.stages import pii, quality, turns
 from engine.data.stages.normalize import normalize_conversation
+from engine.privacy.jobs import signals_held
 from engine.records import Conversation, Reject
 
 CHUNK = 256
@@ -81,6 +83,10 @@ def process(conv: Conversation, spec: RefineSpec) -> Outcome:
     return out
 
 
+def _worker_start() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
+
+
 def _run_chunk(args: tuple[list[Conversation | Reject], RefineSpec]) -> list[Outcome | Reject]:
     items, spec = args
     return [item if isinstance(item, Reject) else process(item, spec) for item in items]
@@ -101,8 +107,12 @@ def run(stream: Iterable[Conversation | Reject], spec: RefineSpec,
         return
     # spawn: the parent may hold threads (torch, tokenizers) that fork would copy half-locked
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(workers)
+    pool = None
     try:
+        # a signal inside Pool() would leave half-started workers behind: it is delivered here,
+        # once the pool exists, so the `finally` below stops and joins them
+        with signals_held():
+            pool = ctx.Pool(workers, initializer=_worker_start)
         pending: deque[Any] = deque()
         chunks = _chunks(stream, CHUNK)
         window = 2 * workers
@@ -114,5 +124,6 @@ def run(stream: Iterable[Conversation | Reject], spec: RefineSpec,
             yield from pending.popleft().get()
         pool.close()
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            pool.terminate()
+            pool.join()

@@ -70,6 +70,27 @@ def _on_sigint(signum: int, frame: Any) -> None:
     signal.default_int_handler(signum, frame)
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them to the handlers that were in
+    place: for a step a signal must not cut half-way, such as starting worker processes (cut inside
+    `Pool()`, the half-started workers are orphaned and die with a traceback once this process has
+    exited). Main thread only; elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    saved = {s: signal.signal(s, lambda signum, frame: got.append(signum))
+             for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(got):
+            signal.raise_signal(s)  # the restored handler runs (and raises) here
+
+
 def terminated() -> bool:
     """Whether this process received SIGTERM inside `session()`."""
     return "SIGTERM" in _signals_seen

@@ -133,3 +133,36 @@ def test_scratch_sweep_keeps_live_jobs(tmp_path: Path, kill: bool) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+_SIGNAL_IN_POOL_START = """
+import multiprocessing, os, signal, sys
+import multiprocessing.process as mpp
+from engine.data import record_workers
+from engine.privacy import jobs
+
+start = mpp.BaseProcess.start
+def start_then_signal(self):
+    start(self)
+    os.kill(os.getpid(), signal.{sig})  # right after the first worker, inside Pool()
+    mpp.BaseProcess.start = start
+mpp.BaseProcess.start = start_then_signal
+try:
+    with jobs.session():
+        list(record_workers.run(iter([]), None, workers=2))  # no records: the pool alone
+except KeyboardInterrupt as e:  # before this process exits, every worker is gone
+    print(type(e).__name__, len(multiprocessing.active_children()), flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_workers_start_leaves_none_behind(sig: str) -> None:
+    """Cut inside `Pool()`, the half-started workers were left running until the interpreter's
+    exit, which removes their semaphores before it stops them: a worker still starting then died
+    with a traceback. The signal is now held until the pool exists, so the pool is stopped and
+    joined like on any other interruption, before the command exits."""
+    res = subprocess.run([sys.executable, "-c", _SIGNAL_IN_POOL_START.format(sig=sig)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.stdout.split() == ["Terminated" if sig == "SIGTERM" else "KeyboardInterrupt", "0"], res
+    assert "Traceback" not in res.stderr, res.stderr
