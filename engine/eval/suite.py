@@ -39,9 +39,8 @@ from engine.eval import guard, lm_eval_task
 from engine.eval.cache import GenerationCache, cached_generate
 from engine.eval.items import EvalResult, load_items, new_eval_id
 from engine.eval.proof import build_proof, write_proof
-from engine.generation.factory import make_backend
+from engine.generation.factory import make_backend, open_judge
 from engine.generation.protocol import close_backend
-from engine.generation.transformers_backend import TransformersBackend
 from engine.grading.graders import MODEL_TYPES, build_grader, grade_batch
 from engine.hashing import sha256_file, sha256_json
 from engine.models.resolve import ModelRef, resolve_model
@@ -360,10 +359,8 @@ def _judges(task: Task, registry: Registry, tenant: str) -> tuple[dict[str, Any]
                               where=f"{task.where}.graders[{j}].model",
                               hint="set model: a local store name or run id")
         if g.model not in backends:
-            ref = resolve_model(registry, g.model, tenant)
-            backends[g.model] = TransformersBackend(ref.model_dir, ref.adapter_dir)
-            identity.append({"ref": g.model, "weights": ref.weights,
-                             "weights_sha256": sha256_json(ref.weights)})
+            backends[g.model], ident = open_judge(registry, g.model, tenant)
+            identity.append(ident)
     judge = None if not identity else identity[0] if len(identity) == 1 else {"judges": identity}
     return backends, judge
 
