@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from engine.config.base import Strict
 from engine.config.eval import (EvalSpec, GateSpec, GenerationSpec, GraderMessage, GraderSpec,
-                                LmEvalTaskSpec, SuiteSpec, TaskSpec)
+                                JudgeGateSpec, LmEvalTaskSpec, SuiteSpec, TaskSpec)
 from engine.config.languages import LANGUAGES
 from engine.config.loading import load_config, parse_config
 from engine.config.pipeline import ModelSpec, StudioConfig
@@ -54,6 +54,7 @@ __all__ = [
     "BatchingSpec", "VllmSpec", "ServeSpec",
     # eval and gate
     "GraderMessage", "GraderSpec", "GenerationSpec", "EvalSpec", "TaskSpec", "LmEvalTaskSpec", "SuiteSpec", "GateSpec",
+    "JudgeGateSpec",
     # the whole config and loading
     "ModelSpec", "StudioConfig", "parse_config", "load_config",
 ]

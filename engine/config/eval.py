@@ -270,6 +270,20 @@ class SuiteSpec(Strict):
 EvalSpec.model_rebuild()  # `suite` refers to SuiteSpec, defined after EvalSpec
 
 
+class JudgeGateSpec(Strict):
+    """The pairwise judge of the diff (engine/eval/judged.py): a local model compares base and
+    tuned outputs item by item, in both orders; optionally gated on the tuned win rate."""
+
+    model: str = Field(min_length=1, description="judge model: store name or run id")
+    rubric: str | None = Field(default=None, min_length=1, description="what a better reply is; "
+                               "default: the support rubric of the refine's judge (no 1-5 scale)")
+    min_win_rate: float | None = Field(default=None, ge=0.0, le=1.0, description="gate: the lower "
+                                       "bound of the 95% Wilson interval of the tuned win rate "
+                                       "must be at least this; default: report only")
+    rationale_tokens: int = Field(default=48, ge=0, le=512, description="length bound of the "
+                                  "judge's one-sentence rationale per item; 0: none")
+
+
 class GateSpec(Strict):
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     require: Literal["better", "not_worse", "none"] = "better"
@@ -277,3 +291,5 @@ class GateSpec(Strict):
     per_slice: bool = Field(default=False, description="every slice must be non-inferior too")
     guard_margin: float = Field(default=0.15, ge=0.0, lt=1.0,
                                 description="non-inferiority margin of guard tasks (not_worse)")
+    judge: JudgeGateSpec | None = Field(default=None, description="pairwise judge in the diff "
+                                        "step (off by default)")

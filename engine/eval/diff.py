@@ -7,7 +7,10 @@ the same summary with Holm-adjusted p-values across slices. The gate:
   not_worse  non-inferiority overall: the lower bound of the 95% CI of (tuned − base) > −margin
   none       always passes (report only)
 and with per_slice, every slice must also be non-inferior at the margin (a gain on the whole
-suite may not hide a regression on one ticket category).
+suite may not hide a regression on one ticket category). With a pairwise judge
+(engine/eval/judged.py) a local model also compares every pair of differing outputs in both
+orders; with its min_win_rate set, the gate also needs the lower bound of the tuned win rate's
+95% interval at or above it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from engine.atomic import write_text_atomic
 from engine.errors import StudioError
+from engine.eval.judged import JudgeSetup, run_judge
 from engine.eval.report import render_report
 from engine.eval.significance import (
     holm,
@@ -205,10 +209,13 @@ def diff_evals(
     slice_key: str | None = None,
     base_label: str | None = None,
     tuned_label: str | None = None,
+    judge: JudgeSetup | None = None,
 ) -> DiffResult:
     """Compare two evals of the same items; write stats.json, pairs.jsonl and report.html.
 
-    Never raises on a failed gate: the result says whether it passed and the caller decides.
+    With `judge`, the pairwise judge compares each item's two outputs (stats["judge"], and a
+    `judge` verdict per pair). Never raises on a failed gate: the result says whether it passed
+    and the caller decides.
     """
     base_dir, tuned_dir, out_dir = Path(base_dir), Path(tuned_dir), Path(out_dir)
     if not 0.0 < alpha < 1.0:
@@ -256,6 +263,15 @@ def diff_evals(
     failed_slices = [v for v, s in slices.items() if not s["non_inferiority"]["passed"]]
     if per_slice and failed_slices:
         passed = False
+    judge_stats: dict[str, Any] | None = None
+    verdicts: dict[str, dict[str, Any]] = {}
+    if judge is not None:  # every pair, in the eval's order; identical outputs cost no model call
+        judge_stats, verdicts = run_judge(judge, [
+            {"item_id": i, "prompt": base_rows[i].get("prompt") or "",
+             "base": str(base_rows[i].get("output", "")),
+             "tuned": str(tuned_rows[i].get("output", ""))} for i in order])
+        if judge_stats["passed"] is False:
+            passed = False
 
     stats: dict[str, Any] = {
         "overall": overall,
@@ -275,6 +291,10 @@ def diff_evals(
         "split": base_summary.get("split"),
         "grader": base_summary.get("grader"),
     }
+    if judge_stats is not None:
+        stats["judge"] = judge_stats
+        if judge_stats["min_win_rate"] is not None:
+            stats["gate"]["judge_min_win_rate"] = judge_stats["min_win_rate"]
 
     pairs: list[dict[str, Any]] = []
     report_pairs: list[dict[str, Any]] = []
@@ -287,6 +307,8 @@ def diff_evals(
             "tuned_score": ts,
             "meta": b_row.get("meta") or {},
         }
+        if item_id in verdicts:
+            row["judge"] = verdicts[item_id]
         pairs.append(row)
         report_pairs.append({
             **row,

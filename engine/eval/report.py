@@ -114,6 +114,12 @@ def fmt_score(x: Any) -> str:
     return str(int(f)) if f in (0.0, 1.0) else f"{f:.2f}"
 
 
+def fmt_prob(x: Any) -> str:
+    """A probability: 0.7312 → '0.73'."""
+    f = _num(x)
+    return NA if f is None else f"{f:.2f}"
+
+
 def fmt_alpha(x: Any) -> str:
     f = _num(x)
     return NA if f is None else f"{f:g}"
@@ -209,6 +215,10 @@ def gate_summary(stats: dict[str, Any]) -> dict[str, Any] | None:
         if not failed and slices:
             reasons.append((True, f"all {len(slices)} slices non-inferior (every lower bound "
                                   f"above {MINUS}{fmt_pts(margin)})"))
+    judged = _judge_reason(stats)
+    if judged is not None:
+        required += f"; and {judged[0]}"
+        reasons.append(judged[1])
     return {"require": require, "required": required, "passed": bool(gate.get("passed")),
             "reasons": reasons}
 
@@ -308,7 +318,12 @@ def _judge(pair: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(j, dict):
         return None
     rationale, note = _clip_parts(j.get("rationale") or "", MAX_RATIONALE_CHARS)
+    by_order = j.get("p_tuned_by_order")
+    by_order = by_order if isinstance(by_order, (list, tuple)) and len(by_order) == 2 else None
     return {"winner": str(j.get("winner") or "tie"), "consistent": j.get("consistent"),
+            "identical": bool(j.get("identical")),
+            "p_base_first": fmt_prob(by_order[0]) if by_order else None,
+            "p_tuned_first": fmt_prob(by_order[1]) if by_order else None,
             "rationale": f"{rationale} {note}".strip()}
 
 
@@ -352,14 +367,37 @@ def _judge_summary(stats: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"consistency": fmt_pct(j.get("consistency_rate")),
             "tuned_wins": j.get("tuned_wins", NA), "base_wins": j.get("base_wins", NA),
-            "ties": j.get("ties", NA), "win_rate": fmt_pct(j.get("tuned_win_rate"))}
+            "ties": j.get("ties", NA), "win_rate": fmt_pct(j.get("tuned_win_rate")),
+            "win_rate_ci": fmt_ci(j.get("win_rate_ci")), "sign_p": fmt_p(j.get("sign_test_p")),
+            "identical": j.get("n_identical", NA), "judged": j.get("n_judged", NA),
+            "inconsistent": j.get("inconsistent", NA), "model": str(j.get("model") or NA),
+            "min_win_rate": fmt_pct(j.get("min_win_rate"))
+            if j.get("min_win_rate") is not None else None}
+
+
+def _judge_reason(stats: dict[str, Any]) -> tuple[str, tuple[bool, str]] | None:
+    """(what the judge gate required, (passed, why)) when the judge has a min_win_rate."""
+    j = stats.get("judge")
+    if not isinstance(j, dict) or _num(j.get("min_win_rate")) is None:
+        return None
+    need = fmt_pct(j["min_win_rate"])
+    ci = j.get("win_rate_ci") if isinstance(j.get("win_rate_ci"), (list, tuple)) else [None, None]
+    low = fmt_pct(ci[0] if ci else None)
+    required = (f"the pairwise judge's tuned win rate at least {need}: the lower bound of its 95% "
+                "Wilson interval")
+    if j.get("passed"):
+        return required, (True, f"judge: tuned win rate {fmt_pct(j.get('tuned_win_rate'))}, "
+                                f"lower bound {low} ≥ {need}")
+    return required, (False, f"judge: tuned win rate {fmt_pct(j.get('tuned_win_rate'))}, "
+                             f"lower bound {low} < {need}")
 
 
 def render_report(stats: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     """Render the diff report. `pairs` rows carry item_id, bucket, base_score, tuned_score (or
     scores {base, tuned}), meta, the texts — prompt (chat messages or text), reference,
-    base_output, tuned_output — and optionally judge {winner, consistent, rationale}.
-    `stats` may also carry judge {consistency_rate, tuned_wins, base_wins, ties}."""
+    base_output, tuned_output — and optionally judge {winner, consistent, identical,
+    p_tuned_by_order, rationale}. `stats` may also carry judge {consistency_rate, tuned_wins,
+    base_wins, ties, tuned_win_rate, win_rate_ci, sign_test_p, …} (engine/eval/judged.py)."""
     grouped: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKET_ORDER}
     for pair in pairs:
         grouped.setdefault(str(pair.get("bucket")), []).append(pair)

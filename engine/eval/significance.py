@@ -177,8 +177,9 @@ def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ intervals
-def wilson_interval(k: int, n: int, confidence: float = CI_LEVEL) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n; (0.0, 1.0) when n == 0."""
+def wilson_interval(k: float, n: int, confidence: float = CI_LEVEL) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n; (0.0, 1.0) when n == 0. k may be
+    fractional (the pairwise judge's win rate counts a tie as half a win)."""
     if n < 0 or k < 0 or k > n:
         raise ValueError("need 0 <= k <= n")
     _check_confidence(confidence)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.config import DEFAULT_JUDGE_RUBRIC
 from engine.grading.result import GradeResult
 from engine.grading.rubric import CHOICES, WHY, judge_prompt, score_from_logprobs, transcript
 from engine.records import Conversation, SourceRef
@@ -37,6 +38,9 @@ PAIR_SYSTEM = ("You are an impartial reviewer of customer-support replies. You c
                "to the same conversation and answer with a single letter, A or B.")
 PAIR_WHY = "In one short sentence, why is that reply better?"
 SCORE_ASK = "Answer with a single digit from 1 (worst) to 5 (best)."
+# the default rubric of a pairwise judgement: the refine judge's criteria without its 1-5 scale
+PAIR_RUBRIC = "\n".join(line for line in DEFAULT_JUDGE_RUBRIC.splitlines()
+                        if not line.startswith("Score "))
 
 
 @dataclass
