@@ -2,7 +2,9 @@
 
 Each step calls the same module its own verb calls; nothing here reaches into a stage's internals.
 Time to first model (TTFM) is measured from the start of the command to the verdict on the tuned
-model, i.e. until the first model *proven* better than its base exists.
+model, i.e. until the first model *proven* better than its base exists. With `gate.judge` the diff
+step also runs the pairwise judge (engine/eval/judged.py) on the customer tasks; its model is
+resolved before any work starts.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from engine.console import err
 from engine.data.refine import refine
 from engine.errors import StudioError
 from engine.eval.diff import diff_evals
+from engine.eval.judged import JudgeSetup, open_setup
 from engine.eval.run import run_eval
 from engine.eval.suite import load_suite, run_suite
+from engine.generation.protocol import close_backend
 from engine.models.store import import_model
 from engine.registry import Registry
 from engine.train.sft import train_sft
 from engine.workspace import Workspace
+
+JUDGE_SUMMARY = ("model", "tuned_win_rate", "win_rate_ci", "consistency_rate", "tuned_wins", "base_wins",
+                 "ties", "n_identical", "sign_test_p", "min_win_rate", "passed")
 
 
 def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
@@ -45,6 +52,32 @@ def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
 def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                  progress: Progress | None = None, started: float | None = None) -> dict[str, Any]:
     t0 = started if started is not None else time.monotonic()
+    judge = open_pipeline_judge(cfg, ws, registry, progress)  # an unknown judge fails early
+    try:
+        return _run(cfg, ws, registry, progress, t0, judge)
+    finally:
+        if judge is not None:
+            close_backend(judge.backend)
+
+
+def open_pipeline_judge(cfg: StudioConfig, ws: Workspace, registry: Registry,
+                        progress: Progress | None) -> JudgeSetup | None:
+    """The diff step's pairwise judge from `gate.judge` (None when it is not set); the pipeline's
+    own base model may be the judge (imported first when it is not in the store yet)."""
+    spec = cfg.gate.judge
+    if spec is None:
+        return None
+    if cfg.model is not None and spec.model == cfg.model.name:
+        ensure_model(cfg, ws, registry, progress)
+    return open_setup(registry, cfg.tenant, spec.model, rubric=spec.rubric,
+                      min_win_rate=spec.min_win_rate, rationale_tokens=spec.rationale_tokens,
+                      batch_size=cfg.eval.generation.batch_size if cfg.eval else 8,
+                      progress=progress,
+                      where=f"{cfg.path}: gate.judge" if cfg.path else "gate.judge")
+
+
+def _run(cfg: StudioConfig, ws: Workspace, registry: Registry, progress: Progress | None,
+         t0: float, judge: JudgeSetup | None) -> dict[str, Any]:
     assert cfg.model and cfg.refine and cfg.train and cfg.eval
     timings: dict[str, float] = {}
 
@@ -71,7 +104,7 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     t = lap("train", t)
     if cfg.eval.suite is not None:
         spec = cfg.eval.model_copy(update={"dataset": cfg.eval.dataset or f"{data.name}@v{data.version}"})
-        tasks = _suite_diffs(cfg, spec, ws, registry, model["name"], run.run_id, progress)
+        tasks = _suite_diffs(cfg, spec, ws, registry, model["name"], run.run_id, progress, judge)
         t = lap("eval", t)
         main = next(d for d in tasks if not d["guard"])  # the headline: the first customer task
         base_eval, tuned_eval, result = main["base"], main["tuned"], main["result"]
@@ -82,7 +115,7 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                               dataset=dataset, progress=progress)
         t = lap("eval", t)
         result = _diff(cfg, ws, base_eval, tuned_eval, model["name"], run.run_id,
-                       cfg.gate.require, cfg.eval.slice_key)
+                       cfg.gate.require, cfg.eval.slice_key, judge=judge)
         tasks = []
     lap("diff", t)
     overall = result.stats["overall"]
@@ -105,6 +138,8 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
         "report": str(result.report_path),
         "timings_s": timings,
     }
+    if "judge" in result.stats:  # the headline task's pairwise judge
+        summary["judge"] = {k: result.stats["judge"][k] for k in JUDGE_SUMMARY}
     if tasks:  # every suite task's own diff and gate (guard tasks: not worse than the base)
         summary["tasks"] = [{"task": d["task"], "guard": d["guard"], "gate": d["gate"],
                              "gate_passed": d["result"].gate_passed, "verdict": d["result"].verdict,
@@ -117,18 +152,21 @@ def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
 
 
 def _diff(cfg: StudioConfig, ws: Workspace, base: Any, tuned: Any, base_label: str, tuned_label: str,
-          require: str, slice_key: str | None, guard: bool = False) -> Any:
+          require: str, slice_key: str | None, guard: bool = False,
+          judge: JudgeSetup | None = None) -> Any:
     out_dir = ws.eval_dir(cfg.tenant, f"diff-{base.eval_id}-vs-{tuned.eval_id}")
     return diff_evals(base.path, tuned.path, out_dir, alpha=cfg.gate.alpha, require=require,
                       margin=cfg.gate.guard_margin if guard else cfg.gate.margin,
                       per_slice=cfg.gate.per_slice and not guard, slice_key=slice_key,
-                      base_label=base_label, tuned_label=tuned_label)
+                      base_label=base_label, tuned_label=tuned_label, judge=judge)
 
 
 def _suite_diffs(cfg: StudioConfig, spec: Any, ws: Workspace, registry: Registry, base_ref: str,
-                 run_id: str, progress: Progress | None) -> list[dict[str, Any]]:
+                 run_id: str, progress: Progress | None,
+                 judge: JudgeSetup | None = None) -> list[dict[str, Any]]:
     """Every task of the eval suite for base and tuned, and one diff per task: customer tasks
-    against `gate.require`, guard tasks (regression suites) against `not_worse`."""
+    against `gate.require` (and the pairwise judge when there is one), guard tasks (regression
+    suites) against `not_worse`."""
     cfg_dir = cfg.path.parent if cfg.path else None
     tasks = load_suite(spec, cfg_dir, registry, cfg.tenant, cfg.resolve_path)
     if all(task.spec.guard for task in tasks):
@@ -145,5 +183,6 @@ def _suite_diffs(cfg: StudioConfig, spec: Any, ws: Workspace, registry: Registry
         out.append({"task": task.name, "guard": task.spec.guard, "gate": require,
                     "base": b, "tuned": t,
                     "result": _diff(cfg, ws, b, t, base_ref, run_id, require, slice_key,
-                                    guard=task.spec.guard)})
+                                    guard=task.spec.guard,
+                                    judge=None if task.spec.guard else judge)})
     return out

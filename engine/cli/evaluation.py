@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from engine.cli.context import JsonOpt, TenantOpt, emit, load, registry, ws
 from engine.console import make_progress, out
@@ -70,18 +72,35 @@ def diff(
     per_slice: bool = typer.Option(False, "--per-slice",
                                    help="Every slice must also be non-inferior at the margin."),
     slice_key: Optional[str] = typer.Option(None, "--slice", help="Item meta key to slice by."),
+    judge: Optional[str] = typer.Option(None, "--judge", metavar="MODEL",
+                                        help="Pairwise judge: a local model (store name or run "
+                                        "id) compares each pair of differing outputs, both orders."),
+    judge_rubric: Optional[str] = typer.Option(None, "--judge-rubric",
+                                               help="What a better reply is (default: the "
+                                               "support rubric)."),
+    judge_min_win_rate: Optional[float] = typer.Option(
+        None, "--judge-min-win-rate", help="Gate: the lower bound of the judge's 95% win-rate "
+        "interval must be at least this (0-1)."),
+    judge_rationale_tokens: int = typer.Option(48, "--judge-rationale-tokens",
+                                               help="Length bound of each rationale; 0: none."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Paired comparison of two evals: buckets, paired tests, HTML report; gate exit code 3."""
-    # lazy: CLI start-up time (scipy)
-    from engine.eval.diff import diff_evals
+    # lazy: CLI start-up time (scipy; the judge's transformers backend)
+    from engine.eval import diff as eval_diff, judged
 
     if require not in ("better", "not_worse", "none"):
         raise StudioError(f"--require must be better, not_worse or none, got {require!r}")
+    if judge is None:
+        given = [name for name, v in (("--judge-rubric", judge_rubric),
+                                      ("--judge-min-win-rate", judge_min_win_rate)) if v is not None]
+        if given:
+            raise StudioError(f"{given[0]} needs a judge model", where=given[0],
+                              hint="add --judge MODEL (a store name or run id)")
     workspace = ws()
     reg = registry(workspace)
     jobs.begin(workspace, "diff", tenant, ids={"base_eval": base_eval, "tuned_eval": tuned_eval,
-                                               "require": require})
+                                               "require": require, "judge": judge})
     rows = []
     for eid in (base_eval, tuned_eval):
         row = reg.get_eval(eid)
@@ -90,19 +109,51 @@ def diff(
                               hint="eval ids are printed by `studio eval` and `studio run`")
         rows.append(row)
     out_dir = workspace.eval_dir(tenant, f"diff-{base_eval}-vs-{tuned_eval}")
-    res = diff_evals(Path(rows[0]["path"]), Path(rows[1]["path"]), out_dir, alpha=alpha,
-                     require=require, margin=margin, per_slice=per_slice, slice_key=slice_key,
-                     base_label=rows[0]["model_ref"],
-                     tuned_label=rows[1]["model_ref"])
+    with ExitStack() as stack:  # the judge: its libraries' caches in the job's scratch, a bar
+        setup = None
+        if judge is not None:
+            stack.enter_context(workspace.job_tmp(tenant))
+            progress = stack.enter_context(make_progress())
+            setup = judged.open_setup(reg, tenant, judge, rubric=judge_rubric,
+                                      min_win_rate=judge_min_win_rate,
+                                      rationale_tokens=judge_rationale_tokens, progress=progress,
+                                      where="--judge")
+        res = eval_diff.diff_evals(Path(rows[0]["path"]), Path(rows[1]["path"]), out_dir, alpha=alpha,
+                         require=require, margin=margin, per_slice=per_slice, slice_key=slice_key,
+                         base_label=rows[0]["model_ref"], tuned_label=rows[1]["model_ref"],
+                         judge=setup)
     o = res.stats["overall"]
+    lines = [f"base {o['base_score']:.3f}  tuned {o['tuned_score']:.3f}  "
+             f"fixed {o['fixed']}  broke {o['broke']}  p={o['p_value']:.3g}  "
+             f"verdict [bold]{res.stats['verdict']}[/]"]
+    if "judge" in res.stats:
+        lines.append(judge_line(res.stats["judge"]))
     emit(as_json, {"verdict": res.verdict, "gate_passed": res.gate_passed,
                    "report": str(res.report_path), "stats": res.stats},
-         [f"base {o['base_score']:.3f}  tuned {o['tuned_score']:.3f}  "
-          f"fixed {o['fixed']}  broke {o['broke']}  p={o['p_value']:.3g}  "
-          f"verdict [bold]{res.stats['verdict']}[/]", f"report: {res.report_path}"])
+         [*lines, f"report: {res.report_path}"])
     jobs.done(ids={"verdict": res.verdict, "gate_passed": res.gate_passed},
               hashes={"report": jobs.file_sha256(res.report_path)})
     if not res.gate_passed:
         failed = res.stats["gate"]["failed_slices"]
         extra = f"; not non-inferior on slices: {', '.join(failed)}" if failed else ""
+        j = res.stats.get("judge") or {}
+        if j.get("passed") is False:
+            extra += (f"; judge win rate lower bound {_pct(j['win_rate_ci'][0])} < "
+                      f"{_pct(j['min_win_rate'])}")
         raise GateFailed(f"gate '{require}' failed: verdict {res.verdict}{extra}")
+
+
+def _pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def judge_line(j: dict[str, Any]) -> str:
+    """The console summary of a diff's pairwise judge (stats["judge"])."""
+    lo, hi = j["win_rate_ci"]
+    gate = ""
+    if j.get("min_win_rate") is not None:
+        gate = f"  gate ≥ {_pct(j['min_win_rate'])} " + ("[green]pass[/]" if j["passed"] else "[red]FAIL[/]")
+    return (f"judge {escape(str(j['model']))}: tuned win rate {_pct(j['tuned_win_rate'])} "
+            f"[{_pct(lo)}, {_pct(hi)}]  tuned {j['tuned_wins']} / base {j['base_wins']} / "
+            f"ties {j['ties']} ({j['n_identical']} identical)  consistent "
+            f"{_pct(j['consistency_rate'])}  sign p={j['sign_test_p']:.3g}{gate}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from engine.cli.context import load, registry, ws
+from engine.cli.evaluation import judge_line
 from engine.console import err, make_progress, out
 from engine.errors import GateFailed
 from engine.privacy import jobs
@@ -36,6 +37,8 @@ def run(
         f"[bold]time to first model {summary['ttfm_seconds']:.0f} s[/]  run {summary['run_id']}\n"
         f"base {summary['base_score']:.3f} -> tuned {summary['tuned_score']:.3f}  "
         f"p={summary['p_value']:.3g}  verdict [bold]{summary['verdict']}[/]\nreport: {summary['report']}")
+    if "judge" in summary:
+        out_console.print(judge_line(summary["judge"]))
     for task in summary.get("tasks", []):
         mark = "[green]pass[/]" if task["gate_passed"] else "[red]FAIL[/]"
         out_console.print(f"  {task['task']}{' (guard)' if task['guard'] else ''}: base "
@@ -46,4 +49,6 @@ def run(
     if not summary["gate_passed"]:
         failed = [t["task"] for t in summary.get("tasks", []) if not t["gate_passed"]]
         extra = f"; failed tasks: {', '.join(failed)}" if failed else ""
+        if (summary.get("judge") or {}).get("passed") is False:
+            extra += "; the judge's win rate is below gate.judge.min_win_rate"
         raise GateFailed(f"gate '{cfg.gate.require}' failed: verdict {summary['verdict']}{extra}")

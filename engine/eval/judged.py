@@ -29,8 +29,10 @@ from rich.progress import Progress
 
 from engine.errors import StudioError
 from engine.eval.significance import CI_LEVEL, mcnemar_exact, wilson_interval
+from engine.generation.factory import open_judge
 from engine.grading.judge import (PAIR_RUBRIC, PairwiseReport, PairwiseResult, judge_pairwise,
                                   summarize_pairwise)
+from engine.registry import Registry
 
 CI_METHOD = "wilson"
 CHUNK_ITEMS = 8  # items per judge_pairwise call: the progress bar's step
@@ -52,8 +54,10 @@ class JudgeSetup:
     where: str = "gate.judge"               # the config field or CLI option, for errors
 
     def field(self, key: str) -> str:
-        """Where a setting came from: `gate.judge.<key>`, or `--judge-<key>` on the command line."""
-        return f"--judge-{key.replace('_', '-')}" if self.where == "--judge" else f"{self.where}.{key}"
+        """Where a setting came from: `gate.judge.<key>`, or `--judge[-<key>]` on the command line."""
+        if self.where == "--judge":
+            return "--judge" if key == "model" else f"--judge-{key.replace('_', '-')}"
+        return f"{self.where}.{key}"
 
     def check(self) -> None:
         if self.min_win_rate is not None and not 0.0 <= self.min_win_rate <= 1.0:
@@ -64,6 +68,19 @@ class JudgeSetup:
         if self.rationale_tokens < 0:
             raise StudioError("rationale_tokens must be at least 0",
                               where=self.field("rationale_tokens"))
+
+
+def open_setup(registry: Registry, tenant: str, model: str, **settings: Any) -> JudgeSetup:
+    """A checked JudgeSetup with its model opened (`open_judge`: store name or run id); a bad
+    setting or an unknown model is a StudioError naming the field or option (`where`)."""
+    setup = JudgeSetup(None, model, **settings)
+    setup.check()
+    try:
+        setup.backend, setup.identity = open_judge(registry, model, tenant)
+    except StudioError as exc:
+        exc.where = exc.where or setup.field("model")
+        raise
+    return setup
 
 
 def judge_items(setup: JudgeSetup, items: Sequence[dict[str, Any]]) -> PairwiseReport:
