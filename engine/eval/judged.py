@@ -30,6 +30,7 @@ from rich.progress import Progress
 from engine.errors import StudioError
 from engine.eval.significance import CI_LEVEL, mcnemar_exact, wilson_interval
 from engine.generation.factory import open_judge
+from engine.hashing import sha256_text
 from engine.grading.judge import (PAIR_RUBRIC, PairwiseReport, PairwiseResult, judge_pairwise,
                                   summarize_pairwise)
 from engine.registry import Registry
@@ -118,6 +119,7 @@ def judge_stats(report: PairwiseReport, setup: JudgeSetup) -> dict[str, Any]:
         "model": setup.model,
         "weights_sha256": (setup.identity or {}).get("weights_sha256"),
         "rubric": "default" if setup.rubric is None else "custom",
+        "rubric_sha256": sha256_text(setup.rubric or PAIR_RUBRIC),
         "n": report.n,
         "n_judged": report.counts.get("judged", report.n - report.n_identical),
         "n_identical": report.n_identical,

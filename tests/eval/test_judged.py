@@ -24,7 +24,8 @@ from engine.eval.items import EvalResult
 from engine.eval.judged import JudgeSetup, open_setup, win_rate_interval
 from engine.flow import _diff, open_pipeline_judge
 from engine.generation.transformers_backend import TransformersBackend
-from engine.hashing import sha256_json
+from engine.grading.judge import PAIR_RUBRIC
+from engine.hashing import sha256_json, sha256_text
 from engine.models.store import import_model
 from engine.registry import Registry
 from engine.workspace import Workspace
@@ -133,6 +134,7 @@ def test_real_judge_through_the_diff(tmp_path: Path, tiny_model_dir: Path) -> No
     expect_p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
     assert j["sign_test_p"] == pytest.approx(expect_p)
     assert j["passed"] is None and "judge_min_win_rate" not in res.stats["gate"]
+    assert j["rubric"] == "default" and j["rubric_sha256"] == sha256_text(PAIR_RUBRIC)
 
     pairs = {r["item_id"]: r for r in map(json.loads, res.pairs_path.read_text().splitlines())}
     for item_id, row in pairs.items():
@@ -227,7 +229,7 @@ def test_cli_judge_errors_name_the_option(project: dict[str, Any]) -> None:
 
 
 def test_ctrl_c_while_judging_keeps_nothing(project: dict[str, Any]) -> None:
-    ws, reg, n = project["ws"], project["reg"], 400  # far more than the test waits for
+    ws, reg, n = project["ws"], project["reg"], 1000  # far more than the test waits for
     for eid, outputs in (("ev-a", [f"no idea {i}" for i in range(n)]),
                          ("ev-b", [f"It ships on day {i}, sorry for the delay." for i in range(n)])):
         path = write_eval(ws.eval_dir("default", eid), eid, eid, outputs)
@@ -237,7 +239,8 @@ def test_ctrl_c_while_judging_keeps_nothing(project: dict[str, Any]) -> None:
                         stderr=subprocess.PIPE)
     try:
         scratch = ws.root / "tenants" / "default" / "tmp"
-        assert wait_until(lambda: any(scratch.glob("job-*")), timeout=120), "the judge never started"
+        wait_until(lambda: any(scratch.glob("job-*")) or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, proc.communicate()[1]  # still judging
         time.sleep(2)  # the judge model loads and starts on the first chunk
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
