@@ -16,6 +16,7 @@ the client abandons before its end.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -80,3 +81,11 @@ class Backend(ABC):
     @abstractmethod
     def complete_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`text_completion` chunks; the last one carries `usage`."""
+
+    async def events(self, kind: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        """The stream of `kind` ("chat" or "completion") as compact JSON texts, one per chunk,
+        what the gateway relays (engine/serve/sse.py). A backend that receives the chunks as text
+        (vLLM) passes them through; this default encodes the chunk objects."""
+        chunks = self.chat_stream(body) if kind == "chat" else self.complete_stream(body)
+        async for chunk in chunks:
+            yield json.dumps(chunk, separators=(",", ":"))

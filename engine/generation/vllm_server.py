@@ -148,6 +148,11 @@ class VLLMBackend(Backend):
         return dict(self._adapters)
 
     @property
+    def api_key(self) -> str:
+        """The key vLLM's server asks for (a new one at every start; benchmarks call it directly)."""
+        return self._api_key
+
+    @property
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
@@ -504,7 +509,8 @@ class VLLMBackend(Backend):
             raise BackendError(_redact(_error_text(r)), status=r.status_code, code="upstream_error")
         return r.json()
 
-    async def _stream(self, route: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, route: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        """vLLM's SSE payloads as they arrive (JSON text; decoded only to raise an error chunk)."""
         await self.wait_ready()
         assert self._client is not None
         try:
@@ -519,16 +525,22 @@ class VLLMBackend(Backend):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    chunk = json.loads(data)
-                    if "error" in chunk and "choices" not in chunk:
-                        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                        raise BackendError(_redact(str(err.get("message", "stream error"))),
-                                           status=int(err.get("code") or 500)
-                                           if str(err.get("code", "")).isdigit() else 500,
-                                           code="upstream_error")
-                    yield chunk
+                    if '"error"' in data and '"choices"' not in data:
+                        _raise_stream_error(json.loads(data))
+                    yield data
         except httpx.HTTPError as exc:
             raise BackendError(f"vLLM stream failed: {type(exc).__name__}", status=502) from exc
+
+    async def _stream(self, route: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for data in self._events(route, body):
+            yield json.loads(data)
+
+    def events(self, kind: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        """vLLM's own chunk texts, passed through (engine/serve/sse.py edits them)."""
+        if kind == "chat":
+            return self._events("/v1/chat/completions", body)
+        self._check_prompt_logprobs(body)
+        return self._events("/v1/completions", body)
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._request("/v1/chat/completions", body)
@@ -579,6 +591,13 @@ def from_serve_spec(spec: Any, model_dir: Path, scratch: Path | None = None) -> 
         startup_timeout=getattr(v, "startup_timeout_s", 600.0))
     backend.owns_cache_dir = owned
     return backend
+
+
+def _raise_stream_error(chunk: dict[str, Any]) -> None:
+    err = chunk.get("error") if isinstance(chunk.get("error"), dict) else {}
+    code = str(err.get("code", ""))
+    raise BackendError(_redact(str(err.get("message", "stream error"))),
+                       status=int(code) if code.isdigit() else 500, code="upstream_error")
 
 
 def _error_text(r: httpx.Response) -> str:

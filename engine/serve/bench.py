@@ -3,8 +3,10 @@
 Reports per scenario: time to first token (TTFT), inter-token latency (ITL), end-to-end latency
 (p50/p95/p99), output tokens/s, requests/s and error rate. Without a URL it builds a tiny model
 and a LoRA adapter in a temporary workspace and starts a transformers-backend gateway itself
-(offline, standalone), so it can also drive the same backend without HTTP: the ratio of the two
-is the gateway's overhead. Base vs LoRA is the same load on the base model and on an adapter.
+(offline, standalone), so it can also drive the backend without the gateway: the transformers
+backend's object directly (no HTTP), or vLLM's own OpenAI server over HTTP with the same client —
+the ratio of the two is the gateway's overhead. Base vs LoRA is the same load on the base model
+and on an adapter.
 """
 
 from __future__ import annotations
@@ -239,7 +241,16 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
         scenarios: list[tuple[str, Any]] = [("gateway base", lambda: load(url, key, model, prompts, opts))]
         if lora_model:
             scenarios.append(("gateway lora", lambda: load(url, key, lora_model, prompts, opts)))
-        if running is not None and opts.direct:
+        if running is not None and opts.direct and backend == "vllm":
+            # vLLM's own server, called by the same client as the gateway: the gateway's overhead
+            served = running.gateway.backend
+            vllm_url, vllm_key = f"{served.base_url}/v1", served.api_key
+            scenarios.insert(1, ("direct base", lambda: load(vllm_url, vllm_key, served.base_id,
+                                                             prompts, opts)))
+            if lora_model:
+                scenarios.append(("direct lora", lambda: load(vllm_url, vllm_key, info["lora_id"],
+                                                              prompts, opts)))
+        elif running is not None and opts.direct:
             served, loop = running.gateway.backend, running.gateway.loop
             scenarios.insert(1, ("direct base", lambda: _on_loop(
                 loop, direct_load(served, served.base_id, prompts, opts))))

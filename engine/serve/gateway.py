@@ -36,7 +36,8 @@ from engine.serve.keys import KeyInfo, KeyStore
 from engine.serve.metrics import GatewayMetrics
 from engine.serve.promote import ServedModels, adapter_dir
 from engine.serve.routes import Route, cache_salt, internal_id
-from engine.serve.usage import UsageStore
+from engine.serve.sse import Relay
+from engine.serve.usage import UsageStore, today
 from engine.workspace import Workspace
 
 log = logging.getLogger("studio.serve")
@@ -52,6 +53,9 @@ class Gateway:
         self.workspace = Workspace(self.registry_path.parent)
         self._key_day: dict[str, str] = {}  # key id -> the UTC day its use was last audited
         self.usage = UsageStore(registry_path)
+        self._usage_batch: dict[tuple[str, str, str], list[int]] = {}  # counted, not yet written
+        self._usage_due = asyncio.Event()
+        self._usage_task: asyncio.Task[None] | None = None
         self.served = ServedModels(registry_path)
         self.metrics = GatewayMetrics()
         self.metrics.registry.register(StudioCollector(self.workspace))  # TTFM, retrain rate, usage
@@ -157,6 +161,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # benchmarks drive the backend on it directly
+        self._usage_task = asyncio.create_task(self._usage_writer(), name="studio-serve-usage")
         await self.backend.start()
         await self.sync_promoted()
         if self.spec.reload_interval_s > 0:
@@ -167,7 +172,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._reloader, self._status_task):
+        for task in (self._reloader, self._status_task, self._usage_task):
             if task is None:
                 continue
             task.cancel()
@@ -178,7 +183,10 @@ class Gateway:
         try:
             await self.backend.stop()
         finally:
-            self.usage.close()
+            try:
+                await self.flush_usage()
+            finally:
+                self.usage.close()
 
     # -------------------------------------------------------------------------------- auth
     async def authenticate(self, request: Request) -> KeyInfo:
@@ -231,8 +239,44 @@ class Gateway:
         for key, value in (("requests", 1), ("errors", error_code is not None),
                            ("prompt_tokens", prompt), ("completion_tokens", completion)):
             self.totals[key] += int(value)
-        await asyncio.to_thread(self.usage.record, tenant, name, prompt_tokens=prompt,
-                                completion_tokens=completion, error=error_code is not None)
+        counts = self._usage_batch.setdefault((tenant, name, today()), [0, 0, 0, 0])
+        for i, value in enumerate((1, prompt, completion, error_code is not None)):
+            counts[i] += int(value)
+        self._usage_due.set()
+
+    async def _usage_writer(self) -> None:
+        """Group commit: write what finished since the last write, then wait for more."""
+        while True:
+            await self._usage_due.wait()
+            self._usage_due.clear()
+            await self.flush_usage()
+
+    async def flush_usage(self) -> None:
+        """Write the counted usage now (one transaction); on failure keep it for the next write."""
+        batch, self._usage_batch = self._usage_batch, {}
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(self.usage.add, batch)
+        except Exception as exc:  # a full or locked disk: the counts stay in memory, retried
+            log.error("usage write failed (%s); %d row(s) kept for the next write",
+                      exc.__class__.__name__, len(batch))
+            for key, counts in batch.items():
+                kept = self._usage_batch.setdefault(key, [0, 0, 0, 0])
+                for i, value in enumerate(counts):
+                    kept[i] += value
+            await asyncio.sleep(1.0)
+            self._usage_due.set()
+
+    async def _end_stream(self, chunks: Any, tenant: str, name: str, adapter: str, started: float,
+                          usage: dict[str, Any] | None, error: str | None) -> None:
+        """Close the backend's stream (a client gone: vLLM stops generating for it) and bill it."""
+        try:
+            await chunks.aclose()
+        except Exception as exc:  # the stream is over either way; billing must still happen
+            log.warning("closing a backend stream failed (%s)", exc.__class__.__name__)
+        finally:
+            await self._account(tenant, name, adapter, started, usage, error)
 
     def _enter(self, tenant: str) -> None:
         if self.in_flight.get(tenant, 0) >= self.spec.max_concurrent_per_tenant:
@@ -278,8 +322,9 @@ class Gateway:
 
     async def _stream(self, kind: str, body: dict[str, Any], tenant: str, name: str, adapter: str,
                       started: float, include_usage: bool) -> Response:
-        chunks = (self.backend.chat_stream if kind == "chat" else self.backend.complete_stream)(body)
+        relay = Relay(body["model"], name, include_usage)
         try:  # the first chunk before the headers, so an early error is a proper HTTP error
+            chunks = self.backend.events(kind, body)
             first = await chunks.__anext__()
         except BaseException as exc:
             self._leave(tenant)
@@ -294,22 +339,20 @@ class Gateway:
             # is billed the tokens generated until then
             usage: dict[str, Any] | None = None
             error: str | None = "client_disconnected"
-            first_token: float | None = None
+            timed = False
             try:
-                chunk: dict[str, Any] | None = first
-                while chunk is not None:
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    if first_token is None and _has_text(chunk):
-                        first_token = time.perf_counter()
-                        self.metrics.ttft.labels(tenant, name, adapter).observe(first_token - started)
-                    if chunk.get("choices"):  # the client sees usage on the last chunk only
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                        if include_usage:
-                            chunk["usage"] = None
-                    if chunk.get("choices") or include_usage:
-                        yield f"data: {json.dumps({**chunk, 'model': name})}\n\n"
-                    chunk = await chunks.__anext__()
+                payload: str | None = first
+                while payload is not None:
+                    text, seen, has_text = relay.edit(payload)
+                    if seen is not None:
+                        usage = seen
+                    if has_text and not timed:
+                        timed = True
+                        self.metrics.ttft.labels(tenant, name, adapter).observe(
+                            time.perf_counter() - started)
+                    if text is not None:
+                        yield f"data: {text}\n\n"
+                    payload = await chunks.__anext__()
             except StopAsyncIteration:
                 error = None
             except BackendError as exc:
@@ -321,15 +364,15 @@ class Gateway:
                 yield f"data: {json.dumps(ApiError(500, 'internal error', 'internal_error').body())}\n\n"
             finally:
                 self._leave(tenant)
-                accounting = self._account(tenant, name, adapter, started, usage, error)
+                ending = self._end_stream(chunks, tenant, name, adapter, started, usage, error)
                 if error == "client_disconnected":  # cancelled: do not await inside the cancel
-                    asyncio.get_running_loop().create_task(accounting)
+                    asyncio.get_running_loop().create_task(ending)
                 else:
-                    await accounting
+                    await ending
             yield "data: [DONE]\n\n"
 
         return _ClosingStream(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 class _ClosingStream(StreamingResponse):
@@ -342,13 +385,6 @@ class _ClosingStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()  # type: ignore[union-attr]
-
-
-def _has_text(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or []:
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            return True
-    return False
 
 
 def _code(exc: BaseException) -> str:

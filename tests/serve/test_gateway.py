@@ -254,7 +254,10 @@ def test_usage_is_exact_under_concurrency_and_metrics_have_labels(served):
         list(pool.map(failing, range(3)))
     req, p, c, e = seen["lora"]
     seen["lora"] = (req + 3, p, c, 3)
-    assert _usage(served.registry_path, "load") == {k: tuple(v) for k, v in seen.items()}
+    # usage is written in batches right after the responses (group commit), not before them
+    expected = {k: tuple(v) for k, v in seen.items()}
+    assert wait_until(lambda: _usage(served.registry_path, "load") == expected, timeout=10), \
+        (_usage(served.registry_path, "load"), expected)
     if batches_before is not None:  # in-process backend: concurrent requests shared batches
         assert served.backend.batches - batches_before < n
     with served.http("admin") as admin:
@@ -378,10 +381,14 @@ def test_200_concurrent_streams_no_errors_and_usage_equals_client_sums(served):
     assert errors == []
     assert sum(r[0] for r in sums.values()) == 200
     for (tenant, model), (req, prompt, completion) in sums.items():
-        after = _usage(served.registry_path, tenant)[model]
         b = before[tenant].get(model, (0, 0, 0, 0))
-        assert (after[0] - b[0], after[1] - b[1], after[2] - b[2], after[3] - b[3]) == \
-            (req, prompt, completion, 0), (tenant, model)
+
+        def grown(tenant: str = tenant, model: str = model, b: tuple = b) -> tuple[int, ...]:
+            after = _usage(served.registry_path, tenant).get(model, b)
+            return tuple(x - y for x, y in zip(after, b))
+
+        assert wait_until(lambda: grown() == (req, prompt, completion, 0), timeout=10), \
+            (tenant, model, grown())
 
 
 def test_killed_vllm_is_reported_unhealthy_restarted_and_serves_again(served):
