@@ -70,6 +70,21 @@ def wait_until(cond: Any, timeout: float = 20.0) -> bool:
     return False
 
 
+def settled(read: Any, pause: float = 0.3, timeout: float = 20.0) -> Any:
+    """`read()` once two reads `pause` seconds apart agree (or at `timeout`): e.g. the usage table
+    while a gateway may still be writing earlier requests' counts (it writes in batches, after
+    the responses)."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        again = read()
+        if again == value:
+            return value
+        value = again
+    return value
+
+
 def serving_url(proc: subprocess.Popen, lines: list[str], timeout: float = 120.0) -> str | None:
     """Read a `studio serve` child's output until it prints where it serves; every line read is
     appended to `lines`. The base URL (without /v1), or None if the output ended first."""

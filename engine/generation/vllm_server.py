@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -37,6 +36,7 @@ import httpx
 from engine.generation.serving import Backend, BackendError
 from engine.config.serve import reserved_vllm_args
 from engine.errors import StudioError
+from engine.generation.vllm_errors import stream_error, upstream_error
 from engine.generation.vllm_env import VLLMInstall, cpu_unsupported, for_vllm, require_vllm
 from engine.models.loading import check_adapter
 from engine.offline import CACHE_ENV_SUBDIRS, CHILD_GUARD_DIR, OFFLINE_ENV
@@ -47,7 +47,6 @@ LOOPBACK = "127.0.0.1"
 GATE_DIR = Path(__file__).resolve().parent / "vllm_gate"   # the child's key middleware
 GATE_MIDDLEWARE = "studio_vllm_gate.RequireKey"
 LOG_TAIL_CHARS = 4000
-_INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=|\]\s*$|$)", re.S)
 
 
 class VLLMStartError(BackendError):
@@ -76,11 +75,6 @@ def _group_alive(pgid: int) -> bool:
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _redact(message: str) -> str:
-    """Upstream error text without pydantic's echo of the request (`input_value=...`)."""
-    return _INPUT_VALUE.sub("input_value=<redacted>", message)[:1000]
 
 
 class VLLMBackend(Backend):
@@ -460,7 +454,7 @@ class VLLMBackend(Backend):
             raise BackendError(f"vLLM unreachable: {type(exc).__name__}", status=503,
                                code="backend_unavailable") from exc
         if r.status_code >= 400:
-            raise BackendError(f"vLLM {route} failed: {_redact(_error_text(r))}",
+            raise BackendError(f"vLLM {route} failed: {upstream_error(r)}",
                                status=r.status_code, code="adapter_error")
 
     async def load_adapter(self, internal_id: str, path: Path) -> None:
@@ -506,7 +500,7 @@ class VLLMBackend(Backend):
         except httpx.HTTPError as exc:
             raise BackendError(f"vLLM request failed: {type(exc).__name__}", status=502) from exc
         if r.status_code >= 400:
-            raise BackendError(_redact(_error_text(r)), status=r.status_code, code="upstream_error")
+            raise BackendError(upstream_error(r), status=r.status_code, code="upstream_error")
         return r.json()
 
     async def _events(self, route: str, body: dict[str, Any]) -> AsyncIterator[str]:
@@ -517,7 +511,7 @@ class VLLMBackend(Backend):
             async with self._client.stream("POST", route, json=self._body(body, stream=True)) as r:
                 if r.status_code >= 400:
                     await r.aread()
-                    raise BackendError(_redact(_error_text(r)), status=r.status_code,
+                    raise BackendError(upstream_error(r), status=r.status_code,
                                        code="upstream_error")
                 async for line in r.aiter_lines():
                     if not line.startswith("data:"):
@@ -526,7 +520,7 @@ class VLLMBackend(Backend):
                     if data == "[DONE]":
                         return
                     if '"error"' in data and '"choices"' not in data:
-                        _raise_stream_error(json.loads(data))
+                        raise stream_error(json.loads(data))
                     yield data
         except httpx.HTTPError as exc:
             raise BackendError(f"vLLM stream failed: {type(exc).__name__}", status=502) from exc
@@ -591,21 +585,3 @@ def from_serve_spec(spec: Any, model_dir: Path, scratch: Path | None = None) -> 
         startup_timeout=getattr(v, "startup_timeout_s", 600.0))
     backend.owns_cache_dir = owned
     return backend
-
-
-def _raise_stream_error(chunk: dict[str, Any]) -> None:
-    err = chunk.get("error") if isinstance(chunk.get("error"), dict) else {}
-    code = str(err.get("code", ""))
-    raise BackendError(_redact(str(err.get("message", "stream error"))),
-                       status=int(code) if code.isdigit() else 500, code="upstream_error")
-
-
-def _error_text(r: httpx.Response) -> str:
-    try:
-        data = r.json()
-    except ValueError:
-        return f"HTTP {r.status_code}"
-    err = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(err, dict):
-        return str(err.get("message") or err.get("detail") or f"HTTP {r.status_code}")
-    return str(err)

@@ -78,7 +78,9 @@ def _pct(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def summarize(name: str, samples: list[_Sample], wall: float) -> dict[str, Any]:
+def summarize(name: str, samples: list[_Sample], wall: float,
+              cpu_s: float | None = None) -> dict[str, Any]:
+    """One scenario's numbers; `cpu_s`: CPU seconds the serving process spent on it."""
     ok = [s for s in samples if s.ok]
     ttft = [s.first - s.start for s in ok if s.first is not None]
     itl = [g for s in ok for g in s.gaps]
@@ -95,6 +97,9 @@ def summarize(name: str, samples: list[_Sample], wall: float) -> dict[str, Any]:
         **{f"itl_ms_p{p}": ms(_pct(itl, p / 100)) for p in (50, 95, 99)},
         **{f"e2e_ms_p{p}": ms(_pct(e2e, p / 100)) for p in (50, 95, 99)},
         "itl_ms_mean": ms(statistics.fmean(itl)) if itl else None,
+        "server_cpu_s": None if cpu_s is None else round(cpu_s, 3),
+        "server_cpu_us_per_token": round(cpu_s / tokens * 1e6, 1) if cpu_s is not None and tokens
+        else None,
     }
 
 
@@ -132,6 +137,10 @@ def _on_chunk(chunk: dict[str, Any], sample: _Sample, last: list[float]) -> None
             last[0] = now
 
 
+def _warmup(prompts: list[list[dict[str, str]]], opts: BenchOptions) -> list[list[dict[str, str]]]:
+    return prompts[: max(opts.warmup, opts.concurrency)]
+
+
 async def http_load(url: str, key: str, model: str, prompts: list[list[dict[str, str]]],
                     opts: BenchOptions) -> tuple[list[_Sample], float]:
     """Streaming chat completions over HTTP (SSE), `opts.concurrency` at a time."""
@@ -156,7 +165,6 @@ async def http_load(url: str, key: str, model: str, prompts: list[list[dict[str,
                         raise RuntimeError("stream error")
                     _on_chunk(chunk, sample, last)
 
-        await _drive(one, prompts[: max(opts.warmup, opts.concurrency)], opts.concurrency)
         return await _drive(one, prompts, opts.concurrency)
 
 
@@ -185,7 +193,6 @@ async def direct_load(backend: Any, model_id: str, prompts: list[list[dict[str, 
         async for chunk in backend.chat_stream(body):
             _on_chunk(chunk, sample, last)
 
-    await _drive(one, prompts[: max(opts.warmup, opts.concurrency)], opts.concurrency)
     return await _drive(one, prompts, opts.concurrency)
 
 
@@ -217,9 +224,15 @@ def _self_started(root: Path, model_dir: Path | None = None, threads: int | None
     token = KeyStore(ws.registry_path).create("bench", "bench")[0]
     spec = ServeSpec(base_model="tiny", port=0, reload_interval_s=0, max_tokens_limit=4096, threads=threads,
                      max_concurrent_per_tenant=1024, batching={"max_batch_size": 16, "batch_wait_ms": 5},
-                     backend=backend, vllm={"dtype": "float32", "max_model_len": 2048})
+                     backend=backend, vllm={"dtype": "float32", "max_model_len": _context(model_dir, 2048)})
     running = start_in_thread(spec, ws, registry)
     return running, {"key": token, "base": "tiny", "lora": "lora", "lora_id": internal_id("bench", "lora")}
+
+
+def _context(model_dir: Path, most: int) -> int:
+    """`most` tokens of context, or fewer where the model has fewer positions."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return min(most, int(config.get("max_position_embeddings") or most))
 
 
 def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = None,
@@ -238,29 +251,33 @@ def run_bench(opts: BenchOptions, *, url: str | None = None, key: str | None = N
         if not key or not model:
             raise StudioError("--url needs --key and --model", hint="or leave --url out to self-start")
         load = http_load_in_process if opts.client_process else http_load
-        scenarios: list[tuple[str, Any]] = [("gateway base", lambda: load(url, key, model, prompts, opts))]
+        # each scenario: make(prompts) -> its samples and wall time
+        scenarios: list[tuple[str, Any]] = [("gateway base", lambda ps: load(url, key, model, ps, opts))]
         if lora_model:
-            scenarios.append(("gateway lora", lambda: load(url, key, lora_model, prompts, opts)))
+            scenarios.append(("gateway lora", lambda ps: load(url, key, lora_model, ps, opts)))
         if running is not None and opts.direct and backend == "vllm":
             # vLLM's own server, called by the same client as the gateway: the gateway's overhead
             served = running.gateway.backend
             vllm_url, vllm_key = f"{served.base_url}/v1", served.api_key
-            scenarios.insert(1, ("direct base", lambda: load(vllm_url, vllm_key, served.base_id,
-                                                             prompts, opts)))
+            scenarios.insert(1, ("direct base", lambda ps: load(vllm_url, vllm_key, served.base_id,
+                                                                ps, opts)))
             if lora_model:
-                scenarios.append(("direct lora", lambda: load(vllm_url, vllm_key, info["lora_id"],
-                                                              prompts, opts)))
+                scenarios.append(("direct lora", lambda ps: load(vllm_url, vllm_key, info["lora_id"],
+                                                                 ps, opts)))
         elif running is not None and opts.direct:
             served, loop = running.gateway.backend, running.gateway.loop
-            scenarios.insert(1, ("direct base", lambda: _on_loop(
-                loop, direct_load(served, served.base_id, prompts, opts))))
+            scenarios.insert(1, ("direct base", lambda ps: _on_loop(
+                loop, direct_load(served, served.base_id, ps, opts))))
             if lora_model:
-                scenarios.append(("direct lora", lambda: _on_loop(
-                    loop, direct_load(served, info["lora_id"], prompts, opts))))
+                scenarios.append(("direct lora", lambda ps: _on_loop(
+                    loop, direct_load(served, info["lora_id"], ps, opts))))
         for name, make in scenarios:
             err.print(f"[dim]bench: {name} ({opts.requests} requests, concurrency {opts.concurrency})[/]")
-            samples, wall = asyncio.run(_as_coro(make))
-            results.append(summarize(name, samples, wall))
+            asyncio.run(_as_coro(lambda: make(_warmup(prompts, opts))))
+            cpu = time.process_time()  # this process: the gateway when self-started (not vLLM)
+            samples, wall = asyncio.run(_as_coro(lambda: make(prompts)))
+            results.append(summarize(name, samples, wall,
+                                     time.process_time() - cpu if running is not None else None))
     finally:
         if running is not None:
             running.stop()
@@ -299,7 +316,8 @@ def _ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _print(report: dict[str, Any]) -> None:
     cols = ("requests", "errors", "tokens_per_s", "requests_per_s", "ttft_ms_p50", "ttft_ms_p95",
-            "ttft_ms_p99", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "e2e_ms_p50", "e2e_ms_p99")
+            "ttft_ms_p99", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "e2e_ms_p50", "e2e_ms_p99",
+            "server_cpu_us_per_token")
     table = Table("scenario", *cols, title="serving benchmark (ms; tokens/s = completion tokens / wall)")
     for r in report["scenarios"]:
         table.add_row(r["scenario"], *("" if r[c] is None else str(r[c]) for c in cols))

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from engine.serve.promote import ServedModels
-from tests.helpers import wait_until
+from tests.helpers import settled, wait_until
 
 MSGS = [{"role": "user", "content": "Hello, my router keeps dropping the connection."}]
 
@@ -351,7 +351,8 @@ def test_200_concurrent_streams_no_errors_and_usage_equals_client_sums(served):
     limit): every one completes, and the usage table grew by exactly what the clients were told."""
     tenants = {"acme": "support", "globex": "support", "load": served.base_model, "admin": served.base_model}
     owner = {"acme": "acme", "globex": "globex", "load": "load", "admin": "ops"}
-    before = {owner[w]: _usage(served.registry_path, owner[w]) for w in tenants}
+    # earlier tests' counts may still be on their way to the table (batched writes)
+    before = settled(lambda: {owner[w]: _usage(served.registry_path, owner[w]) for w in tenants})
     clients = {who: served.client(who) for who in tenants}
     barrier = threading.Barrier(200)
     lock = threading.Lock()

@@ -21,7 +21,7 @@ from engine.errors import StudioError
 from engine.serve.routes import internal_id, parse_internal_id
 from engine.workspace import check_name
 from engine.serve.promote import ServedModels
-from tests.helpers import wait_until
+from tests.helpers import settled, wait_until
 from tests.serve.conftest import (MSGS, TINY, Served, add_colliding_tenants, answer,
                                   running_gateway, served_workspace)
 
@@ -230,7 +230,7 @@ def test_an_abandoned_stream_is_billed_what_it_generated(gw: Served) -> None:
     body = {"model": TINY, "messages": MSGS, "max_tokens": 64, "temperature": 0}
     full = gw.client("load").chat.completions.create(**body)
     assert full.usage.completion_tokens >= 8, "the answer must be long enough to hang up inside it"
-    before = _usage(gw, "load", TINY)
+    before = settled(lambda: _usage(gw, "load", TINY))  # the request above written too
 
     # after the last token (the finish chunk), before the usage chunk
     _stream_and_hang_up(gw, "load", body, lambda c: any(ch.get("finish_reason") for ch in c["choices"]))

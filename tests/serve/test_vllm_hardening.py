@@ -23,7 +23,7 @@ from engine.errors import ConfigError, StudioError
 from engine.generation.vllm_env import SETUP_HINT, VLLMInstall, find_vllm
 from engine.generation.vllm_server import GATE_DIR, GATE_MIDDLEWARE, VLLMBackend
 from engine.offline import CHILD_GUARD_DIR
-from tests.helpers import EGRESS_PROBE
+from tests.helpers import EGRESS_PROBE, settled
 from tests.serve.conftest import (MSGS, TINY, VLLM_PYTHON, Served, add_colliding_tenants, answer,
                                   make_lora, running_gateway, served_workspace)
 
@@ -161,7 +161,7 @@ def test_vllm_stream_usage_is_on_the_last_chunk_and_billed_when_abandoned(vgw: S
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == \
         full.usage.completion_tokens
 
-    before = _usage(vgw, "load", TINY)
+    before = settled(lambda: _usage(vgw, "load", TINY))  # the requests above written too
     client = vgw.http("load")
     with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
         for line in r.iter_lines():  # hang up at the finish chunk, before the usage chunk
