@@ -16,7 +16,8 @@ Modules (each imports only those above it):
   train.py      the `train` section, and TRL_ARGUMENTS: which TRL / transformers argument each key sets
   serve.py      the `serve` section (kind: serve), and the vLLM options eval shares
   eval.py       the `eval` section (generation, graders, suites of tasks) and the `gate` section
-  pipeline.py   StudioConfig: the top level, the `model` section and the sections each kind needs
+  pipeline.py   StudioConfig: the top level, the `model` section and the sections each kind needs;
+                PIPELINE_DATA, the methods `studio run` can train and the file each trains on
   loading.py    parse_config and load_config (YAML with file:line:field errors)
 """
 
@@ -27,7 +28,7 @@ from engine.config.eval import (EvalSpec, GateSpec, GenerationSpec, GraderMessag
                                 JudgeGateSpec, LmEvalTaskSpec, SuiteSpec, TaskSpec)
 from engine.config.languages import LANGUAGES
 from engine.config.loading import load_config, parse_config
-from engine.config.pipeline import ModelSpec, StudioConfig
+from engine.config.pipeline import PIPELINE_DATA, ModelSpec, StudioConfig, pipeline_train_problem
 from engine.config.refine import (DEFAULT_HOUSE_STYLE, DEFAULT_JUDGE_RUBRIC, INPUT_FORMATS,
                                   RESIDUAL_SWITCHES, CsvColumns, DecontamSpec, DedupSpec, FieldMap,
                                   InputSpec, LlmExtractQaSpec, LlmJudgeSpec, LlmPreferencesSpec,
@@ -56,5 +57,6 @@ __all__ = [
     "GraderMessage", "GraderSpec", "GenerationSpec", "EvalSpec", "TaskSpec", "LmEvalTaskSpec", "SuiteSpec", "GateSpec",
     "JudgeGateSpec",
     # the whole config and loading
-    "ModelSpec", "StudioConfig", "parse_config", "load_config",
+    "ModelSpec", "StudioConfig", "PIPELINE_DATA", "pipeline_train_problem", "parse_config",
+    "load_config",
 ]

