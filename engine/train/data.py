@@ -17,6 +17,9 @@ nothing is silently dropped. Rows come back in one of four shapes (`want`):
   unpaired    {"prompt": [...], "completion": [assistant msg], "label": bool}
   prompt      {"prompt": [...], "answer": str (when the record has a reference reply), **extra}
 A UTF-8 byte-order mark is accepted; any other undecodable line is reported like a bad line.
+From a refined dataset version (`train.dataset`) the sft and prompt shapes come from its
+train.jsonl and val.jsonl, the preference and unpaired shapes from its preferences.jsonl (the pairs
+of the refine's preference stage, train split only).
 """
 
 from __future__ import annotations
@@ -291,7 +294,8 @@ def load_examples(path: str | Path, want: Want, fmt: str = "auto") -> list[dict[
 
 def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
                        resolve_path: Any = Path) -> TrainingData:
-    """Rows for a recipe from `train.data` (a file) or `train.dataset` (a refined version)."""
+    """Rows for a recipe from `train.data` (a file) or `train.dataset` (a refined version: its
+    conversations, or for pairs and thumbs up/down its preference stage's pairs)."""
     if spec.data:
         path = Path(resolve_path(spec.data))
         rows = load_examples(path, want, spec.data_format)
@@ -301,8 +305,27 @@ def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
         raise StudioError("no training data: set train.dataset or train.data")
     row = resolve_dataset(registry, tenant, spec.dataset)
     root = Path(row["path"])
-    train = load_examples(root / "train.jsonl", want, "auto")
-    val_path = root / "val.jsonl"
-    val = load_examples(val_path, want, "auto") if val_path.is_file() and val_path.stat().st_size else []
+    if want in ("preference", "unpaired"):  # a refined version's pairs: its preference stage's file
+        train, val = _preference_pairs(root, want, f"{row['name']}@v{row['version']}"), []
+    else:
+        train = load_examples(root / "train.jsonl", want, "auto")
+        val_path = root / "val.jsonl"
+        val = load_examples(val_path, want, "auto") if val_path.is_file() and val_path.stat().st_size else []
     return TrainingData(train, val, {"ref": f"{row['name']}@v{row['version']}", "sha256": row["sha256"],
                                      "files": file_manifest(root), "dataset": row})
+
+
+def _preference_pairs(root: Path, want: Want, ref: str) -> list[dict[str, Any]]:
+    """The rows of a refined version's preferences.jsonl (its train split's pairs, written by the
+    refine's preference stage); a version without pairs is refused with what would give it some."""
+    path = root / "preferences.jsonl"
+    if not path.is_file():
+        raise DataError(f"dataset {ref} has no preference pairs (preferences.jsonl)",
+                        where="train.method", hint="refine it with refine.llm.preferences.enabled: "
+                        "true, or train on a file of pairs with train.data")
+    if not path.stat().st_size:
+        raise DataError(f"the refine's preference stage wrote no pairs for dataset {ref}",
+                        where="train.method", hint="every answer of the preference model was empty "
+                        "or the golden one (card.json counts them); use a model that answers "
+                        "differently (refine.llm.preferences.model), or method sft")
+    return load_examples(path, want, "openai_preference")
