@@ -1,6 +1,11 @@
 """`studio run`: chain import -> refine -> train -> eval (base, tuned) -> diff for one pipeline config.
 
 Each step calls the same module its own verb calls; nothing here reaches into a stage's internals.
+The train step goes through `studio train`'s launcher (engine/train/launch.py), so `train.method`
+picks the recipe and the run records the method it trained: sft on the refined conversations, a
+preference method on the pairs of the refine's preference stage (the config refuses any other,
+engine/config/pipeline.py).
+
 Time to first model (TTFM) is measured from the start of the command to the verdict on the tuned
 model, i.e. until the first model *proven* better than its base exists. With `gate.judge` the diff
 step also runs the pairwise judge (engine/eval/judged.py) on the customer tasks; its model is
@@ -15,7 +20,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from engine.config import StudioConfig
+from engine.config import StudioConfig, pipeline_train_problem
 from engine.console import err
 from engine.data.refine import refine
 from engine.errors import StudioError
@@ -26,7 +31,7 @@ from engine.eval.suite import load_suite, run_suite
 from engine.generation.protocol import close_backend
 from engine.models.store import import_model
 from engine.registry import Registry
-from engine.train.sft import train_sft
+from engine.train.launch import train_run
 from engine.workspace import Workspace
 
 JUDGE_SUMMARY = ("model", "tuned_win_rate", "win_rate_ci", "consistency_rate", "tuned_wins", "base_wins",
@@ -52,6 +57,11 @@ def ensure_model(cfg: StudioConfig, ws: Workspace, registry: Registry,
 def run_pipeline(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                  progress: Progress | None = None, started: float | None = None) -> dict[str, Any]:
     t0 = started if started is not None else time.monotonic()
+    assert cfg.train is not None and cfg.refine is not None
+    problem = pipeline_train_problem(cfg)  # a config built in code skips load-time validation
+    if problem is not None:
+        field, message = problem
+        raise StudioError(message, where=f"{cfg.path}: {field}" if cfg.path else field)
     judge = open_pipeline_judge(cfg, ws, registry, progress)  # an unknown judge fails early
     try:
         return _run(cfg, ws, registry, progress, t0, judge)
@@ -100,7 +110,7 @@ def _run(cfg: StudioConfig, ws: Workspace, registry: Registry, progress: Progres
     train_cfg.train.base_model = model["name"]
     train_cfg.train.dataset = f"{data.name}@v{data.version}"
     train_cfg._path = cfg.path
-    run = train_sft(train_cfg, ws, registry, progress=progress)
+    run = train_run(train_cfg, ws, registry, progress=progress)  # the recipe of train.method
     t = lap("train", t)
     if cfg.eval.suite is not None:
         spec = cfg.eval.model_copy(update={"dataset": cfg.eval.dataset or f"{data.name}@v{data.version}"})
