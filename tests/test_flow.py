@@ -90,21 +90,23 @@ def test_a_dpo_pipeline_trains_dpo_on_the_refines_preference_pairs(
     assert all("rewards/chosen" in r and "rewards/margins" in r for r in steps)
 
 
-@pytest.mark.parametrize("train, llm, words", [
-    ({"method": "reward"}, None, ["method 'reward'", "sft", "dpo", "studio train"]),
+@pytest.mark.parametrize("train, llm, field, words", [
+    ({"method": "reward"}, None, "train.method", ["method 'reward'", "sft", "dpo", "studio train"]),
     ({"method": "grpo", "grpo": {"rewards": [{"type": "string_check", "operation": "eq",
                                              "reference": "{{item.answer}}"}]}},
-     None, ["method 'grpo'", "studio train"]),
-    ({"method": "dpo"}, None, ["refine.llm.preferences.enabled"]),
-    ({"method": "kto"}, {"model": MODEL}, ["refine.llm.preferences.enabled"]),
+     None, "train.method", ["method 'grpo'", "studio train"]),
+    ({"method": "dpo"}, None, "train.method", ["refine.llm.preferences.enabled"]),
+    ({"method": "kto"}, {"model": MODEL}, "train.method", ["refine.llm.preferences.enabled"]),
+    ({"method": "sft", "data": "pairs.jsonl"}, None, "train.data", ["remove train.data"]),
 ])
-def test_a_method_the_pipeline_cannot_feed_is_refused_at_load(
-        project: Path, tiny_model_dir: Path, train: dict, llm: dict | None, words: list[str]) -> None:
+def test_what_the_pipeline_cannot_feed_is_refused_at_load(
+        project: Path, tiny_model_dir: Path, train: dict, llm: dict | None, field: str,
+        words: list[str]) -> None:
     path = pipeline(project, tiny_model_dir, f"bad_{train['method']}", train, llm)
     with pytest.raises(ConfigError) as err:
         load_config(path)
     text = str(err.value)
-    assert "train.method" in text and "(line " in text
+    assert f"{path}: {field}: " in text and "(line " in text
     for word in words:
         assert word in text
 
