@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     # 0 foundation
     "engine": 0, "engine.errors": 0, "engine.atomic": 0, "engine.hashing": 0, "engine.console": 0,
     "engine.records": 0, "engine.offline": 0, "engine.workspace": 0, "engine.registry": 0,
-    "engine.config": 0, "engine.manifest": 0,
+    "engine.config": 0, "engine.manifest": 0, "engine.gpu_libs": 0,
     # 1 core services
     "engine.privacy": 1, "engine.models": 1,
     # 2 producing and scoring text

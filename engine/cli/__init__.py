@@ -18,7 +18,7 @@ import click
 import typer
 from rich.markup import escape
 
-from engine import __version__, offline
+from engine import __version__, gpu_libs, offline
 from engine.cli import (evaluation, models, pipeline, privacy, refine, repro, serve, stats, train,
                         validate, web)
 from engine.cli.context import WorkspaceOpt, set_workspace
@@ -66,8 +66,10 @@ app.add_typer(stats.app, name="stats")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: offline guard first, then the CLI, then user errors as one message."""
+    """Entry point: offline guard and hidden GPU-only libraries first, then the CLI, then user
+    errors as one message."""
     offline.enforce()
+    gpu_libs.hide()  # bitsandbytes only where a config asks for it (QLoRA): engine/gpu_libs.py
     quiet_libraries()
     try:
         with jobs.session():  # every begun job is audited (and re-sealed) however it ends

@@ -61,22 +61,26 @@ def train(
 def export(
     run_id: str = typer.Argument(..., help="A finished run."),
     merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights."),
+    dtype: str = typer.Option("auto", "--dtype", metavar="DTYPE",
+                              help="Merged weights: auto (the base model's dtype), float32, bfloat16 "
+                                   "or float16. The merge itself runs in float32."),
     tenant: str = TenantOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Export a run's adapter, or with --merge one merged safetensors model (with lineage)."""
     workspace = ws()
-    jobs.begin(workspace, "export", tenant, ids={"run_id": run_id, "merge": merge})
+    jobs.begin(workspace, "export", tenant, ids={"run_id": run_id, "merge": merge, "dtype": dtype})
     with workspace.job_tmp(tenant):
         # lazy: CLI start-up time (pydantic policy, transformers when merging)
         from engine.models.export import export_run
 
-        path = export_run(workspace, registry(workspace), run_id, tenant, merge=merge)
+        path = export_run(workspace, registry(workspace), run_id, tenant, merge=merge, dtype=dtype)
     jobs.done(ids={"path": str(Path(path).relative_to(workspace.root)) if Path(path).is_relative_to(
         workspace.root) else Path(path).name})
     kind = "merged" if merge else "adapter"
-    emit(as_json, {"run_id": run_id, "kind": kind, "path": str(path)},
-         f"exported {'merged model' if merge else 'adapter'} of {run_id} to {path}")
+    out_dtype = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8")).get("dtype")
+    emit(as_json, {"run_id": run_id, "kind": kind, "path": str(path), "dtype": out_dtype},
+         f"exported {f'merged model ({out_dtype})' if merge else 'adapter'} of {run_id} to {path}")
 
 
 @runs_app.command("list")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.progress import Progress
 from transformers import TrainerCallback
 
+from engine import gpu_libs
 from engine.config import TRL_ARGUMENTS, LoraSpec
 from engine.errors import StudioError
 from engine.hashing import sha256_file
@@ -105,7 +106,7 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
         kwargs["num_labels"] = num_labels
     if spec.adapter == "qlora":
         try:
-            import bitsandbytes  # noqa: F401
+            gpu_libs.require("bitsandbytes")  # the CLI hides it from jobs that do not ask for it
         except ImportError:
             raise StudioError("adapter 'qlora' needs the bitsandbytes package",
                               hint="pip install 'expert-studio[gpu]' (bitsandbytes>=0.50.2)") from None
