@@ -9,6 +9,7 @@ other device trees are skipped; symlinks are not followed.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
@@ -94,6 +95,30 @@ def _is_allowed(path: Path, allow: list[Path]) -> bool:
     return any(path == a or a in path.parents for a in allow)
 
 
+def _extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """The file's data extents [start, end): holes of a sparse file (a shared-memory segment,
+    a preallocated file) hold only zeros and are not read. One extent where the file system
+    cannot tell."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            if end <= start:
+                break
+            out.append((start, end))
+            pos = end
+    except (OSError, AttributeError):  # no SEEK_DATA here: read it all
+        return [(0, size)] if size else []
+    return out
+
+
 def _scan_file(path: Path, patterns: dict[str, bytes], report: Report, allow: list[Path]) -> None:
     overlap = max(len(p) for p in patterns.values()) - 1
     try:
@@ -103,9 +128,12 @@ def _scan_file(path: Path, patterns: dict[str, bytes], report: Report, allow: li
         return
     with f:
         report.files += 1
+        size = os.fstat(f.fileno()).st_size
         base, tail = 0, b""
         seen: set[tuple[int, str]] = set()
-        while chunk := f.read(CHUNK):
+
+        def look(chunk: bytes) -> None:
+            nonlocal base, tail
             buf = tail + chunk
             start = base - len(tail)
             for name, pat in patterns.items():
@@ -116,9 +144,22 @@ def _scan_file(path: Path, patterns: dict[str, bytes], report: Report, allow: li
                         seen.add(key)
                         report.hits.append(Hit(str(path), start + i, name, _is_allowed(path, allow)))
                     i = buf.find(pat, i + 1)
-            report.bytes += len(chunk)
             base += len(chunk)
             tail = buf[-overlap:] if overlap else b""
+
+        # a hole is zeros: a match may reach `overlap` bytes into it from either side (the
+        # UTF-16 forms end in a zero byte), so the zeros next to data are looked at, not read
+        for data_start, data_end in [*_extents(f.fileno(), size), (size, size)]:
+            hole = data_start - base
+            if hole > 0:
+                look(bytes(min(hole, overlap)))
+                if data_start > base:  # the rest of the hole: only its last zeros can matter
+                    tail = bytes(min(hole, overlap))
+                    base = data_start
+            f.seek(data_start)
+            while base < data_end and (chunk := f.read(min(CHUNK, data_end - base))):
+                report.bytes += len(chunk)
+                look(chunk)
 
 
 def scan(canary: str, roots: list[Path], allow: list[Path] | None = None) -> Report:
