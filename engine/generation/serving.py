@@ -88,4 +88,9 @@ class Backend(ABC):
         (vLLM) passes them through; this default encodes the chunk objects."""
         chunks = self.chat_stream(body) if kind == "chat" else self.complete_stream(body)
         async for chunk in chunks:
-            yield json.dumps(chunk, separators=(",", ":"))
+            yield encode_chunk(chunk)
+
+
+def encode_chunk(chunk: dict[str, Any]) -> str:
+    """A chunk as compact JSON text, the form vLLM streams (and the gateway's relay edits)."""
+    return json.dumps(chunk, separators=(",", ":"))

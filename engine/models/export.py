@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from engine.errors import StudioError
 from engine.hashing import file_manifest, sha256_json
 from engine.models.loading import load_causal_lm, load_tokenizer, torch_dtype
@@ -41,15 +43,12 @@ def stored_dtype(model_dir: str | Path) -> str:
     safetensors files (read from their headers), else config.json's `dtype`/`torch_dtype`, else float32."""
     counts: dict[str, int] = {}
     for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with path.open("rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 0 < size < 1 << 28:
-                continue
-            header = json.loads(f.read(size))
-        for key, info in header.items():
-            name = _SAFETENSORS_FLOATS.get(info.get("dtype")) if key != "__metadata__" else None
-            if name:
-                counts[name] = counts.get(name, 0) + math.prod(info.get("shape") or [1])
+        with safe_open(str(path), framework="pt") as f:  # the header only; no tensor is read
+            for key in f.keys():
+                tensor = f.get_slice(key)
+                name = _SAFETENSORS_FLOATS.get(tensor.get_dtype())
+                if name:
+                    counts[name] = counts.get(name, 0) + math.prod(tensor.get_shape() or [1])
     if counts:
         return max(sorted(counts), key=lambda name: counts[name])
     try:

@@ -22,14 +22,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.generation.serving import encode_chunk as encode
+
 _DECODER = json.JSONDecoder()
 _USAGE = '"usage":'
 _EMPTY_CHOICES = '"choices":[]'
-
-
-def encode(chunk: dict[str, Any]) -> str:
-    """A chunk as compact JSON text, the form vLLM streams and the relay edits in place."""
-    return json.dumps(chunk, separators=(",", ":"))
 
 
 class Relay:
