@@ -214,3 +214,50 @@ def test_fixtures_are_recorded_with_their_source() -> None:
     for fx in TEMPLATES.glob("*.jinja"):
         assert f"| {fx.name} |" in readme
     assert json.dumps(sorted(CASES)) == json.dumps(sorted(fx.stem for fx in TEMPLATES.glob("*.jinja")))
+
+
+def _tiny_family_model(out: Path, fixture: str) -> Path:
+    """A 1-layer, hidden-32 Llama with this family's tokenizer and official template."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tok = family_tokenizer(fixture)
+    eot = tok.convert_tokens_to_ids(CASES[fixture][2])
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, eot],
+                         pad_token_id=tok.pad_token_id, dtype="float32")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, eot],
+                                               pad_token_id=tok.pad_token_id, max_new_tokens=8)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_sft_trains_a_llama3_1_family_model_on_replies_only(tmp_path: Path, workspace, registry) -> None:
+    """The real SFT recipe on a Llama-3.1-template model: the family plan, the gate on the data,
+    TRL training with the marks, and the adapter ships the official (serving) template."""
+    from engine.config import load_config
+    from engine.models.store import import_model
+    from engine.train.sft import train_sft
+
+    model_dir = _tiny_family_model(tmp_path / "llama31", "llama3_1")
+    import_model(workspace, registry, str(model_dir), "tiny-llama31")
+    rows = [{"messages": [U1, A1, U2, A2]}, {"messages": [SYS, U1, A1]}] * 4
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sft.yaml").write_text(
+        "kind: train\ntenant: default\nseed: 1\ntrain:\n  method: sft\n  base_model: tiny-llama31\n"
+        "  data: chats.jsonl\n  chat_template: llama3_1\n  max_steps: 2\n  batch_size: 4\n"
+        "  max_seq_len: 256\n  lora: {r: 4, alpha: 8, target_modules: all-linear}\n")
+    cfg = load_config(tmp_path / "sft.yaml")
+    res = train_sft(cfg, workspace, registry)
+    assert res.metrics["loss_mode"] == "assistant_only" and res.metrics["chat_family"] == "llama3_1"
+    assert 0 < res.metrics["loss_token_share"] < 0.5  # replies only: not the long system block
+    losses = [json.loads(l)["loss"] for l in (res.path / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(l)]
+    assert len(losses) == 2 and all(l > 0 for l in losses)
+    served = (res.adapter_dir / "chat_template.jinja").read_text()
+    assert served == (TEMPLATES / "llama3_1.jinja").read_text()
