@@ -97,6 +97,11 @@ class TrainSpec(Strict):
     grad_accum: int = Field(default=1, ge=1)
     max_seq_len: int = Field(default=512, ge=16)
     assistant_only_loss: bool = True
+    chat_template: str | None = Field(
+        default=None, description="the training chat template: a chat family name (llama3, llama3_1, "
+        "qwen2_5, qwen3, mistral, mistral_nemo, mistral_small, gemma2, gemma3, phi3, phi4, chatml) "
+        "or a .jinja file with {% generation %} marks; it must render like the model's serving "
+        "template, which is what the run ships and serves (docs/training.md)")
     packing: bool = Field(default=False, description="padding-free packing (sft, dpo)")
     save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch")
@@ -160,4 +165,6 @@ NO_TRL_ARGUMENT: dict[str, str] = {
     "parent_run": "start from this run's merged weights",
     "data_format": "how the rows of `data` are read (engine/train/data.py)",
     "preference.max_prompt_len": "prompts are shortened to it before TRL sees them",
+    "chat_template": "the training template for assistant-only loss (engine/train/templates.py); "
+                     "not SFTConfig's chat_template_path, which would also replace the served template",
 }

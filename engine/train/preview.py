@@ -31,19 +31,25 @@ def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
     data = load_training_data(cfg.train, registry, cfg.tenant, "sft", cfg.resolve_path)
     convs = [r["messages"] for r in data.train]
     tokenizer = AutoTokenizer.from_pretrained(model["path"], local_files_only=True)
-    plan = plan_template(tokenizer, convs)
+    try:
+        plan = plan_template(tokenizer, convs, override=cfg.train.chat_template,
+                             resolve_path=cfg.resolve_path)
+    except StudioError as exc:  # a refused train.chat_template is the report's answer
+        return {"config": cfg.model_dump(mode="json"), "dataset": data.info["ref"],
+                "train_examples": len(convs), "loss_mode": "refused", "gate": f"FAILED: {exc}"}
     report: dict[str, Any] = {
         "config": cfg.model_dump(mode="json"),
         "dataset": data.info["ref"],
         "train_examples": len(convs),
         "loss_mode": plan.mode,
         "template_note": plan.reason,
+        "chat_family": plan.family,
     }
     if plan.mode == "assistant_only" and convs:
         report["mask"] = mask_report(tokenizer, plan.template, tokenizer.chat_template, convs)
         report["loss_token_share"] = report["mask"]["loss_token_share"]
         try:
-            check_gate(report["mask"])
+            check_gate(report["mask"], where="train.chat_template" if cfg.train.chat_template else None)
             report["gate"] = "passed"
         except StudioError as exc:
             report["gate"] = f"FAILED: {exc.what}"

@@ -48,12 +48,12 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     serving_template = tokenizer.chat_template
     convs = [r["messages"] for r in data.train]
-    plan = plan_template(tokenizer, convs)
+    plan = plan_template(tokenizer, convs, override=spec.chat_template, resolve_path=cfg.resolve_path)
     assistant_only = spec.assistant_only_loss and plan.mode == "assistant_only"
     mask = None
     if assistant_only:
         mask = mask_report(tokenizer, plan.template, serving_template, convs)
-        check_gate(mask)  # refuses before any weights are loaded
+        check_gate(mask, where="train.chat_template" if spec.chat_template else None)  # before any weights load
         tokenizer.chat_template = plan.template
         rows, val_rows = data.train, data.val
     else:  # prompt/completion: TRL masks the prompt and renders through the serving template
@@ -90,7 +90,8 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             est, run.metrics["train_seconds"], trainer.state.global_step, use_cuda)
         run.metrics.update({"train_examples": len(rows),
                             "loss_mode": "assistant_only" if assistant_only else "last_turn",
-                            "template_note": plan.reason, "adapter": spec.adapter,
+                            "template_note": plan.reason, "chat_family": plan.family,
+                            "adapter": spec.adapter,
                             "packing": spec.packing,
                             "loss_token_share": mask["loss_token_share"] if mask else None})
         if val_rows:

@@ -27,7 +27,10 @@ def test_good_template_passes_with_per_role_counts(tok) -> None:
     check_gate(report)
     assert report["assistant_replies"] == report["replies_with_end_of_turn_trained"] == 2
     assert report["roles"]["user"]["trained"] == 0 and report["roles"]["system"]["trained"] == 0
-    assert 0 < report["roles"]["assistant"]["loss_share"] < 1  # "<|im_start|>assistant\n" is not trained
+    # replies (through <|im_end|>) are fully trained; "<|im_start|>assistant\n" and the newline after
+    # <|im_end|> are template tokens and carry no loss
+    assert report["roles"]["assistant"]["loss_share"] == 1.0
+    assert report["roles"]["template"]["tokens"] > 0 and report["roles"]["template"]["trained"] == 0
 
 
 def test_template_without_end_of_turn_in_the_loss_is_caught(tok) -> None:
