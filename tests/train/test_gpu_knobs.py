@@ -167,9 +167,12 @@ def test_eval_best_model_early_stopping_and_tensorboard(setup, workspace, regist
     assert res.metrics["steps"] == 2 and res.metrics["val_loss"] == pytest.approx(
         min(r["eval_loss"] for r in evals[:2]), abs=1e-5)  # the best checkpoint was loaded
     if tensorboard:
-        events = list((res.path / "tensorboard").glob("events.out.tfevents.*"))
-        assert events and all(e.stat().st_size > 0 for e in events)
-        assert not (res.path / "checkpoints" / "runs").exists()
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = sorted((res.path / "tensorboard").glob("events.out.tfevents.*"))
+        assert events and not (res.path / "checkpoints" / "runs").exists()  # not transformers' default
+        scalars = EventAccumulator(str(events[0])).Reload().Tags()["scalars"]
+        assert {"train/loss", "train/learning_rate", "eval/loss"} <= set(scalars), scalars
 
 
 def test_tensorboard_missing_is_refused(monkeypatch) -> None:
