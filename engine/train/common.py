@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, PrinterCallback, TrainerCallback
+from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
 from engine import gpu_libs
 from engine.config import TRL_ARGUMENTS, LoraSpec
@@ -125,13 +126,10 @@ def check_device_knobs(spec: Any, use_cuda: bool) -> None:
             raise StudioError(f"optimizer {spec.optimizer} needs the bitsandbytes package, which is "
                               "not installed", where=where,
                               hint="pip install 'expert-studio[gpu]', or " + hint) from None
-    if spec.logging == "tensorboard":
-        from transformers.integrations import is_tensorboard_available
-
-        if not is_tensorboard_available():
-            raise StudioError("logging: tensorboard needs the tensorboard package, which is not "
-                              "installed", where="train.logging",
-                              hint="pip install tensorboard, or set logging: none")
+    if spec.logging == "tensorboard" and not is_tensorboard_available():
+        raise StudioError("logging: tensorboard needs the tensorboard package, which is not "
+                          "installed", where="train.logging",
+                          hint="pip install tensorboard, or set logging: none")
 
 
 def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
@@ -215,9 +213,6 @@ def trainer_callbacks(trainer: Any, spec: Any, run_dir: Path) -> None:
     """The knobs that live on callbacks, set on a constructed trainer: no console printer (logs go
     to metrics.jsonl and the progress bar), TensorBoard's event files inside the run directory
     (transformers would put them under checkpoints/runs/), early stopping."""
-    from transformers import EarlyStoppingCallback, PrinterCallback
-    from transformers.integrations import TensorBoardCallback
-
     trainer.remove_callback(PrinterCallback)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TensorBoardCallback):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config, parse_config
-from engine.config.train import OPTIMIZERS
+from engine.config.train import OPTIMIZERS, EarlyStoppingSpec
 from engine.errors import ConfigError, StudioError
 from engine.models.store import import_model
 from engine.train.common import check_device_knobs, common_args
@@ -154,8 +154,8 @@ def test_eval_best_model_early_stopping_and_tensorboard(setup, workspace, regist
     cfg.train.max_steps = 6
     cfg.train.eval_steps = 1
     cfg.train.load_best_model_at_end = True
-    cfg.train.early_stopping = type(cfg.train).model_fields["early_stopping"].annotation.__args__[0](
-        patience=1, threshold=10.0)  # no drop is that large: stops after the second evaluation
+    cfg.train.early_stopping = EarlyStoppingSpec(patience=1, threshold=10.0)  # no drop is that
+    # large: training stops after the second evaluation
     tensorboard = is_tensorboard_available()
     cfg.train.logging = "tensorboard" if tensorboard else "none"
     res = train_sft(cfg, workspace, registry)
@@ -176,9 +176,9 @@ def test_eval_best_model_early_stopping_and_tensorboard(setup, workspace, regist
 
 
 def test_tensorboard_missing_is_refused(monkeypatch) -> None:
-    import transformers.integrations as integrations
+    import engine.train.common as common
 
-    monkeypatch.setattr(integrations, "is_tensorboard_available", lambda: False)
+    monkeypatch.setattr(common, "is_tensorboard_available", lambda: False)
     with pytest.raises(StudioError) as exc:
         check_device_knobs(_train("  logging: tensorboard\n"), use_cuda=False)
     assert exc.value.where == "train.logging" and "pip install tensorboard" in (exc.value.hint or "")
