@@ -299,7 +299,7 @@ def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
     """Rows for a recipe from `train.data` (a file), `train.dataset` (a refined version: its
     conversations, or for pairs and thumbs up/down its preference stage's pairs) or a
     `train.datasets` mixture of those (interleaved with `seed`)."""
-    if spec.datasets:
+    if getattr(spec, "datasets", None):
         parts = [_load_source(src.dataset, src.data, spec.data_format, registry, tenant, want,
                               resolve_path) for src in spec.datasets]
         data = mix(parts, [src.weight for src in spec.datasets], seed, spec.mix_stopping_strategy)
