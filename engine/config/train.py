@@ -1,11 +1,12 @@
-"""The `train` section: method, adapter, data, LoRA/quantization, preference and GRPO options, and
-TRL_ARGUMENTS, the table of which TRL / transformers argument each key sets."""
+"""The `train` section: method, adapter, data, LoRA/quantization, preference and GRPO options, GPU
+knobs (checkpointing, attention kernel, optimizer, evaluation, logging), and TRL_ARGUMENTS, the
+table of which TRL / transformers argument each key sets."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.config.base import Strict
 
@@ -66,6 +67,46 @@ class GRPOSpec(Strict):
     rewards: list[RewardFnSpec] = Field(min_length=1)
 
 
+class MixSource(Strict):
+    """One source of a weighted mixture (`train.datasets`): a refined version or a JSONL file."""
+
+    dataset: str | None = Field(default=None, description="'name' (latest) or 'name@vN'")
+    data: str | None = Field(default=None, description="a JSONL file, instead of dataset")
+    weight: float = Field(gt=0, description="relative sampling probability (normalised over the list)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "MixSource":
+        if bool(self.dataset) == bool(self.data):
+            raise ValueError("each mixture source needs exactly one of 'dataset' or 'data'")
+        return self
+
+
+class EarlyStoppingSpec(Strict):
+    """transformers' EarlyStoppingCallback: stop when eval_loss stops improving."""
+
+    patience: int = Field(default=3, ge=1, description="evaluations without improvement before stopping")
+    threshold: float = Field(default=0.0, ge=0.0, description="smallest eval_loss drop that counts")
+
+
+# transformers' OptimizerNames values (TrainingArguments `optim`), listed here so a config is
+# checked without importing transformers; tests/test_config.py keeps the two equal.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+    "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+    "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit",
+    "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
+    "apollo_adamw_layerwise", "stable_adamw")
+# the optimizers transformers builds from bitsandbytes (CUDA + the bitsandbytes package)
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit",
+                  "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+                  "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop_bnb",
+                  "rmsprop_bnb_8bit", "rmsprop_bnb_32bit")
+
+
 METHODS = ("sft", "dpo", "kto", "orpo", "cpo", "simpo", "reward", "grpo")
 DATA_FORMATS = ("auto", "openai_chat", "openai_preference", "sharegpt", "alpaca",
                 "prompt_completion", "trl_preference", "trl_unpaired", "trl_prompt")
@@ -78,6 +119,10 @@ class TrainSpec(Strict):
     base_model: str | None = Field(default=None, description="model store name (standalone train)")
     dataset: str | None = Field(default=None, description="'name' (latest) or 'name@vN'")
     data: str | None = Field(default=None, description="a JSONL file in any accepted format, instead of dataset")
+    datasets: list[MixSource] | None = Field(
+        default=None, min_length=2, description="a weighted mixture of sources, instead of dataset/data")
+    mix_stopping_strategy: Literal["first_exhausted", "all_exhausted"] = Field(
+        default="first_exhausted", description="datasets.interleave_datasets stopping_strategy")
     parent_run: str | None = Field(
         default=None, description="start from this run's weights (its adapter merged into the base), "
         "e.g. DPO on top of an SFT run")
@@ -105,14 +150,64 @@ class TrainSpec(Strict):
     packing: bool = Field(default=False, description="padding-free packing (sft, dpo)")
     save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch")
+    # GPU knobs (docs/training.md "GPU knobs")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations in backward")
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] | None = Field(
+        default=None, description="attention kernel; none: transformers' default for the model")
+    optimizer: str | None = Field(default=None, description="transformers optim name; none: its default")
+    max_grad_norm: float = Field(default=1.0, ge=0.0, description="gradient clipping; 0 turns it off")
+    eval_steps: int | None = Field(default=None, ge=1, description="evaluate on the val split every N steps")
+    load_best_model_at_end: bool = False
+    early_stopping: EarlyStoppingSpec | None = None
+    logging: Literal["none", "tensorboard"] = "none"
 
     @model_validator(mode="after")
     def _method_sections(self) -> "TrainSpec":
         if self.method == "grpo" and self.grpo is None:
             raise ValueError("method 'grpo' needs a 'grpo' section with at least one reward")
-        if self.dataset and self.data:
-            raise ValueError("set either 'dataset' or 'data', not both")
+        if sum(1 for v in (self.dataset, self.data, self.datasets) if v) > 1:
+            raise ValueError("set one of 'dataset', 'data' or 'datasets' (a mixture), not several")
         return self
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str | None) -> str | None:
+        if value is not None and value not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {value!r}; transformers' optim names are: "
+                             + ", ".join(OPTIMIZERS))
+        return value
+
+    @field_validator("eval_steps")
+    @classmethod
+    def _eval_needs_loss(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("method") == "grpo":
+            raise ValueError("eval_steps is not available for method grpo (its evaluation would "
+                             "have to generate); remove it")
+        return value
+
+    @field_validator("load_best_model_at_end")
+    @classmethod
+    def _best_needs_eval(cls, value: bool, info: ValidationInfo) -> bool:
+        eval_steps, save_steps = info.data.get("eval_steps"), info.data.get("save_steps")
+        if value and eval_steps is None:
+            raise ValueError("load_best_model_at_end needs train.eval_steps (the best checkpoint is "
+                             "picked by eval_loss, measured every eval_steps)")
+        if value and save_steps is not None and save_steps % eval_steps:
+            raise ValueError(f"with load_best_model_at_end, train.save_steps ({save_steps}) must be a "
+                             f"multiple of train.eval_steps ({eval_steps}): the best model is loaded "
+                             "from a checkpoint saved at an evaluation step (leave save_steps unset "
+                             "to save at every evaluation)")
+        return value
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _stopping_needs_best(cls, value: EarlyStoppingSpec | None,
+                             info: ValidationInfo) -> EarlyStoppingSpec | None:
+        if value is not None and (info.data.get("eval_steps") is None
+                                  or not info.data.get("load_best_model_at_end")):
+            raise ValueError("early_stopping needs train.eval_steps and train.load_best_model_at_end: "
+                             "true (transformers' EarlyStoppingCallback requires both)")
+        return value
 
 
 # How each `train:` key reaches TRL / transformers: YAML key (dotted below a sub-section) → the
@@ -131,8 +226,17 @@ TRL_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "weight_decay": ("weight_decay",),
     "save_steps": ("save_strategy", "save_steps"),  # N: "steps" and N; none: "epoch" and 500
     "seed": ("seed", "data_seed"),  # the top-level `seed:` (not under train:); also set_seed()
+    "gradient_checkpointing": ("activation_checkpointing", "activation_checkpointing_kwargs"),  # kwargs: use_reentrant False
+    "optimizer": ("optim",),  # none: transformers' default (adamw_torch_fused)
+    "max_grad_norm": ("max_grad_norm",),
+    "eval_steps": ("eval_strategy", "eval_steps"),  # N: "steps" and N; none: "no"
+    "load_best_model_at_end": ("load_best_model_at_end", "metric_for_best_model", "greater_is_better"),
+    "early_stopping.patience": ("early_stopping_patience",),  # EarlyStoppingCallback
+    "early_stopping.threshold": ("early_stopping_threshold",),  # EarlyStoppingCallback
+    "logging": ("report_to",),  # tensorboard: event files in <run>/tensorboard/
     # the recipes
     "adapter": ("use_dora", "quantization_config"),  # dora: LoraConfig; qlora: from_pretrained
+    "attn_implementation": ("attn_implementation",),  # from_pretrained; none: transformers' default
     "method": ("cpo_alpha",),  # picks the recipe and TRL config class; cpo: 1.0, simpo: 0.0
     "max_seq_len": ("max_length",),  # SFT/DPO/KTO/ORPO/CPO/RewardConfig; grpo: not passed
     "assistant_only_loss": ("assistant_only_loss",),  # SFTConfig; false if the template cannot tell
@@ -164,6 +268,8 @@ NO_TRL_ARGUMENT: dict[str, str] = {
     "data": "which JSONL file the rows come from",
     "parent_run": "start from this run's merged weights",
     "data_format": "how the rows of `data` are read (engine/train/data.py)",
+    "datasets": "a weighted mixture of dataset versions or files, mixed by datasets.interleave_datasets",
+    "mix_stopping_strategy": "interleave_datasets' stopping_strategy for the `datasets` mixture",
     "preference.max_prompt_len": "prompts are shortened to it before TRL sees them",
     "chat_template": "the training template for assistant-only loss (engine/train/templates.py); "
                      "not SFTConfig's chat_template_path, which would also replace the served template",

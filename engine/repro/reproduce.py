@@ -139,7 +139,13 @@ def rebuild_config(original: Original) -> tuple[Any, dict[str, Any]]:
     train = dict(resolved["train"])
     pins: dict[str, Any] = {}
     inputs = m.get("inputs") or {}
-    if train.get("data"):
+    if train.get("datasets"):  # a mixture: each source pinned to the version it read
+        sources = (m.get("dataset") or {}).get("sources") or []
+        train["datasets"] = [dict(src) for src in train["datasets"]]
+        for i, (src, then) in enumerate(zip(train["datasets"], sources, strict=False)):
+            if src.get("dataset") and src["dataset"] != then["ref"]:
+                pins[f"train.datasets[{i}].dataset"] = src["dataset"] = then["ref"]
+    elif train.get("data"):
         if inputs.get("data_path"):
             pins["train.data"] = train["data"] = inputs["data_path"]
     elif m.get("dataset", {}).get("ref") and train.get("dataset") != m["dataset"]["ref"]:
@@ -189,9 +195,33 @@ def find_drift(original: Original, cfg: StudioConfig, ws: Workspace, registry: R
     return drift
 
 
+def _mixture_drift(recorded: dict[str, Any], cfg: StudioConfig, registry: Registry,
+                   drift: Drift) -> None:
+    """Each source of a `train.datasets` mixture against the version and hashes it had."""
+    then = recorded.get("sources") or []
+    if len(then) != len(cfg.train.datasets):
+        drift.refusals.append(f"dataset mixture: {len(then)} sources recorded, "
+                              f"{len(cfg.train.datasets)} configured")
+        return
+    for src, old in zip(cfg.train.datasets, then, strict=True):
+        if src.data:
+            path = Path(cfg.resolve_path(src.data))
+            now = sha256_file(path) if path.is_file() else "(missing)"
+        else:
+            try:
+                now = resolve_dataset(registry, cfg.tenant, src.dataset)["sha256"]
+            except StudioError:
+                now = "(not in the registry)"
+        if now != old.get("sha256"):
+            drift.refusals.append(f"dataset sha256 ({old.get('ref')}): {old.get('sha256')} → {now}")
+
+
 def _dataset_drift(m: dict[str, Any], cfg: StudioConfig, registry: Registry, drift: Drift) -> None:
     recorded = m.get("dataset") or {}
     spec = cfg.train
+    if spec.datasets:
+        _mixture_drift(recorded, cfg, registry, drift)
+        return
     if spec.data:
         path = Path(cfg.resolve_path(spec.data))
         if not path.is_file():

@@ -1,5 +1,10 @@
 """Shared TRL plumbing of the recipes: model/adapter loading, TRL arguments, progress, saving the weights.
 
+`check_device_knobs` refuses, before any weights load, GPU knobs this machine cannot run
+(flash-attention or a bitsandbytes optimizer without CUDA or without the package, TensorBoard
+logging without tensorboard); `trainer_callbacks` puts the callbacks' knobs (TensorBoard's log
+directory inside the run, early stopping) on a constructed trainer.
+
 The run directory itself (registration, manifest, TrainResult) is engine/train/run.py.
 """
 
@@ -12,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, PrinterCallback, TrainerCallback
+from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
 from engine import gpu_libs
 from engine.config import TRL_ARGUMENTS, LoraSpec
+from engine.config.train import BNB_OPTIMIZERS
 from engine.errors import StudioError
 from engine.hashing import sha256_file
 from engine.models.loading import safe_load_kwargs
@@ -89,7 +96,40 @@ def device_setup(spec: Any) -> bool:
 
     # processes on one machine share its cores
     torch.set_num_threads(spec.threads or max(1, (os.cpu_count() or 1) // local_world_size()))
-    return bool(torch.cuda.is_available())
+    use_cuda = bool(torch.cuda.is_available())
+    check_device_knobs(spec, use_cuda)
+    return use_cuda
+
+
+def check_device_knobs(spec: Any, use_cuda: bool) -> None:
+    """Refuse the GPU knobs this machine cannot run, naming the key, before any weights load.
+    The optional packages are imported only here, for the run that asks for them (gpu_libs)."""
+    if spec.attn_implementation == "flash_attention_2":
+        where, hint = "train.attn_implementation", "use sdpa (or leave the key unset) instead"
+        if not use_cuda:
+            raise StudioError("flash_attention_2 needs a CUDA GPU, and this machine has none",
+                              where=where, hint=hint)
+        try:
+            gpu_libs.require("flash_attn")
+        except ImportError:
+            raise StudioError("flash_attention_2 needs the flash_attn package, which is not "
+                              "installed", where=where,
+                              hint="pip install flash-attn --no-build-isolation, or " + hint) from None
+    if spec.optimizer in BNB_OPTIMIZERS:
+        where, hint = "train.optimizer", "use adamw_torch_fused (or leave the key unset) instead"
+        if not use_cuda:
+            raise StudioError(f"optimizer {spec.optimizer} is a bitsandbytes optimizer and needs a "
+                              "CUDA GPU, and this machine has none", where=where, hint=hint)
+        try:
+            gpu_libs.require("bitsandbytes")
+        except ImportError:
+            raise StudioError(f"optimizer {spec.optimizer} needs the bitsandbytes package, which is "
+                              "not installed", where=where,
+                              hint="pip install 'expert-studio[gpu]', or " + hint) from None
+    if spec.logging == "tensorboard" and not is_tensorboard_available():
+        raise StudioError("logging: tensorboard needs the tensorboard package, which is not "
+                          "installed", where="train.logging",
+                          hint="pip install tensorboard, or set logging: none")
 
 
 def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
@@ -104,6 +144,8 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
     kwargs.update(safe_load_kwargs(model_dir))  # safetensors only; remote code only if allow-listed
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
+    if spec.attn_implementation is not None:  # none: transformers picks (sdpa where it can)
+        kwargs.update(dict.fromkeys(TRL_ARGUMENTS["attn_implementation"], spec.attn_implementation))
     if spec.adapter == "qlora":
         try:
             gpu_libs.require("bitsandbytes")  # the CLI hides it from jobs that do not ask for it
@@ -126,6 +168,8 @@ def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,
     if spec.adapter == "qlora":
         from peft import prepare_model_for_kbit_training
 
+        # checkpointing (train.gradient_checkpointing) is switched on by the Trainer, and the TRL
+        # trainers make a PEFT model's inputs require grads for it (enable_input_require_grads)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     task = "SEQ_CLS" if num_labels is not None else "CAUSAL_LM"
     return model, lora_config(spec.lora, use_dora=spec.adapter == "dora", task_type=task)
@@ -138,15 +182,45 @@ def common_args(cfg: StudioConfig, run_dir: Path, use_cuda: bool) -> dict[str, A
     args: dict[str, Any] = dict(output_dir=str(run_dir / "checkpoints"),
                                 use_cpu=not use_cuda, bf16=use_cuda, fp16=False)
     for key in ("batch_size", "grad_accum", "epochs", "max_steps", "learning_rate", "lr_scheduler",
-                "warmup_ratio", "weight_decay"):  # the value passed on as it is
+                "warmup_ratio", "weight_decay", "max_grad_norm"):  # the value passed on as it is
         args.update(dict.fromkeys(to[key], getattr(spec, key)))
-    args.update(activation_checkpointing=False,  # (was gradient_checkpointing) off: small models
+    checkpointing, checkpointing_kwargs = to["gradient_checkpointing"]
+    args.update({checkpointing: spec.gradient_checkpointing,  # transformers 5: was gradient_checkpointing
+                 checkpointing_kwargs: {"use_reentrant": False} if spec.gradient_checkpointing else None},
                 logging_steps=1, logging_strategy="steps")
+    if spec.optimizer is not None:
+        args.update(dict.fromkeys(to["optimizer"], spec.optimizer))
     strategy, steps = to["save_steps"]
-    args.update({strategy: "steps" if spec.save_steps else "epoch", steps: spec.save_steps or 500},
-                save_total_limit=2, eval_strategy="no", report_to="none", disable_tqdm=True)
+    if spec.save_steps is None and spec.load_best_model_at_end:  # a checkpoint at every evaluation
+        args.update({strategy: "steps", steps: spec.eval_steps})
+    else:
+        args.update({strategy: "steps" if spec.save_steps else "epoch", steps: spec.save_steps or 500})
+    strategy, steps = to["eval_steps"]
+    args.update({strategy: "steps" if spec.eval_steps else "no", steps: spec.eval_steps})
+    best, metric, greater = to["load_best_model_at_end"]
+    args.update({best: spec.load_best_model_at_end, metric: "eval_loss" if spec.load_best_model_at_end
+                 else None, greater: False if spec.load_best_model_at_end else None})
+    args.update(dict.fromkeys(to["logging"], "tensorboard" if spec.logging == "tensorboard" else "none"),
+                save_total_limit=2, disable_tqdm=True)
     args.update(dict.fromkeys(to["seed"], cfg.seed), dataloader_num_workers=0)
     return args
+
+
+TENSORBOARD_DIR = "tensorboard"  # <run>/tensorboard/: the event files of `logging: tensorboard`
+
+
+def trainer_callbacks(trainer: Any, spec: Any, run_dir: Path) -> None:
+    """The knobs that live on callbacks, set on a constructed trainer: no console printer (logs go
+    to metrics.jsonl and the progress bar), TensorBoard's event files inside the run directory
+    (transformers would put them under checkpoints/runs/), early stopping."""
+    trainer.remove_callback(PrinterCallback)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(run_dir / TENSORBOARD_DIR)
+    if spec.early_stopping is not None:
+        patience, threshold = (TRL_ARGUMENTS[f"early_stopping.{k}"][0] for k in ("patience", "threshold"))
+        trainer.add_callback(EarlyStoppingCallback(**{patience: spec.early_stopping.patience,
+                                                      threshold: spec.early_stopping.threshold}))
 
 
 def finish_training(trainer: Any, handle: RunHandle, save_tokenizer: Any = None) -> None:

@@ -17,6 +17,8 @@ nothing is silently dropped. Rows come back in one of four shapes (`want`):
   unpaired    {"prompt": [...], "completion": [assistant msg], "label": bool}
   prompt      {"prompt": [...], "answer": str (when the record has a reference reply), **extra}
 A UTF-8 byte-order mark is accepted; any other undecodable line is reported like a bad line.
+A weighted mixture (`train.datasets`) loads each source like this and interleaves their rows with
+`datasets.interleave_datasets`, seeded by the config's `seed` (`mix`).
 From a refined dataset version (`train.dataset`) the sft and prompt shapes come from its
 train.jsonl and val.jsonl, the preference and unpaired shapes from its preferences.jsonl (the pairs
 of the refine's preference stage, train split only).
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import DataError, StudioError
-from engine.hashing import file_manifest, sha256_file
+from engine.hashing import file_manifest, sha256_file, sha256_json
 from engine.registry import Registry, resolve_dataset
 
 Want = Literal["sft", "preference", "unpaired", "prompt"]
@@ -293,17 +295,41 @@ def load_examples(path: str | Path, want: Want, fmt: str = "auto") -> list[dict[
 
 
 def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
-                       resolve_path: Any = Path) -> TrainingData:
-    """Rows for a recipe from `train.data` (a file) or `train.dataset` (a refined version: its
-    conversations, or for pairs and thumbs up/down its preference stage's pairs)."""
-    if spec.data:
-        path = Path(resolve_path(spec.data))
-        rows = load_examples(path, want, spec.data_format)
+                       resolve_path: Any = Path, *, seed: int = 0) -> TrainingData:
+    """Rows for a recipe from `train.data` (a file), `train.dataset` (a refined version: its
+    conversations, or for pairs and thumbs up/down its preference stage's pairs) or a
+    `train.datasets` mixture of those (interleaved with `seed`)."""
+    if getattr(spec, "datasets", None):
+        parts = [_load_source(src.dataset, src.data, spec.data_format, registry, tenant, want,
+                              resolve_path) for src in spec.datasets]
+        data = mix(parts, [src.weight for src in spec.datasets], seed, spec.mix_stopping_strategy)
+    elif spec.data or spec.dataset:
+        data = _load_source(spec.dataset, spec.data, spec.data_format, registry, tenant, want,
+                            resolve_path)
+    else:
+        raise StudioError("no training data: set train.dataset, train.data or train.datasets")
+    require_val(spec, data.val)
+    return data
+
+
+def require_val(spec: Any, val: list[Any]) -> None:
+    """`train.eval_steps` evaluates on the validation split: refuse a run that has none."""
+    if getattr(spec, "eval_steps", None) and not val:
+        raise DataError("train.eval_steps needs a validation split, and this training data has none",
+                        where="train.eval_steps",
+                        hint="train on a refined dataset version (its val.jsonl; preference pairs "
+                        "and files have no val split), or remove eval_steps")
+
+
+def _load_source(dataset: str | None, data: str | None, fmt: str, registry: Registry, tenant: str,
+                 want: Want, resolve_path: Any) -> TrainingData:
+    """One source: a JSONL file (no val split) or a refined dataset version."""
+    if data:
+        path = Path(resolve_path(data))
+        rows = load_examples(path, want, fmt)
         return TrainingData(rows, [], {"ref": path.name, "sha256": sha256_file(path),
                                        "files": {path.name: sha256_file(path)}})
-    if not spec.dataset:
-        raise StudioError("no training data: set train.dataset or train.data")
-    row = resolve_dataset(registry, tenant, spec.dataset)
+    row = resolve_dataset(registry, tenant, dataset)
     root = Path(row["path"])
     if want in ("preference", "unpaired"):  # a refined version's pairs: its preference stage's file
         train, val = _preference_pairs(root, want, f"{row['name']}@v{row['version']}"), []
@@ -313,6 +339,36 @@ def load_training_data(spec: Any, registry: Registry, tenant: str, want: Want,
         val = load_examples(val_path, want, "auto") if val_path.is_file() and val_path.stat().st_size else []
     return TrainingData(train, val, {"ref": f"{row['name']}@v{row['version']}", "sha256": row["sha256"],
                                      "files": file_manifest(root), "dataset": row})
+
+
+def mix(parts: list[TrainingData], weights: list[float], seed: int,
+        stopping_strategy: str = "first_exhausted") -> TrainingData:
+    """One training set from weighted sources: `datasets.interleave_datasets` picks, seeded, which
+    source each next row comes from (probability = weight / sum of weights) until the first source
+    runs out (`first_exhausted`) or every one has been used up at least once (`all_exhausted`,
+    which repeats the smaller ones). What it interleaves is (source, row) indices, so sources
+    with different extra columns mix too. The validation splits are concatenated. The info
+    records every source's version, hashes, weight and row count."""
+    from datasets import Dataset, interleave_datasets  # lazy: heavy, only for mixtures
+
+    probabilities = [w / sum(weights) for w in weights]
+    index = [Dataset.from_dict({"source": [i] * len(p.train), "row": list(range(len(p.train)))})
+             for i, p in enumerate(parts)]
+    mixed = interleave_datasets(index, probabilities=probabilities, seed=seed,
+                                stopping_strategy=stopping_strategy)
+    picks = list(zip(mixed["source"], mixed["row"], strict=True))
+    train = [parts[i].train[r] for i, r in picks]
+    val = [row for p in parts for row in p.val]
+    sources = [{"ref": p.info["ref"], "sha256": p.info["sha256"], "weight": w,
+                "probability": round(q, 6), "rows": len(p.train),
+                "mixed_rows": sum(1 for i, _ in picks if i == k), "files": p.info["files"]}
+               for k, (p, w, q) in enumerate(zip(parts, weights, probabilities, strict=True))]
+    mixture = {"seed": seed, "stopping_strategy": stopping_strategy, "rows": len(train),
+               "sources": [{k: s[k] for k in ("ref", "sha256", "weight")} for s in sources]}
+    info = {"ref": "+".join(s["ref"] for s in sources), "sha256": sha256_json(mixture),
+            "files": {f"{s['ref']}/{name}": digest for s in sources for name, digest in s["files"].items()},
+            "sources": sources, "mixture": {k: v for k, v in mixture.items() if k != "sources"}}
+    return TrainingData(train, val, info)
 
 
 def _preference_pairs(root: Path, want: Want, ref: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 last_logged, load_model_for_training)
+                                 last_logged, load_model_for_training, trainer_callbacks)
 from engine.train.data import load_training_data
 from engine.train.grpo_rewards import build_rewards, check_columns
 from engine.train.run import TrainResult, base_model_row, tracked_run
@@ -37,7 +37,7 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     """Train one GRPO run; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.train
@@ -48,7 +48,7 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
 
     # Everything that can be wrong with the config or the data fails here, before any work starts.
     model_row = base_model_row(cfg, registry)
-    data = load_training_data(spec, registry, cfg.tenant, "prompt", cfg.resolve_path)
+    data = load_training_data(spec, registry, cfg.tenant, "prompt", cfg.resolve_path, seed=cfg.seed)
     rewards, weights = build_rewards(grpo.rewards, cfg.resolve_path)
     check_columns(rewards, data.train)
     # TRL batches count completions, not prompts: each optimizer step's completions must hold whole
@@ -93,7 +93,7 @@ def train_grpo(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             train_dataset=Dataset.from_list(rows), peft_config=peft_config,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
-        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        trainer_callbacks(trainer, spec, run.path)  # printer off, TensorBoard dir, early stopping
         est = preflight.before_training(trainer, spec, use_cuda, force, probe="none")
         t0 = time.monotonic()
         trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start

@@ -28,7 +28,7 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training)
+                                 load_model_for_training, trainer_callbacks)
 from engine.train.data import load_training_data
 from engine.train.dpo_packing import PackedDPOTrainer
 from engine.train.run import TrainResult, base_model_row, tracked_run
@@ -52,7 +52,7 @@ def train_preference(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     """Train one preference run; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     spec = cfg.train
     assert spec is not None
@@ -73,7 +73,7 @@ def train_preference(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
                           where="train.preference.max_prompt_len", hint="leave room for the reply")
     model_row = base_model_row(cfg, registry)
     want = "unpaired" if method == "kto" else "preference"
-    data = load_training_data(spec, registry, cfg.tenant, want, cfg.resolve_path)
+    data = load_training_data(spec, registry, cfg.tenant, want, cfg.resolve_path, seed=cfg.seed)
     model_dir = Path(model_row["path"])
     use_cuda = device_setup(spec)
     set_seed(cfg.seed)
@@ -141,7 +141,7 @@ def train_preference(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             peft_config=peft_config,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
-        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        trainer_callbacks(trainer, spec, run.path)  # printer off, TensorBoard dir, early stopping
         est = preflight.before_training(trainer, spec, use_cuda, force, probe="step")
         t0 = time.monotonic()
         trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start

@@ -7,6 +7,13 @@ worst-case batch (batch_size x the longest example, capped at max_seq_len) gives
 peak, one on the first real batch gives the time per step. After the run, `compare` reports how
 far off the estimate was. On CPU the peak is the process's resident-set high-water mark (reset
 through /proc/self/clear_refs), on CUDA the allocator's peak.
+
+The probe runs the model as the trainer will (train.gradient_checkpointing is switched on when the
+trainer is built, the attention kernel when the model is loaded), so what it measures already
+reflects both. Next to it, `activation_model_bytes` computes the activation memory from the
+model's shape, the batch, the checkpointing and the attention kernel (the estimate's
+`activations_model_gb`): without a probe (GRPO) it is the activation term, and it says before any
+measurement how much checkpointing or a fused attention kernel saves.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ class Estimate:
     optimizer_gb: float
     activations_gb: float
     peak_gb: float
+    activations_model_gb: float
+    gradient_checkpointing: bool
+    attn_implementation: str
     seconds_per_step: float
     steps: int
     seconds_total: float
@@ -46,7 +56,8 @@ class Estimate:
     def line(self) -> str:
         return (f"preflight: peak ≈ {self.peak_gb:.2f} GiB of {self.device_memory_gb:.1f} GiB "
                 f"({self.device}; weights {self.weights_gb:.2f}, optimizer {self.optimizer_gb:.2f}, "
-                f"activations {self.activations_gb:.2f}); {self.trainable_params:,} trainable of "
+                f"activations {self.activations_gb:.2f}, modelled {self.activations_model_gb:.2f} with "
+                f"{self.attn_implementation} attention{', checkpointed' if self.gradient_checkpointing else ''}); {self.trainable_params:,} trainable of "
                 f"{self.total_params:,} params; "
                 + (f"≈ {self.seconds_per_step:.2f} s/step × {self.steps} steps ≈ "
                    f"{self.seconds_total / 60:.1f} min ({self.seconds_per_epoch / 60:.1f} min/epoch)"
@@ -94,6 +105,30 @@ def _current_rss() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+# --------------------------------------------------------------------------- activation model
+def activation_model_bytes(config: Any, batch: int, seq: int, *, checkpointing: bool,
+                           attn_implementation: str | None, bytes_per_value: int = 4) -> int:
+    """Activations a decoder keeps for the backward pass (after Korthikanti et al., 2022, for a
+    Llama-style block), in bytes. Per layer: the tensors the norms, q/k/v/o projections and the
+    gated MLP save, ≈ batch·seq·(8·hidden + 4·intermediate) values; `eager` attention also keeps
+    the seq×seq score and probability matrices of every head (2·heads·seq²·batch), which `sdpa`
+    and `flash_attention_2` never materialise. With checkpointing only each layer's input is kept
+    (batch·seq·hidden per layer) plus one layer's full set, recomputed during its backward. The
+    logits (and their gradient) in float32 come on top either way."""
+    text = getattr(config, "text_config", None) or config
+    hidden = int(text.hidden_size)
+    layers = int(text.num_hidden_layers)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    inter = int(getattr(text, "intermediate_size", None) or 4 * hidden)
+    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    tokens = batch * seq
+    per_layer = tokens * (8 * hidden + 4 * inter)
+    if (attn_implementation or "sdpa") == "eager":
+        per_layer += 2 * heads * seq * seq * batch
+    kept = layers * tokens * hidden + per_layer if checkpointing else layers * per_layer
+    return kept * bytes_per_value + 2 * tokens * vocab * 4
 
 
 # -------------------------------------------------------------------------------------- probe
@@ -182,6 +217,16 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None
     steps = trainer.state.max_steps or 0
     if not steps:
         steps = spec.max_steps if spec.max_steps > 0 else int(per_epoch * spec.epochs + 0.999)
+    config = getattr(model, "config", None)
+    attn = str(getattr(config, "_attn_implementation", None) or spec.attn_implementation or "sdpa")
+    dtype_bytes = params[0].element_size() if params else 4
+    modelled = (activation_model_bytes(config, spec.batch_size, spec.max_seq_len,
+                                       checkpointing=spec.gradient_checkpointing,
+                                       attn_implementation=attn, bytes_per_value=max(dtype_bytes, 2))
+                if config is not None and hasattr(getattr(config, "text_config", None) or config,
+                                                  "num_hidden_layers") else 0)
+    if probe == "none":  # nothing measured: the modelled activations on top of the gradients
+        act = float(grads + modelled)
     device, mem = device_memory(use_cuda)
     if use_cuda:
         import torch
@@ -192,7 +237,8 @@ def estimate(trainer: Any, spec: Any, use_cuda: bool, longest_tokens: int | None
     peak = baseline + act + optimizer  # the probe's extra memory includes the gradients
     step_seconds = seconds * 1.15  # the optimizer step and logging on top of forward+backward
     return Estimate(device, mem, weights / GB, n_trainable, sum(p.numel() for p in params),
-                    grads / GB, optimizer / GB, act / GB, peak / GB, step_seconds, steps,
+                    grads / GB, optimizer / GB, act / GB, peak / GB, modelled / GB,
+                    spec.gradient_checkpointing, attn, step_seconds, steps,
                     step_seconds * steps, per_epoch, step_seconds * per_epoch, probe)
 
 

@@ -24,11 +24,11 @@ def preview(cfg: StudioConfig, registry: Registry) -> dict[str, Any]:
                 "gate": "passed"}
     if cfg.train.method != "sft":  # preference/GRPO data is rendered by TRL from prompt + replies
         want = {"kto": "unpaired", "grpo": "prompt"}.get(cfg.train.method, "preference")
-        data = load_training_data(cfg.train, registry, cfg.tenant, want, cfg.resolve_path)
+        data = load_training_data(cfg.train, registry, cfg.tenant, want, cfg.resolve_path, seed=cfg.seed)
         return {"config": cfg.model_dump(mode="json"), "dataset": data.info["ref"],
                 "train_examples": len(data.train), "method": cfg.train.method,
                 "loss_mode": "method-specific (TRL)", "gate": "passed"}
-    data = load_training_data(cfg.train, registry, cfg.tenant, "sft", cfg.resolve_path)
+    data = load_training_data(cfg.train, registry, cfg.tenant, "sft", cfg.resolve_path, seed=cfg.seed)
     convs = [r["messages"] for r in data.train]
     tokenizer = AutoTokenizer.from_pretrained(model["path"], local_files_only=True)
     try:

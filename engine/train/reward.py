@@ -22,7 +22,7 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training)
+                                 load_model_for_training, trainer_callbacks)
 from engine.train.data import load_training_data
 from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.workspace import Workspace
@@ -34,13 +34,13 @@ def train_reward(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     """Train one reward model; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
     spec = cfg.train
     assert spec is not None
     model_row = base_model_row(cfg, registry)
-    data = load_training_data(spec, registry, cfg.tenant, "preference", cfg.resolve_path)
+    data = load_training_data(spec, registry, cfg.tenant, "preference", cfg.resolve_path, seed=cfg.seed)
     model_dir = Path(model_row["path"])
     use_cuda = device_setup(spec)
     set_seed(cfg.seed)
@@ -70,7 +70,7 @@ def train_reward(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
         kept = len(trainer.train_dataset)  # RewardTrainer drops pairs longer than max_length: count them
-        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        trainer_callbacks(trainer, spec, run.path)  # printer off, TensorBoard dir, early stopping
         est = preflight.before_training(trainer, spec, use_cuda, force, probe="step")
         t0 = time.monotonic()
         trainer.train(resume_from_checkpoint=run.resume_from)  # None: from the start

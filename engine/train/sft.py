@@ -18,7 +18,7 @@ from engine.hashing import sha256_text
 from engine.registry import Registry
 from engine.train import preflight, row_packing
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, to_last_turn)
+                                 load_model_for_training, to_last_turn, trainer_callbacks)
 from engine.train.data import load_training_data
 from engine.train.labelled_loss import labelled_positions_only
 from engine.train.mask_gate import check_gate, mask_report
@@ -34,13 +34,13 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     """Train one SFT run; the run is registered first and marked finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
     spec = cfg.train
     assert spec is not None
     model_row = base_model_row(cfg, registry)
-    data = load_training_data(spec, registry, cfg.tenant, "sft", cfg.resolve_path)
+    data = load_training_data(spec, registry, cfg.tenant, "sft", cfg.resolve_path, seed=cfg.seed)
     model_dir = Path(model_row["path"])
     use_cuda = device_setup(spec)
     set_seed(cfg.seed)
@@ -75,7 +75,7 @@ def train_sft(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             peft_config=peft_config,
             callbacks=[ProgressCallback(progress, run.metrics_path)],
         )
-        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        trainer_callbacks(trainer, spec, run.path)  # printer off, TensorBoard dir, early stopping
         if spec.packing:
             row_packing.install(trainer)  # B packed rows instead of one flattened row (no flash-attn)
         longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])

@@ -26,8 +26,9 @@ from engine.models.loading import is_vlm_model
 from engine.registry import Registry, resolve_dataset
 from engine.train import preflight
 from engine.train.common import (ProgressCallback, common_args, device_setup, finish_training,
-                                 load_model_for_training, lora_config, to_last_turn)
-from engine.train.data import Want
+                                 load_model_for_training, lora_config, to_last_turn,
+                                 trainer_callbacks)
+from engine.train.data import Want, require_val
 from engine.train.images import VisionData, dataset_features, load_vision_examples
 from engine.train.run import TrainResult, base_model_row, tracked_run
 from engine.workspace import Workspace
@@ -79,8 +80,12 @@ def load_vision_data(cfg: StudioConfig, registry: Registry, want: Want) -> Visio
     """Validated rows from `train.data` (images beside it) or a refined dataset (text only)."""
     spec = cfg.train
     assert spec is not None
+    if spec.datasets:
+        raise StudioError("a train.datasets mixture is not available for image data",
+                          where="train.datasets", hint="train on one train.data file or train.dataset")
     if spec.data:
         rows, info = load_vision_examples(cfg.resolve_path(spec.data), want, spec.data_format)
+        require_val(spec, [])
         return VisionData(rows, [], info)
     if not spec.dataset:
         raise StudioError("no training data: set train.data (a JSONL with images) or train.dataset")
@@ -90,6 +95,7 @@ def load_vision_data(cfg: StudioConfig, registry: Registry, want: Want) -> Visio
     val_path = root / "val.jsonl"
     val = (load_vision_examples(val_path, want, "auto")[0]
            if val_path.is_file() and val_path.stat().st_size else [])
+    require_val(spec, val)
     return VisionData(train, val, {"ref": f"{row['name']}@v{row['version']}", "sha256": row["sha256"],
                                    "files": file_manifest(root), "dataset": row, "images": 0})
 
@@ -110,7 +116,7 @@ def train_vlm(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
     """Train one SFT or DPO run of a vision-language model; registered first, finished/failed at the end."""
     import torch  # noqa: F401  (imported before transformers on purpose: thread settings)
     from datasets import Dataset
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     spec = cfg.train
     assert spec is not None
@@ -177,7 +183,7 @@ def train_vlm(cfg: StudioConfig, ws: Workspace, registry: Registry, *,
             trainer = DPOTrainer(model=model, args=args, processing_class=processor,
                                  train_dataset=train_ds, eval_dataset=val_ds, peft_config=peft_config,
                                  callbacks=[ProgressCallback(progress, run.metrics_path)])
-        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar
+        trainer_callbacks(trainer, spec, run.path)  # printer off, TensorBoard dir, early stopping
         try:
             est = preflight.before_training(trainer, spec, use_cuda, force, probe="step")
             t0 = time.monotonic()

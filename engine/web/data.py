@@ -137,8 +137,11 @@ class View:
         svg = loss_svg(metrics_rows, title=f"{run_id}: loss and learning rate") if any(
             "loss" in m for m in metrics_rows) else ""
         svg = svg.replace(' xmlns="http://www.w3.org/2000/svg"', "")  # inline in HTML: no namespace URL
+        board = path / "tensorboard"  # train.logging: tensorboard (engine/train/common.py)
+        events = sorted(board.rglob("events.out.tfevents.*")) if board.is_dir() else []
         return {"row": row, "manifest": manifest, "config": config, "certificates": certs,
-                "loss_svg": svg, "steps": [m for m in metrics_rows if "loss" in m]}
+                "loss_svg": svg, "steps": [m for m in metrics_rows if "loss" in m],
+                "tensorboard": {"dir": str(board), "event_files": len(events)} if events else None}
 
     # evals -----------------------------------------------------------------------------------
     def evals(self) -> list[dict[str, Any]]:

@@ -51,3 +51,34 @@ def test_packed_sft_run_with_preflight(cfg, workspace, registry) -> None:
     res = train_sft(cfg, workspace, registry)
     assert res.metrics["packing"] is True and res.metrics["preflight"]["activations_gb"] > 0
     assert registry.get_run(res.run_id)["status"] == "succeeded"
+
+
+def test_activation_model_follows_checkpointing_and_the_attention_kernel() -> None:
+    """A 7B-shaped decoder at 4k tokens: checkpointing keeps one layer's activations plus each
+    layer's input, far less than every layer's; eager attention adds the seq×seq matrices."""
+    from types import SimpleNamespace
+
+    llama = SimpleNamespace(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                            intermediate_size=11008, vocab_size=32000)
+
+    def gib(checkpointing: bool, attn: str | None, seq: int = 4096) -> float:
+        return preflight.activation_model_bytes(llama, 1, seq, checkpointing=checkpointing,
+                                                attn_implementation=attn, bytes_per_value=2) / 2**30
+
+    assert gib(True, "sdpa") < gib(False, "sdpa") / 5
+    assert gib(False, "eager") > gib(False, "sdpa") * 1.5  # 2·32 heads·4096² values per layer
+    assert gib(False, "flash_attention_2") == gib(False, "sdpa") == gib(False, None)
+    assert gib(True, "eager") > gib(True, "sdpa")
+    assert gib(False, "eager", 512) / gib(False, "sdpa", 512) < gib(False, "eager") / gib(False, "sdpa")
+
+
+def test_run_records_the_modelled_activations(cfg, workspace, registry) -> None:
+    cfg.train.max_steps = 1
+    cfg.train.attn_implementation = "eager"
+    plain = train_sft(cfg, workspace, registry).metrics["preflight"]
+    cfg.train.gradient_checkpointing = True
+    cfg.train.attn_implementation = "sdpa"
+    checkpointed = train_sft(cfg, workspace, registry).metrics["preflight"]
+    assert checkpointed["gradient_checkpointing"] and not plain["gradient_checkpointing"]
+    assert (plain["attn_implementation"], checkpointed["attn_implementation"]) == ("eager", "sdpa")
+    assert 0 < checkpointed["activations_model_gb"] < plain["activations_model_gb"]
