@@ -181,7 +181,7 @@ def check_lora_sft(ctx: Ctx) -> dict[str, Any]:
   max_seq_len: {seq}
   packing: true
   learning_rate: 1.0e-3
-#TMP  attn_implementation: {ctx.attention()}
+  attn_implementation: {ctx.attention()}
 """, steps_gpu=40)
     out.update(attn_implementation=ctx.attention(), bf16=ctx.cuda)
     if ctx.cuda and not (out["final_loss"] < out["first_loss"]):
@@ -243,7 +243,7 @@ def check_mfu(ctx: Ctx) -> dict[str, Any]:
   batch_size: {batch}
   max_seq_len: {seq}
   packing: true
-#TMP  attn_implementation: {ctx.attention()}
+  attn_implementation: {ctx.attention()}
 """, steps_gpu=30)
     name = ctx.facts.get("device", "")
     peak = next((v for k, v in PEAK_BF16 if k in name), None)
