@@ -11,6 +11,9 @@ cd "$ROOT"
 # UTF-8 for every file and pipe the tests and their subprocesses open without an explicit encoding,
 # whatever the locale (Python's default follows it: ASCII or Latin-1 under non-UTF-8 locales)
 export PYTHONUTF8=1
+# the tests' `python -m engine` subprocesses import this checkout, whatever another editable
+# install of the package points at
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${STUDIO_TEST_NETWORK:-off}" = "off" ] && command -v unshare >/dev/null 2>&1 \
         && command -v ip >/dev/null 2>&1 && unshare -n true 2>/dev/null; then
     echo "running the tests with the network absent (network namespace, loopback only)" >&2
