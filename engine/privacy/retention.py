@@ -57,17 +57,19 @@ def after_train(ws: Workspace, tenant: str, run_id: str, registry: Registry) -> 
     certs: list[Path] = []
     if load_policy(ws).retention_for(tenant).golden_after_train == "delete":
         run = registry.get_run(run_id)
-        ref = str(run["dataset"]) if run else ""
-        name, _, ver = ref.partition("@v")
-        if ver.isdigit():
-            row = registry.get_dataset(tenant, name, int(ver))
-            if row is not None:
-                files = [Path(row["path"]) / f for f in GOLDEN_FILES if (Path(row["path"]) / f).exists()]
-                files += sorted(Path(row["path"]).glob("pii_vault.enc*"))
-                if files:
-                    target = Target({"policy": "golden_after_train", "dataset": name,
-                                     "version": int(ver), "run_id": run_id}, files, [])
-                    certs.append(purge(ws, tenant, target, reason="retention:golden_after_train")[1])
+        # one version ("name@vN"), or a weighted mixture's sources joined by "+" (names cannot
+        # hold "+"); a plain file's name matches no version of this tenant's and is skipped
+        for ref in (str(run["dataset"]) if run else "").split("+"):
+            name, _, ver = ref.partition("@v")
+            row = registry.get_dataset(tenant, name, int(ver)) if ver.isdigit() else None
+            if row is None:
+                continue
+            files = [Path(row["path"]) / f for f in GOLDEN_FILES if (Path(row["path"]) / f).exists()]
+            files += sorted(Path(row["path"]).glob("pii_vault.enc*"))
+            if files:
+                target = Target({"policy": "golden_after_train", "dataset": name,
+                                 "version": int(ver), "run_id": run_id}, files, [])
+                certs.append(purge(ws, tenant, target, reason="retention:golden_after_train")[1])
     return certs + expire(ws, tenant, keep_run=run_id)
 
 

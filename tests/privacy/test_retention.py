@@ -86,6 +86,27 @@ def test_golden_after_train_keeps_eval_split_and_card(workspace: Workspace, regi
     assert verify_certificate(cert)["deleted"]["file_count"] == 4
 
 
+def test_golden_after_train_deletes_every_source_of_a_mixture(workspace: Workspace,
+                                                               registry: Registry) -> None:
+    dirs = []
+    for name, version in (("tickets", 1), ("chats", 2)):
+        d = workspace.dataset_dir("acme", name, version)
+        d.mkdir(parents=True)
+        for f in ("train.jsonl", "val.jsonl", "eval.jsonl", "card.json"):
+            (d / f).write_text("{}\n")
+        registry.put_dataset("acme", name, version, d, "0" * 64, {}, "2026-01-01")
+        dirs.append(d)
+    d = workspace.run_dir("acme", "run-mix")
+    d.mkdir(parents=True)
+    # a weighted `datasets:` run records its sources joined by "+"; a file source is just a name
+    registry.put_run("run-mix", "acme", "sft", "tiny", "tickets@v1+chats@v2+extra.jsonl", d)
+    (workspace.root / "privacy.yaml").write_text("retention: {golden_after_train: delete}\n")
+    certs = after_train(workspace, "acme", "run-mix", registry)
+    assert len(certs) == 2
+    for d in dirs:
+        assert sorted(p.name for p in d.iterdir()) == ["card.json", "eval.jsonl"]
+
+
 def test_audit_cli_exit_codes(workspace: Workspace, tmp_path: Path) -> None:
     for i in range(3):
         audit.record(workspace, "eval", tenant="acme", ids={"i": i})
