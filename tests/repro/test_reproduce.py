@@ -182,3 +182,32 @@ def test_run_from_a_data_file_is_pinned_to_that_file(project: dict) -> None:
     assert refusal.startswith("dataset sha256 (tickets_file.jsonl): " + original.manifest["dataset"]["sha256"])
     data.unlink()
     assert rp.find_drift(original, rebuilt, ws, registry).refusals == ["dataset file tickets_file.jsonl: missing"]
+
+
+def test_a_mixture_run_reproduces_and_each_source_is_pinned_and_checked(project: dict) -> None:
+    src = project["ws"] / "tenants/default/datasets/brightwave-tickets/v1/train.jsonl"
+    data = project["dir"] / "data" / "mix_file.jsonl"
+    data.write_bytes(src.read_bytes())
+    cfg = yaml.safe_load((project["dir"] / "configs" / "repro.yaml").read_text())
+    del cfg["train"]["dataset"]
+    cfg["train"].update(max_steps=2, datasets=[{"dataset": "brightwave-tickets", "weight": 2.0},
+                                               {"data": "../data/mix_file.jsonl", "weight": 1.0}])
+    (project["dir"] / "configs" / "repro_mix.yaml").write_text(yaml.safe_dump(cfg))
+    res = studio("train", "configs/repro_mix.yaml", cwd=project["dir"])
+    assert res.returncode == 0, res.stderr
+    run_id = re.search(r"run (run-[0-9a-z-]+) finished", res.stdout).group(1)
+
+    ws = Workspace(project["ws"])
+    registry = Registry(ws.registry_path)
+    original = rp.load_original(registry, run_id, "default")
+    rebuilt, pins = rp.rebuild_config(original)
+    assert pins["train.datasets[0].dataset"] == "brightwave-tickets@v1"  # "latest" pinned
+    assert rp.find_drift(original, rebuilt, ws, registry).refusals == []
+    # the real CLI, from another directory: the file source must still be found
+    res = studio("--workspace", str(project["ws"]), "reproduce", run_id, cwd=project["dir"] / "data")
+    assert res.returncode == 0, res.stdout + res.stderr
+    _, cert = _certificate(res.stdout, project["ws"])
+    assert cert["passed"] and cert["checks"]["weights"]["bit_identical"]
+    data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")
+    (refusal,) = rp.find_drift(original, rebuilt, ws, registry).refusals
+    assert refusal.startswith("dataset sha256 (mix_file.jsonl): ")
