@@ -95,3 +95,23 @@ def test_dry_run_preview_reports_loss_share(setup, registry) -> None:
     assert report["loss_mode"] == "assistant_only"
     assert 0.02 < report["loss_token_share"] < 0.6
     assert report["train_examples"] > 0
+
+
+def test_dry_run_and_train_refuse_a_chat_family_the_model_is_not(setup, workspace, registry) -> None:
+    """The tiny model serves a ChatML template: pinning Llama 3.1 is refused, naming the key, by the preview
+    (which `studio train --dry-run` turns into exit 2) and by training, before any run exists."""
+    from engine.train.preview import preview
+
+    cfg, _ = setup
+    assert preview(cfg, registry)["gate"] == "passed"
+    cfg.train.chat_template = "llama3_1"
+    report = preview(cfg, registry)
+    assert report["loss_mode"] == "refused"
+    assert report["gate"].startswith("FAILED") and "llama3_1" in report["gate"]
+    assert "train.chat_template" in report["gate"]
+    with pytest.raises(StudioError, match="llama3_1") as err:
+        train_sft(cfg, workspace, registry)
+    assert err.value.where == "train.chat_template"
+    assert registry.list_runs(cfg.tenant) == []
+    cfg.train.chat_template = "chatml"  # the model's own family, pinned: trains as before
+    assert preview(cfg, registry)["gate"] == "passed"
