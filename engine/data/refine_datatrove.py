@@ -28,12 +28,15 @@ config off one directory.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -49,6 +52,7 @@ from engine.errors import StudioError  # noqa: E402
 from engine.hashing import sha256_json  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 
+import multiprocess  # noqa: E402  (datatrove's multiprocessing)
 from datatrove.data import Document, DocumentsPipeline  # noqa: E402
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
@@ -63,6 +67,41 @@ if TYPE_CHECKING:
 
 BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
 FORMAT = 1  # of the shard lines; part of the work directory's key
+SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
+SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
+_short_ipc_dir: list[str] = []
+
+
+@contextmanager
+def ipc_tempdir() -> Iterator[None]:
+    """The local executor's Manager and forkserver bind unix sockets in multiprocess's temp dir,
+    and a socket path has at most 107 bytes: the job's temp dir, deep inside a workspace, is often
+    longer (bind fails and the executor dies with an EOFError). Then, for the run, multiprocess
+    gets a private directory (0700) in the system's temp dir instead. It only ever holds socket
+    files, never data, and is removed when this process exits."""
+    if len(tempfile.gettempdir()) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX:
+        yield
+        return
+    if not _short_ipc_dir:
+        saved_env = {k: os.environ.pop(k) for k in ("TMPDIR", "TEMP", "TMP") if k in os.environ}
+        saved, tempfile.tempdir = tempfile.tempdir, None
+        try:
+            base = tempfile.gettempdir()  # the system's, without the job's confinement
+        finally:
+            tempfile.tempdir = saved
+            os.environ.update(saved_env)
+        _short_ipc_dir.append(tempfile.mkdtemp(prefix="studio-ipc-", dir=base))
+        atexit.register(shutil.rmtree, _short_ipc_dir[0], True)
+    config = multiprocess.current_process()._config
+    before = config.get("tempdir")
+    config["tempdir"] = _short_ipc_dir[0]
+    try:
+        yield
+    finally:
+        if before is None:
+            config.pop("tempdir", None)
+        else:
+            config["tempdir"] = before
 
 
 def _dumps(obj: Any) -> bytes:
@@ -234,7 +273,8 @@ class DatatroveJob:
             self.pipeline(), tasks=o.tasks, workers=o.workers, logging_dir=str(self.logs),
             skip_completed=o.skip_completed, start_method=o.start_method,
             randomize_start_duration=o.randomize_start_duration)
-        executor.run()
+        with ipc_tempdir():
+            executor.run()
 
     def outcomes(self, stream: Iterable[Conversation | Reject]) -> Iterator[Outcome | Reject]:
         """RefineRun's record_runner: shard, run the tasks, then merge back in input order."""

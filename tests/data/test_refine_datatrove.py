@@ -12,6 +12,8 @@ import importlib.util
 import json
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ from engine.data.refine import refine  # noqa: E402
 from engine.errors import ConfigError, StudioError  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
+from tests.helpers import studio, studio_popen, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
@@ -37,17 +40,21 @@ DATATROVE = "  executor: datatrove\n  datatrove: {tasks: 3, workers: 2}\n"
 CARD_RUN_FIELDS = ("created_at", "ingest_started_at", "refine_config_sha256")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("noisy")
+def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("make_noisy_data",
                                                   ROOT / "scripts" / "make_noisy_data.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_noisy_data"] = module  # dataclasses look their module up while defining
     spec.loader.exec_module(module)
-    assert module.main([str(base / "data" / "noisy"), "--conversations", "120",
-                        "--seed", "5"]) in (0, None)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("noisy")
+    assert _generator().main([str(base / "data" / "noisy"), "--conversations", "120",
+                              "--seed", "5"]) in (0, None)
     (base / "configs").mkdir()
     shutil.copy(ROOT / "configs" / "refine_noisy.yaml", base / "configs" / "refine_noisy.yaml")
     return base
@@ -209,3 +216,47 @@ def test_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: 
         refine(load_config(_config(corpus, slurm)), ws, registry)
     assert err.value.where == "refine.datatrove.executor"
     assert _tmp_entries(ws) == [] and list((ws.tenant_dir("default") / "datasets").iterdir()) == []
+
+
+def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
+        corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The real `studio refine`, SIGTERM once the first of eight sequential tasks completed: exit
+    143, no version, no registry row, the work directory kept; the same command again skips the
+    completed task and writes the local refine's bytes."""
+    big = tmp_path_factory.mktemp("big")
+    assert _generator().main([str(big / "data" / "noisy"), "--conversations", "800",
+                              "--seed", "9"]) in (0, None)
+    (big / "configs").mkdir()
+    text = (ROOT / "configs" / "refine_noisy.yaml").read_text(encoding="utf-8")
+    (big / "configs" / "local.yaml").write_text(text, encoding="utf-8")
+    (big / "configs" / "dt.yaml").write_text(text.replace(
+        "refine:\n", "refine:\n  executor: datatrove\n  datatrove: {tasks: 8, workers: 1}\n", 1),
+        encoding="utf-8")
+    env = {"STUDIO_WORKSPACE": str(tmp_path / "ws")}  # deep: the sockets need ipc_tempdir
+    tmp = tmp_path / "ws" / "tenants" / "default" / "tmp"
+    args = ["refine", str(big / "configs" / "dt.yaml"), "--json"]
+    with open(tmp_path / "err1.txt", "w") as err:
+        proc = studio_popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert wait_until(lambda: proc.poll() is not None or any(
+                tmp.glob("refine-*/logs/completions/00000")), timeout=120)
+            assert proc.poll() is None, (tmp_path / "err1.txt").read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143
+        finally:
+            proc.kill()
+    (work,) = tmp.glob("refine-*")
+    done = sorted(p.name for p in (work / "logs" / "completions").iterdir())
+    assert "00000" in done and "00007" not in done
+    datasets = tmp_path / "ws" / "tenants" / "default" / "datasets"
+    assert not datasets.exists() or not any(datasets.rglob("*.jsonl"))
+    assert Registry(tmp_path / "ws" / "registry.sqlite").get_dataset(
+        "default", "brightwave-support") is None
+
+    again = studio(*args, cwd=tmp_path, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Skipping {len(done)} already completed tasks" in again.stderr
+    assert list(tmp.iterdir()) == []
+    ws, registry = _workspace(tmp_path / "local")
+    want = refine(load_config(big / "configs" / "local.yaml"), ws, registry).path
+    _assert_same_version(Path(json.loads(again.stdout)["path"]), want)
