@@ -199,6 +199,20 @@ class OutcomeWriter(DiskWriter):
         file_handler.write(_dumps(document))
 
 
+def _lines(path: Path, offsets: list[int], rank: int, n: int) -> list[bytes]:
+    """Up to `n` lines of `path` from offsets[rank] on (advanced); none if it does not exist
+    (datatrove's writer creates no file for a task without documents)."""
+    if n <= 0 or not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(offsets[rank])
+        out = []
+        while len(out) < n and (line := f.readline()):
+            out.append(line)
+        offsets[rank] = f.tell()
+    return out
+
+
 # ----------------------------------------------------------------------------------- the job
 class DatatroveJob:
     """One refine's per-record stages on datatrove: `outcomes` is RefineRun's record_runner."""
@@ -219,30 +233,36 @@ class DatatroveJob:
         self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
                      else self.work / "logs")
         self._lock_fd: int | None = None
+        self._lock = self.work.with_name(self.work.name + ".lock")
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self) -> "DatatroveJob":
-        """Take the work directory (fresh unless resuming) and its lock."""
-        if not self.options.skip_completed:
-            shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.work / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock (a sibling file), then the work directory: fresh unless resuming."""
+        self.work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = self.work.with_name(self.work.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise StudioError("another refine of this config is running", where=str(self.work),
                               hint="wait for it to finish") from None
-        self._lock_fd = fd
+        self._lock_fd, self._lock = fd, lock
+        if not self.options.skip_completed:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(exist_ok=True, mode=0o700)
         return self
 
     def close(self, succeeded: bool) -> None:
-        """Remove the work directory after a success (or always without skip_completed)."""
+        """Remove the work directory after a success (or always without skip_completed), then
+        the lock. A job that never got the lock touches nothing."""
+        if self._lock_fd is None:
+            return
         if succeeded or not self.options.skip_completed:  # a configured logging_dir is kept
             shutil.rmtree(self.work, ignore_errors=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
     # -- the three phases -------------------------------------------------------------------
     def pipeline(self) -> list[Any]:
@@ -250,20 +270,27 @@ class DatatroveJob:
                 OutcomeWriter(str(self.output_dir))]
 
     def write_shards(self, stream: Iterable[Conversation | Reject]) -> None:
-        """Ingest → input/NNNNN.jsonl, written beside and renamed into place when complete (the
-        same input and config give the same shards, so a resumed run's finished tasks stay
-        valid)."""
+        """Ingest → input/NNNNN.jsonl (all `tasks` files, empty ones too: datatrove deals sorted
+        files to ranks), one block at a time, so a job of many tasks holds no file open. Written
+        beside and renamed into place when complete: the same input and config give the same
+        shards, so a resumed run's finished tasks stay valid."""
         tasks = self.options.tasks
         staging = self.work / "input.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
-        files = [open(staging / f"{r:05d}.jsonl", "wb") for r in range(tasks)]
-        try:
-            for i, item in enumerate(stream):
-                files[(i // BLOCK) % tasks].write(_dumps(encode_input(item)))
-        finally:
-            for f in files:
-                f.close()
+        for r in range(tasks):
+            (staging / f"{r:05d}.jsonl").touch(mode=0o600)
+        block: list[bytes] = []
+        number = 0
+        for item in stream:
+            block.append(_dumps(encode_input(item)))
+            if len(block) == BLOCK:
+                with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
+                    f.writelines(block)
+                block, number = [], number + 1
+        if block:
+            with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
+                f.writelines(block)
         shutil.rmtree(self.input_dir, ignore_errors=True)
         os.rename(staging, self.input_dir)
 
@@ -285,29 +312,22 @@ class DatatroveJob:
     def merged(self) -> Iterator[Outcome | Reject]:
         """The task outputs in input order, each line checked against its input line."""
         tasks = self.options.tasks
-        sources = [open(self.input_dir / f"{r:05d}.jsonl", "rb") for r in range(tasks)]
-        outputs: list[IO[bytes] | None] = []
-        try:
-            for r in range(tasks):
-                path = self.output_dir / f"{r:05d}.jsonl"
-                outputs.append(open(path, "rb") if path.exists() else None)
-            block = 0
-            while True:
-                r, n = block % tasks, 0
-                while n < BLOCK and (src := sources[r].readline()):
-                    out = outputs[r].readline() if outputs[r] is not None else b""
-                    yield self._checked(r, json.loads(src), out)
-                    n += 1
-                if n < BLOCK:
-                    break
-                block += 1
-            for r, f in enumerate(outputs):
-                if f is not None and f.readline():
-                    raise self._mismatch(r, "has more lines than its input shard")
-        finally:
-            for f in (*sources, *outputs):
-                if f is not None:
-                    f.close()
+        read_in, read_out = [0] * tasks, [0] * tasks  # byte offsets per shard
+        number = 0
+        while True:
+            r = number % tasks
+            sources = _lines(self.input_dir / f"{r:05d}.jsonl", read_in, r, BLOCK)
+            outputs = _lines(self.output_dir / f"{r:05d}.jsonl", read_out, r, len(sources))
+            outputs += [b""] * (len(sources) - len(outputs))
+            for src, out in zip(sources, outputs):
+                yield self._checked(r, json.loads(src), out)
+            if len(sources) < BLOCK:
+                break
+            number += 1
+        for r in range(tasks):
+            path = self.output_dir / f"{r:05d}.jsonl"
+            if path.exists() and path.stat().st_size > read_out[r]:
+                raise self._mismatch(r, "has more lines than its input shard")
 
     def _checked(self, rank: int, src: dict[str, Any], raw: bytes) -> Outcome | Reject:
         if not raw:

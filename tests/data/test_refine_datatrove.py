@@ -30,6 +30,7 @@ from engine.config import refine as refine_config  # noqa: E402
 from engine.data import refine_datatrove  # noqa: E402
 from engine.data.refine import refine  # noqa: E402
 from engine.errors import ConfigError, StudioError  # noqa: E402
+from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 from tests.helpers import studio, studio_popen, wait_until  # noqa: E402
@@ -260,3 +261,48 @@ def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
     ws, registry = _workspace(tmp_path / "local")
     want = refine(load_config(big / "configs" / "local.yaml"), ws, registry).path
     _assert_same_version(Path(json.loads(again.stdout)["path"]), want)
+
+
+def test_the_merge_refuses_a_missing_an_extra_or_a_foreign_line(corpus: Path, tmp_path: Path) -> None:
+    cfg = load_config(_config(corpus, "  executor: datatrove\n  datatrove: {tasks: 3, workers: 1}\n"))
+    ws, _ = _workspace(tmp_path)
+    job = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, []).open()
+    items: list[Any] = [Conversation(id=f"c{i}", source=SourceRef("chats.jsonl", i), messages=[
+        {"role": "user", "content": f"My order {i} has not arrived, can you check?"},
+        {"role": "assistant", "content": "Sorry about that! I will check the tracking now."}])
+        for i in range(31)]
+    items[7] = Reject(source=SourceRef("chats.jsonl", 7), stage="ingest", reason="bad_json")
+    job.write_shards(items)
+    assert [len((job.input_dir / f"0000{r}.jsonl").read_text().splitlines()) for r in range(3)] == [
+        11, 10, 10]  # blocks of 5, dealt round robin
+    job.execute()
+    merged = list(job.merged())
+    assert [m.reason if isinstance(m, Reject) else m.conv.id for m in merged] == [
+        "bad_json" if i == 7 else f"c{i}" for i in range(31)]
+
+    shard = job.output_dir / "00001.jsonl"
+    good = shard.read_bytes()
+    lines = good.splitlines(keepends=True)
+    for bad, what in ((good + lines[0], "more lines"), (b"".join(lines[:-1]), "missing lines"),
+                      (b"".join([lines[1], lines[0], *lines[2:]]), "does not match")):
+        shard.write_bytes(bad)
+        with pytest.raises(StudioError, match=what) as err:
+            list(job.merged())
+        assert err.value.where == str(shard)
+    job.close(succeeded=True)
+    assert _tmp_entries(ws) == []
+
+
+def test_a_second_refine_of_the_same_config_is_refused_and_touches_nothing(corpus: Path,
+                                                                           tmp_path: Path) -> None:
+    cfg = load_config(_config(corpus, "  executor: datatrove\n  datatrove: {skip_completed: false}\n"))
+    ws, _ = _workspace(tmp_path)
+    first = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, []).open()
+    (first.work / "mine").write_text("")
+    second = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, [])
+    with pytest.raises(StudioError, match="another refine of this config is running"):
+        second.open()
+    second.close(succeeded=False)  # as refine() does after a failed open
+    assert (first.work / "mine").exists()
+    first.close(succeeded=False)
+    assert _tmp_entries(ws) == []
