@@ -423,6 +423,13 @@ class RefineSpec(Strict):
         "per-record stages as datatrove tasks (`datatrove`), the rest here")
     datatrove: DatatroveSpec = Field(default_factory=DatatroveSpec)
 
+    @model_validator(mode="after")
+    def _workers_of_the_executor(self) -> "RefineSpec":
+        if self.executor == "datatrove" and self.workers != 1:
+            raise ValueError("'workers' is for executor 'local'; with executor 'datatrove' set "
+                             "datatrove.workers (tasks at once) instead")
+        return self
+
     @field_validator("executor")
     @classmethod
     def _executor_installed(cls, value: str) -> str:

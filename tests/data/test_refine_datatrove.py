@@ -203,6 +203,8 @@ def test_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: 
         parse_config(base + "  datatrove: {executor: slurm}\n")
     with pytest.raises(ConfigError, match=r"refine\.datatrove\.workers"):
         parse_config(base + "  datatrove: {workers: 0}\n")
+    with pytest.raises(ConfigError, match=r"'workers' is for executor 'local'.*datatrove\.workers"):
+        parse_config(base + "  executor: datatrove\n  workers: 2\n")
 
     monkeypatch.setattr(refine_config, "find_spec", lambda name: None)  # datatrove not installed
     with pytest.raises(ConfigError) as err:
