@@ -13,7 +13,10 @@ five raw formats, junk, duplicates, near-duplicates, PII, eval contamination):
 2. pipeline — `engine.data.refine.refine` (the code path of `studio refine`) on a refine config
    built here, in a fresh subprocess per size: records/s, MB/s (raw input bytes) and the peak RSS
    of that process, at M and 10·M conversations (M = --rss-base, default N/10, so 10·M = N):
-   memory that stays flat from M to 10·M shows the pipeline streams.
+   memory that stays flat from M to 10·M shows the pipeline streams. With --executor datatrove,
+   the largest size runs again with `refine.executor: datatrove` (--tasks shards, --workers at
+   once) and the report gives its time over the local run's (same size, same run) and whether
+   the two wrote the same bytes (sha256 of train/val/eval/rejects/lineage).
 3. minhash  — the dedup stage's signatures (engine.data.stages.dedup.minhash_signatures) against
    two references on the same conversations in the same process: datasketch used the textbook
    way (one MinHash per text, `update()` per shingle, the same character 5-shingles with the
@@ -26,6 +29,7 @@ offline, no network. A benchmark, never part of the test suite. The last line is
     python scripts/bench_refine.py                  # N = 100000 (several minutes on 1-2 cores)
     python scripts/bench_refine.py --quick          # N = 5000, a smoke run
     python scripts/bench_refine.py --conversations 20000 --rss-base 2000
+    python scripts/bench_refine.py --conversations 20000 --executor datatrove --tasks 4 --skip-stages
 """
 
 from __future__ import annotations
@@ -71,13 +75,17 @@ def load_generator() -> Any:
     return module
 
 
-def refine_config(data: Path, conversations: int, workers: int = 1) -> dict[str, Any]:
+def refine_config(data: Path, conversations: int, workers: int = 1, executor: str = "local",
+                  tasks: int = 1) -> dict[str, Any]:
     """The refine config (as YAML data) for a corpus written by make_noisy_data into `data`."""
     speakers = {"user": ["customer", "visitor"], "assistant": ["agent"], "bot": ["bot"],
                 "tool": ["tool"]}
+    run: dict[str, Any] = {"workers": workers}
+    if executor == "datatrove":  # the same workers, as datatrove's (tasks at once)
+        run = {"executor": "datatrove", "datatrove": {"tasks": tasks, "workers": workers}}
     return {"kind": "refine", "tenant": "bench", "seed": 42, "refine": {
-        "dataset": f"bench-{conversations}-w{workers}",
-        "workers": workers,
+        "dataset": f"bench-{conversations}-w{workers}-{executor}{tasks}",
+        **run,
         "system_prompt": "You are the Brightwave Home support assistant.",
         "inputs": [
             {"path": str(data / "tickets.csv"), "format": "csv_tickets", "speakers": speakers,
@@ -342,7 +350,8 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 def child_main(cfg_file: str, workspace: str) -> None:
     """Run one refine (the `studio refine` code path) and print its numbers as JSON."""
     from engine.config import load_config
-    from engine.data.refine import refine
+    from engine.data.refine import OUTPUT_FILES, refine
+    from engine.hashing import sha256_file, sha256_json
     from engine.registry import Registry
     from engine.workspace import Workspace
 
@@ -354,18 +363,24 @@ def child_main(cfg_file: str, workspace: str) -> None:
         res = refine(cfg, ws, Registry(ws.registry_path))
     took = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    outputs = {name: sha256_file(res.path / name) for name in OUTPUT_FILES}
+    workers = (cfg.refine.datatrove.workers if cfg.refine.executor == "datatrove"
+               else cfg.refine.workers)
     print(json.dumps({"seconds": took, "bytes": nbytes, "counts": res.counts,
-                      "workers": cfg.refine.workers, "peak_rss_mb": round(peak_kb / 1024, 1)}))
+                      "workers": workers, "executor": cfg.refine.executor,
+                      "tasks": cfg.refine.datatrove.tasks, "outputs": sha256_json(outputs),
+                      "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
-def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1) -> dict[str, Any]:
+def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1,
+                 executor: str = "local", tasks: int = 1) -> dict[str, Any]:
     import yaml
 
     data = tmp / f"data-{n}"
     gen.generate(data, n, seed, scale=True)
-    cfg_file = tmp / f"refine-{n}-w{workers}.yaml"
-    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers), sort_keys=False),
-                        encoding="utf-8")
+    cfg_file = tmp / f"refine-{n}-w{workers}-{executor}{tasks}.yaml"
+    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers, executor, tasks),
+                                       sort_keys=False), encoding="utf-8")
     proc = subprocess.run([sys.executable, __file__, "--child", str(cfg_file), str(tmp / "ws")],
                           capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
     shutil.rmtree(data, ignore_errors=True)
@@ -374,10 +389,12 @@ def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1) -> di
         return {"conversations": n, "error": last[:200]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     s = max(out["seconds"], 1e-9)
-    return {"conversations": n, "workers": out["workers"], "seconds": round(s, 2),
+    return {"conversations": n, "executor": out["executor"],
+            "tasks": out["tasks"] if out["executor"] == "datatrove" else None,
+            "workers": out["workers"], "seconds": round(s, 2), "outputs": out["outputs"],
             "records_per_s": round(n / s, 1),
             "mb_per_s": round(out["bytes"] / s / 1e6, 3),
-            "records_per_s_per_core": round(n / s / out["workers"], 1),
+            "records_per_s_per_core": round(n / s / max(out["workers"], 1), 1),
             "peak_rss_mb": out["peak_rss_mb"], "counts": out["counts"]}
 
 
@@ -392,6 +409,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="also run the whole refine at the largest size with refine.workers = N")
     ap.add_argument("--skip-pipeline", action="store_true", help="stages and MinHash only")
+    ap.add_argument("--skip-stages", action="store_true", help="the whole refine only")
+    ap.add_argument("--executor", choices=("local", "datatrove"), default="local",
+                    help="datatrove: also run the largest size with refine.executor: datatrove")
+    ap.add_argument("--tasks", type=int, default=4, help="datatrove tasks (shards)")
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "WORKSPACE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -414,61 +435,81 @@ def main() -> None:
         gen.generate(data, n, args.seed, scale=True)
         result["generate_seconds"] = round(time.perf_counter() - t0, 2)
         console.print(f"generated {n} conversations in {result['generate_seconds']} s")
-        cfg = parse(refine_config(data, n))
-        run = run_stages(cfg)
-        stages = [m.row() for m in run.meters]
-        timed = [m for m in run.meters if not m.skipped]
-        chain_s = sum(m.seconds for m in timed)
-        stages.append({"stage": "chain (sum of the above)", "records": run.meters[0].records,
-                       "seconds": round(chain_s, 3),
-                       "records_per_s": round(run.meters[0].records / max(chain_s, 1e-9), 1),
-                       "mb_per_s": round(run.meters[0].bytes / max(chain_s, 1e-9) / 1e6, 3)})
-        result["stages"] = stages
-        result["minhash"] = bench_minhash(run.sample, cfg.refine.dedup, tmp)
-        run.sample.clear()
+        if not args.skip_stages:
+            cfg = parse(refine_config(data, n))
+            run = run_stages(cfg)
+            stages = [m.row() for m in run.meters]
+            timed = [m for m in run.meters if not m.skipped]
+            chain_s = sum(m.seconds for m in timed)
+            stages.append({"stage": "chain (sum of the above)", "records": run.meters[0].records,
+                           "seconds": round(chain_s, 3),
+                           "records_per_s": round(run.meters[0].records / max(chain_s, 1e-9), 1),
+                           "mb_per_s": round(run.meters[0].bytes / max(chain_s, 1e-9) / 1e6, 3)})
+            result["stages"] = stages
+            result["minhash"] = bench_minhash(run.sample, cfg.refine.dedup, tmp)
+            run.sample.clear()
         shutil.rmtree(data, ignore_errors=True)
         if not args.skip_pipeline:
             result["pipeline"] = [run_pipeline(gen, tmp, size, args.seed) for size in (base, base * 10)]
             if args.workers > 1:  # the largest size again, the per-record stages in workers
                 result["pipeline"].append(run_pipeline(gen, tmp, base * 10, args.seed, args.workers))
+            if args.executor == "datatrove":  # and again as datatrove tasks: ratio to local
+                local = result["pipeline"][1]
+                dt = run_pipeline(gen, tmp, base * 10, args.seed, args.workers, "datatrove",
+                                  args.tasks)
+                result["pipeline"].append(dt)
+                if "error" not in dt and "error" not in local:
+                    result["datatrove_vs_local"] = {
+                        "seconds_ratio": round(dt["seconds"] / max(local["seconds"], 1e-9), 2),
+                        "same_bytes": dt["outputs"] == local["outputs"]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     table = Table(title=f"refine stages, {n} conversations, one process (per core)")
     for col in ("stage", "records", "kept", "seconds", "records/s", "MB/s"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for row in result["stages"]:
+    for row in result.get("stages", []):
         if "skipped" in row:
             table.add_row(row["stage"], "skipped: " + row["skipped"], "", "", "", "")
         else:
             table.add_row(row["stage"], str(row["records"]), str(row.get("kept", "")),
                           f"{row['seconds']:.2f}", f"{row['records_per_s']:,.0f}",
                           f"{row['mb_per_s']:.2f}")
-    console.print(table)
+    if "stages" in result:
+        console.print(table)
     mh = Table(title=f"MinHash signatures (speed-up: engine vs each reference, same "
                      f"{REFERENCE_SAMPLE} conversations)")
     for col in ("implementation", "records/s", "MB/s", "engine speed-up"):
         mh.add_column(col, justify="left" if col == "implementation" else "right")
-    for row in result["minhash"]:
+    for row in result.get("minhash", []):
         if "skipped" in row:
             mh.add_row(row["impl"], "skipped: " + row["skipped"], "", "")
         else:
             speedup = f"{row['engine_speedup']:.2f}x" if "engine_speedup" in row else ""
             mh.add_row(row["impl"], f"{row['records_per_s']:,.0f}", f"{row['mb_per_s']:.2f}", speedup)
-    console.print(mh)
+    if "minhash" in result:
+        console.print(mh)
     if "pipeline" in result:
         pt = Table(title="whole refine (engine.data.refine.refine), fresh process per size")
-        for col in ("conversations", "workers", "seconds", "records/s", "MB/s",
+        for col in ("conversations", "executor", "workers", "seconds", "records/s", "MB/s",
                     "records/s per core", "peak RSS MB"):
             pt.add_column(col, justify="right")
         for row in result["pipeline"]:
             if "error" in row:
-                pt.add_row(str(row["conversations"]), "", "error: " + row["error"], "", "", "", "")
+                pt.add_row(str(row["conversations"]), "", "", "error: " + row["error"], "", "", "",
+                           "")
             else:
-                pt.add_row(str(row["conversations"]), str(row["workers"]), f"{row['seconds']:.1f}",
+                executor = (f"datatrove, {row['tasks']} tasks" if row["executor"] == "datatrove"
+                            else "local")
+                pt.add_row(str(row["conversations"]), executor, str(row["workers"]),
+                           f"{row['seconds']:.1f}",
                            f"{row['records_per_s']:,.0f}", f"{row['mb_per_s']:.2f}",
                            f"{row['records_per_s_per_core']:,.0f}", f"{row['peak_rss_mb']:.0f}")
         console.print(pt)
+    if "datatrove_vs_local" in result:
+        ratio = result["datatrove_vs_local"]
+        console.print(f"datatrove / local time: {ratio['seconds_ratio']:.2f}x; same bytes: "
+                      f"{ratio['same_bytes']}")
     print(json.dumps(result, sort_keys=True))
 
 

@@ -30,7 +30,8 @@ from engine.config.languages import LANGUAGES
 from engine.config.loading import load_config, parse_config
 from engine.config.pipeline import PIPELINE_DATA, ModelSpec, StudioConfig, pipeline_train_problem
 from engine.config.refine import (DEFAULT_HOUSE_STYLE, DEFAULT_JUDGE_RUBRIC, INPUT_FORMATS,
-                                  RESIDUAL_SWITCHES, CsvColumns, DecontamSpec, DedupSpec, FieldMap,
+                                  RESIDUAL_SWITCHES, CsvColumns, DatatroveSpec, DecontamSpec, DedupSpec,
+                                  FieldMap,
                                   InputSpec, LlmExtractQaSpec, LlmJudgeSpec, LlmPreferencesSpec,
                                   LlmRewriteSpec, LlmStagesSpec, NormalizeSpec, PiiResidualMax,
                                   PiiSpec, QualitySpec, RefineSpec, SpeakerMap, SplitSpec,
@@ -47,7 +48,7 @@ __all__ = [
     "CsvColumns", "SpeakerMap", "FieldMap", "InputSpec", "NormalizeSpec", "TurnsSpec", "PiiSpec",
     "PiiResidualMax", "RESIDUAL_SWITCHES",
     "QualitySpec", "DedupSpec", "DecontamSpec", "SplitSpec", "LlmJudgeSpec", "LlmRewriteSpec",
-    "LlmExtractQaSpec", "LlmPreferencesSpec", "LlmStagesSpec", "RefineSpec",
+    "LlmExtractQaSpec", "LlmPreferencesSpec", "LlmStagesSpec", "DatatroveSpec", "RefineSpec",
     # train
     "METHODS", "DATA_FORMATS", "TRL_ARGUMENTS", "NO_TRL_ARGUMENT",
     "LoraSpec", "QuantSpec", "PreferenceSpec", "RewardFnSpec", "GRPOSpec", "TrainSpec",

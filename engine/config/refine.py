@@ -1,9 +1,11 @@
-"""The `refine` section: inputs and their formats, and the options of every refine stage (normalize,
-turns, PII, quality, dedup, decontam, split, LLM stages)."""
+"""The `refine` section: inputs and their formats, the options of every refine stage (normalize,
+turns, PII, quality, dedup, decontam, split, LLM stages) and where the stages run (`executor`,
+`datatrove`)."""
 
 from __future__ import annotations
 
 import re
+from importlib.util import find_spec
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -356,6 +358,53 @@ class LlmStagesSpec(Strict):
         return self
 
 
+INSTALL_DISTRIBUTED = "pip install '.[distributed]' (in a checkout; else 'expert-studio[distributed]')"
+
+
+class DatatroveSpec(Strict):
+    """refine.datatrove: the datatrove executor of `refine.executor: datatrove`. Keys are named as
+    datatrove's LocalPipelineExecutor / SlurmPipelineExecutor / RayPipelineExecutor name them."""
+
+    executor: Literal["local", "slurm", "ray"] = Field(
+        default="local", description="which datatrove executor runs the tasks (this release runs "
+        "'local'; 'slurm' and 'ray' are validated but refused when the refine starts)")
+    tasks: int = Field(default=1, ge=1, le=100_000, description="shards of the corpus, one "
+                       "datatrove task each")
+    workers: int = Field(default=-1, ge=-1, description="tasks running at once; -1: all of them "
+                         "(datatrove's default)")
+    logging_dir: str | None = Field(default=None, description="datatrove's logs, stats and "
+                                    "completion markers (none: logs/ in the job's work directory)")
+    skip_completed: bool = Field(default=True, description="a rerun of the same refine skips the "
+                                 "tasks a killed run completed (datatrove's completion markers)")
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
+                                          "starts after a random delay up to this")
+    # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)
+    partition: str | None = None
+    time: str | None = Field(default=None, description="Slurm time limit per task, HH:MM:SS")
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_per_cpu_gb: float = Field(default=2, gt=0)
+    job_name: str = "studio-refine"
+    qos: str = "normal"
+    venv_path: str | None = Field(default=None, description="virtualenv activated on the nodes")
+    sbatch_args: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (one per task) or at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _slurm_needs(self) -> "DatatroveSpec":
+        if self.executor == "slurm":
+            missing = [k for k in ("partition", "time") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"executor 'slurm' needs {' and '.join(missing)}")
+        return self
+
+
 class RefineSpec(Strict):
     dataset: str = Field(description="name of the dataset; each refine writes a new version")
     inputs: list[InputSpec] = Field(min_length=1)
@@ -369,3 +418,22 @@ class RefineSpec(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     llm: LlmStagesSpec = Field(default_factory=LlmStagesSpec)
     workers: int = Field(default=1, ge=1, le=256, description="processes for the per-record stages")
+    executor: Literal["local", "datatrove"] = Field(
+        default="local", description="local: this process (and `workers`); datatrove: the "
+        "per-record stages as datatrove tasks (`datatrove`), the rest here")
+    datatrove: DatatroveSpec = Field(default_factory=DatatroveSpec)
+
+    @model_validator(mode="after")
+    def _workers_of_the_executor(self) -> "RefineSpec":
+        if self.executor == "datatrove" and self.workers != 1:
+            raise ValueError("'workers' is for executor 'local'; with executor 'datatrove' set "
+                             "datatrove.workers (tasks at once) instead")
+        return self
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_installed(cls, value: str) -> str:
+        if value == "datatrove" and find_spec("datatrove") is None:
+            raise ValueError("'datatrove' needs the datatrove package, which is not installed; "
+                             f"install the extra: {INSTALL_DISTRIBUTED}")
+        return value

@@ -14,8 +14,10 @@ reader → normalize → writer on a LocalPipelineExecutor; docs/refine-scale.md
 stages are per-record and which are global, and the Slurm/Ray recipe.
 
 Offline: importing this module calls engine.offline.enforce() before datatrove is imported (it
-imports huggingface_hub, which reads HF_HUB_OFFLINE at import time), and the worker processes
-import this module when they unpickle the steps, so they run with the egress guard as well.
+imports huggingface_hub, which reads HF_HUB_OFFLINE at import time), and sets LOGURU_DIAGNOSE=NO
+(a failed task's traceback would otherwise print record text into datatrove's logs); the worker
+processes import this module when they unpickle the steps, so they run with the egress guard as
+well.
 datatrove writes only into the output folders and the logging folder it is given; `run_local` puts
 the logging folder inside the output directory.
 """
@@ -23,6 +25,7 @@ the logging folder inside the output directory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +35,13 @@ from typing import IO, Any
 from engine import offline
 
 offline.enforce()
+# datatrove logs a failed task's traceback with loguru, whose default "diagnose" mode prints the
+# values of the local variables (records, customer text): off, before loguru is imported; the
+# worker processes inherit the variable
+os.environ["LOGURU_DIAGNOSE"] = "NO"
 
 from engine.config import NormalizeSpec  # noqa: E402
+from engine.config.refine import INSTALL_DISTRIBUTED  # noqa: E402
 from engine.data.stages.normalize import normalize_conversation  # noqa: E402
 from engine.errors import DataError, StudioError  # noqa: E402
 from engine.records import Conversation  # noqa: E402
@@ -47,7 +55,8 @@ try:
     from datatrove.utils.typeshelper import StatHints
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise StudioError("the distributed refine needs datatrove, which is not installed",
-                      hint="install the extra: pip install 'expert-studio[distributed]'") from exc
+                      where="refine.executor",
+                      hint=f"install the extra: {INSTALL_DISTRIBUTED}") from exc
 
 SHARDS_DIR = "shards"
 RECORDS_DIR = "records"

@@ -18,7 +18,8 @@ Stages, in order (STAGES):
   decontam      train/val records too close to an eval item (or a `decontam.against` file)
   rewrite       optional: final assistant turn rewritten in the house style (train/val)
 normalize → quality (and PII detection) run per record, in `refine.workers` processes when > 1
-(engine/data/record_workers.py); the rest runs here, streaming. Train/val records wait in a spool
+(engine/data/record_workers.py), or as datatrove tasks over shards with `refine.executor:
+datatrove` (engine/data/refine_datatrove.py, same bytes); the rest runs here, streaming. Train/val records wait in a spool
 file until every eval item is known (decontamination needs the whole eval split); lineage entries
 wait in another, so memory stays bounded by the dedup index, not by the corpus.
 
@@ -130,6 +131,13 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
     if spec.pii.vault == "encrypted":
         vault_key = load_key(spec.pii)  # a missing key stops here, before any work
 
+    job = None
+    if spec.executor == "datatrove":  # the per-record stages as datatrove tasks
+        # lazy: datatrove is the optional `distributed` extra
+        from engine.data.refine_datatrove import DatatroveJob
+
+        job = DatatroveJob(cfg, spec, ws, inputs)  # an executor not wired yet stops here
+
     parent = ws.dataset_dir(tenant, name, 1).parent
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = parent / f".partial-{uuid.uuid4().hex[:12]}"
@@ -138,6 +146,8 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         tmp.mkdir(mode=0o700)
         run = RefineRun(cfg=cfg, spec=spec, ws=ws, registry=registry, out_dir=tmp,
                         progress=progress)
+        if job is not None:
+            run.record_runner = job.open().outcomes
         try:
             run.run(inputs)
         finally:
@@ -167,11 +177,15 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         counts = run.counts()
         registry.put_dataset(tenant, name, version, final, digest, counts, started)
     except BaseException as exc:
+        if job is not None:
+            job.close(succeeded=False)  # kept for a resume unless skip_completed is off
         shutil.rmtree(final if final is not None else tmp, ignore_errors=True)
         if disk_full(exc):  # one message, not a traceback: the machine's condition, not a bug
             raise DiskFull.from_os_error(exc, f"dataset {name}", where=str(parent),
                                          kept="nothing of this version was kept") from exc
         raise
+    if job is not None:
+        job.close(succeeded=True)
     log.info("refined dataset %s@v%d: %d records in, %d rejected, train %d, val %d, eval %d",
              name, version, counts["input_records"], counts["rejected"], counts["train"],
              counts["val"], counts["eval"])

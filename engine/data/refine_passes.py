@@ -133,6 +133,10 @@ class RefineRun:
         self._recent: OrderedDict[str, Conversation] = OrderedDict()  # for reject examples
         self._file_of_label: dict[str, str] = {}
         self._backend: Any = None
+        # what runs the per-record stages: None → record_workers.run (this machine, refine.workers
+        # processes); `refine.executor: datatrove` puts engine/data/refine_datatrove.py's here
+        self.record_runner: Callable[[Iterable[Conversation | Reject]],
+                                     Iterable[record_workers.Outcome | Reject]] | None = None
         self._length_of: Callable[[Conversation], int] | None = None
         self.length_unit = "characters"
 
@@ -218,7 +222,9 @@ class RefineRun:
 
         Ingest rejects travel through the workers' queue unchanged, so rejects.jsonl keeps
         input order whatever the number of workers."""
-        for out in record_workers.run(stream, self.spec, self.spec.workers):
+        outcomes = (self.record_runner(stream) if self.record_runner is not None
+                    else record_workers.run(stream, self.spec, self.spec.workers))
+        for out in outcomes:
             if isinstance(out, Reject):
                 self.reject(out)
                 continue

@@ -1,0 +1,347 @@
+"""`refine.executor: datatrove`: the per-record refine stages as datatrove tasks over shards.
+
+Only engine/data/refine.py imports this module, and only for that executor (datatrove is the
+optional `distributed` extra; engine.data.distributed imports it). What runs where:
+
+  driver  ingest (RefineRun.ingest, streaming) writes input/NNNNN.jsonl: blocks of BLOCK lines
+          dealt round robin over `tasks` shards; ingest rejects stay in place as lines of their own
+  tasks   ShardReader → RecordStagesStep → OutcomeWriter: record_workers.process (system prompt,
+          normalize, turns, quality, PII detection), the very function of the in-process path,
+          one output line per input line, output/NNNNN.jsonl
+  driver  `outcomes` deals the lines back in input order, checking every id against its input
+          line (a missing or extra line is an error, never a silent gap), and RefineRun consumes
+          them exactly as it consumes record_workers.run: PII surrogates numbered in input order,
+          exact and near dedup, split, decontam, LLM stages, files, card and lineage. So the
+          version is byte-identical to `executor: local`.
+
+The work directory, <tenant>/tmp/refine-<key>/ (mode 0700, key: the refine section without its
+executor settings, the seed, the inputs' sha256 and `tasks`), holds input/, output/ and logs/
+(datatrove's logs, stats and completion markers unless `datatrove.logging_dir` says otherwise).
+The output lines hold PII findings with their original values until the driver replaces them, so
+the directory is customer data: it stays inside the tenant and is removed when the version is
+registered. A refine that fails or is interrupted keeps it; rerun the same config and, with
+`skip_completed` (datatrove's default), the completed tasks are skipped (a half-written task file
+is rewritten from its start, so nothing is duplicated). `skip_completed: false` starts afresh and
+removes the directory at the end whatever happened. A lock file keeps two refines of the same
+config off one directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from engine import offline
+
+offline.enforce()  # before datatrove: it imports huggingface_hub, which reads HF_HUB_OFFLINE once
+
+# engine.data.distributed raises the install hint when datatrove is missing
+from engine.data.distributed import STEP_TYPE  # noqa: E402
+from engine.data.record_workers import Outcome, process  # noqa: E402
+from engine.data.stages.pii import Finding  # noqa: E402
+from engine.errors import StudioError  # noqa: E402
+from engine.hashing import sha256_json  # noqa: E402
+from engine.records import Conversation, Reject, SourceRef  # noqa: E402
+
+import multiprocess  # noqa: E402  (datatrove's multiprocessing)
+from datatrove.data import Document, DocumentsPipeline  # noqa: E402
+from datatrove.executor import LocalPipelineExecutor  # noqa: E402
+from datatrove.pipeline.base import PipelineStep  # noqa: E402
+from datatrove.pipeline.readers.base import BaseDiskReader  # noqa: E402
+from datatrove.pipeline.writers.disk_base import DiskWriter  # noqa: E402
+from datatrove.utils.typeshelper import StatHints  # noqa: E402
+
+if TYPE_CHECKING:
+    from engine.config import RefineSpec, StudioConfig
+    from engine.data.refine_passes import InputFile
+    from engine.workspace import Workspace
+
+BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
+FORMAT = 1  # of the shard lines; part of the work directory's key
+SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
+SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
+_short_ipc_dir: list[str] = []
+
+
+@contextmanager
+def ipc_tempdir() -> Iterator[None]:
+    """The local executor's Manager and forkserver bind unix sockets in multiprocess's temp dir,
+    and a socket path has at most 107 bytes: the job's temp dir, deep inside a workspace, is often
+    longer (bind fails and the executor dies with an EOFError). Then, for the run, multiprocess
+    gets a private directory (0700) in the system's temp dir instead. It only ever holds socket
+    files, never data, and is removed when this process exits."""
+    if len(tempfile.gettempdir()) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX:
+        yield
+        return
+    if not _short_ipc_dir:
+        saved_env = {k: os.environ.pop(k) for k in ("TMPDIR", "TEMP", "TMP") if k in os.environ}
+        saved, tempfile.tempdir = tempfile.tempdir, None
+        try:
+            base = tempfile.gettempdir()  # the system's, without the job's confinement
+        finally:
+            tempfile.tempdir = saved
+            os.environ.update(saved_env)
+        _short_ipc_dir.append(tempfile.mkdtemp(prefix="studio-ipc-", dir=base))
+        atexit.register(shutil.rmtree, _short_ipc_dir[0], True)
+    config = multiprocess.current_process()._config
+    before = config.get("tempdir")
+    config["tempdir"] = _short_ipc_dir[0]
+    try:
+        yield
+    finally:
+        if before is None:
+            config.pop("tempdir", None)
+        else:
+            config["tempdir"] = before
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def reject_from_dict(data: dict[str, Any]) -> Reject:
+    return Reject(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
+                  detail=data.get("detail", ""), record_id=data.get("record_id"))
+
+
+def encode_input(item: Conversation | Reject) -> dict[str, Any]:
+    if isinstance(item, Reject):
+        return {"reject": item.to_dict()}
+    line: dict[str, Any] = {"record": item.to_dict()}
+    if item.hints:
+        line["hints"] = item.hints
+    return line
+
+
+def decode_conversation(line: dict[str, Any]) -> Conversation:
+    conv = Conversation.from_dict(line["record"])
+    conv.hints = dict(line.get("hints") or {})
+    return conv
+
+
+def encode_outcome(out: Outcome) -> dict[str, Any]:
+    return {"outcome": {"record": out.conv.to_dict(), "hints": out.conv.hints,
+                        "changed_by": out.changed_by, "events": dict(out.events),
+                        "reject": out.reject.to_dict() if out.reject is not None else None,
+                        "findings": [[f.turn, f.start, f.end, f.type, f.value]
+                                     for f in out.findings]}}
+
+
+def decode_outcome(data: dict[str, Any]) -> Outcome:
+    return Outcome(conv=decode_conversation(data), changed_by=list(data["changed_by"]),
+                   events=Counter(data["events"]),
+                   reject=reject_from_dict(data["reject"]) if data["reject"] else None,
+                   findings=[Finding(*f) for f in data["findings"]])
+
+
+# ---------------------------------------------------------------------------- pipeline steps
+class ShardReader(BaseDiskReader):
+    """Reads input/NNNNN.jsonl (datatrove gives task r the files sorted(files)[r::tasks], here
+    exactly shard r). Each line becomes a Document whose metadata is the parsed line."""
+
+    name = "💬 Refine shards"
+
+    def __init__(self, data_folder: Any):
+        super().__init__(data_folder, glob_pattern="*.jsonl", add_file_path=False)
+
+    def read_file(self, filepath: str) -> Iterator[Document]:
+        with self.data_folder.open(filepath, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                with self.track_time():
+                    doc = Document(text="", id=f"{filepath}:{number}", metadata=json.loads(raw))
+                yield doc
+
+
+class RecordStagesStep(PipelineStep):
+    """record_workers.process on every record line; ingest rejects pass through unchanged."""
+
+    type = STEP_TYPE
+    name = "🧹 Record stages"
+
+    def __init__(self, spec: "RefineSpec"):
+        super().__init__()
+        self.spec = spec
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data or ():
+            self.stat_update(StatHints.total)
+            if "record" in doc.metadata:
+                with self.track_time():
+                    out = process(decode_conversation(doc.metadata), self.spec)
+                    doc.metadata = encode_outcome(out)
+                self.stat_update("rejected" if out.reject is not None else StatHints.forwarded)
+            yield doc
+
+
+class OutcomeWriter(DiskWriter):
+    """output/${rank}.jsonl: each Document's metadata as one JSON line (datatrove opens it "wb",
+    so a task that is run again rewrites its file from the start)."""
+
+    default_output_filename = "${rank}.jsonl"
+    name = "💬 Refine outcomes"
+
+    def __init__(self, output_folder: Any):
+        super().__init__(output_folder, compression=None, mode="wb")
+
+    def _default_adapter(self, document: Document) -> dict[str, Any]:
+        return document.metadata
+
+    def _write(self, document: dict[str, Any], file_handler: IO[bytes], _filename: str) -> None:
+        file_handler.write(_dumps(document))
+
+
+def _lines(path: Path, offsets: list[int], rank: int, n: int) -> list[bytes]:
+    """Up to `n` lines of `path` from offsets[rank] on (advanced); none if it does not exist
+    (datatrove's writer creates no file for a task without documents)."""
+    if n <= 0 or not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(offsets[rank])
+        out = []
+        while len(out) < n and (line := f.readline()):
+            out.append(line)
+        offsets[rank] = f.tell()
+    return out
+
+
+# ----------------------------------------------------------------------------------- the job
+class DatatroveJob:
+    """One refine's per-record stages on datatrove: `outcomes` is RefineRun's record_runner."""
+
+    def __init__(self, cfg: "StudioConfig", spec: "RefineSpec", ws: "Workspace",
+                 inputs: list["InputFile"]):
+        self.spec, self.options = spec, spec.datatrove
+        if self.options.executor != "local":
+            raise StudioError(f"datatrove executor {self.options.executor!r} is not wired yet",
+                              where="refine.datatrove.executor",
+                              hint="use executor: local (docs/refine-scale.md says what remains)")
+        key = sha256_json({
+            "format": FORMAT, "tenant": cfg.tenant, "seed": cfg.seed, "tasks": self.options.tasks,
+            "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
+            "inputs": [(i.label, i.sha256) for i in inputs]})
+        self.work = ws.tmp_dir(cfg.tenant) / f"refine-{key[:20]}"
+        self.input_dir, self.output_dir = self.work / "input", self.work / "output"
+        self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
+                     else self.work / "logs")
+        self._lock_fd: int | None = None
+        self._lock = self.work.with_name(self.work.name + ".lock")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def open(self) -> "DatatroveJob":
+        """Take the lock (a sibling file), then the work directory: fresh unless resuming."""
+        self.work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = self.work.with_name(self.work.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StudioError("another refine of this config is running", where=str(self.work),
+                              hint="wait for it to finish") from None
+        self._lock_fd, self._lock = fd, lock
+        if not self.options.skip_completed:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(exist_ok=True, mode=0o700)
+        return self
+
+    def close(self, succeeded: bool) -> None:
+        """Remove the work directory after a success (or always without skip_completed), then
+        the lock. A job that never got the lock touches nothing."""
+        if self._lock_fd is None:
+            return
+        if succeeded or not self.options.skip_completed:  # a configured logging_dir is kept
+            shutil.rmtree(self.work, ignore_errors=True)
+        self._lock.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    # -- the three phases -------------------------------------------------------------------
+    def pipeline(self) -> list[Any]:
+        return [ShardReader(str(self.input_dir)), RecordStagesStep(self.spec),
+                OutcomeWriter(str(self.output_dir))]
+
+    def write_shards(self, stream: Iterable[Conversation | Reject]) -> None:
+        """Ingest → input/NNNNN.jsonl (all `tasks` files, empty ones too: datatrove deals sorted
+        files to ranks), one block at a time, so a job of many tasks holds no file open. Written
+        beside and renamed into place when complete: the same input and config give the same
+        shards, so a resumed run's finished tasks stay valid."""
+        tasks = self.options.tasks
+        staging = self.work / "input.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        for r in range(tasks):
+            (staging / f"{r:05d}.jsonl").touch(mode=0o600)
+        block: list[bytes] = []
+        number = 0
+        for item in stream:
+            block.append(_dumps(encode_input(item)))
+            if len(block) == BLOCK:
+                with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
+                    f.writelines(block)
+                block, number = [], number + 1
+        if block:
+            with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
+                f.writelines(block)
+        shutil.rmtree(self.input_dir, ignore_errors=True)
+        os.rename(staging, self.input_dir)
+
+    def execute(self) -> None:
+        o = self.options
+        executor = LocalPipelineExecutor(
+            self.pipeline(), tasks=o.tasks, workers=o.workers, logging_dir=str(self.logs),
+            skip_completed=o.skip_completed, start_method=o.start_method,
+            randomize_start_duration=o.randomize_start_duration)
+        with ipc_tempdir():
+            executor.run()
+
+    def outcomes(self, stream: Iterable[Conversation | Reject]) -> Iterator[Outcome | Reject]:
+        """RefineRun's record_runner: shard, run the tasks, then merge back in input order."""
+        self.write_shards(stream)
+        self.execute()
+        yield from self.merged()
+
+    def merged(self) -> Iterator[Outcome | Reject]:
+        """The task outputs in input order, each line checked against its input line."""
+        tasks = self.options.tasks
+        read_in, read_out = [0] * tasks, [0] * tasks  # byte offsets per shard
+        number = 0
+        while True:
+            r = number % tasks
+            sources = _lines(self.input_dir / f"{r:05d}.jsonl", read_in, r, BLOCK)
+            outputs = _lines(self.output_dir / f"{r:05d}.jsonl", read_out, r, len(sources))
+            outputs += [b""] * (len(sources) - len(outputs))
+            for src, out in zip(sources, outputs):
+                yield self._checked(r, json.loads(src), out)
+            if len(sources) < BLOCK:
+                break
+            number += 1
+        for r in range(tasks):
+            path = self.output_dir / f"{r:05d}.jsonl"
+            if path.exists() and path.stat().st_size > read_out[r]:
+                raise self._mismatch(r, "has more lines than its input shard")
+
+    def _checked(self, rank: int, src: dict[str, Any], raw: bytes) -> Outcome | Reject:
+        if not raw:
+            raise self._mismatch(rank, "is missing lines of its input shard")
+        line = json.loads(raw)
+        if "reject" in src:
+            if line != src:
+                raise self._mismatch(rank, "does not match its input shard")
+            return reject_from_dict(src["reject"])
+        if "outcome" not in line or line["outcome"]["record"]["id"] != src["record"]["id"]:
+            raise self._mismatch(rank, "does not match its input shard")
+        return decode_outcome(line["outcome"])
+
+    def _mismatch(self, rank: int, what: str) -> StudioError:
+        return StudioError(f"the output of datatrove task {rank} {what}",
+                           where=str(self.output_dir / f"{rank:05d}.jsonl"),
+                           hint="rerun with refine.datatrove.skip_completed: false")

@@ -1,0 +1,310 @@
+"""`refine.executor: datatrove` (engine/data/refine_datatrove.py): the same version as the local
+refine, byte for byte; a killed task resumes from datatrove's completion markers; config errors.
+
+The corpus is scripts/make_noisy_data.py's (five formats, planted PII, duplicates, junk, leaked
+eval items) through configs/refine_noisy.yaml, small enough that the shards are dealt in blocks of
+a few lines (BLOCK is lowered) so every task gets several blocks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("datatrove", reason="datatrove (the optional 'distributed' extra) is not installed")
+
+from datatrove.pipeline.base import PipelineStep  # noqa: E402
+
+from engine.config import load_config, parse_config  # noqa: E402
+from engine.config import refine as refine_config  # noqa: E402
+from engine.data import refine_datatrove  # noqa: E402
+from engine.data.refine import refine  # noqa: E402
+from engine.errors import ConfigError, StudioError  # noqa: E402
+from engine.records import Conversation, Reject, SourceRef  # noqa: E402
+from engine.registry import Registry  # noqa: E402
+from engine.workspace import Workspace  # noqa: E402
+from tests.helpers import studio, studio_popen, wait_until  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
+DATATROVE = "  executor: datatrove\n  datatrove: {tasks: 3, workers: 2}\n"
+CARD_RUN_FIELDS = ("created_at", "ingest_started_at", "refine_config_sha256")
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("make_noisy_data",
+                                                  ROOT / "scripts" / "make_noisy_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_noisy_data"] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("noisy")
+    assert _generator().main([str(base / "data" / "noisy"), "--conversations", "120",
+                              "--seed", "5"]) in (0, None)
+    (base / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "refine_noisy.yaml", base / "configs" / "refine_noisy.yaml")
+    return base
+
+
+def _config(corpus: Path, edit: str) -> Path:
+    config = corpus / "configs" / f"variant-{abs(hash(edit))}.yaml"
+    text = (corpus / "configs" / "refine_noisy.yaml").read_text(encoding="utf-8")
+    config.write_text(text.replace("refine:\n", "refine:\n" + edit, 1), encoding="utf-8")
+    return config
+
+
+def _workspace(tmp: Path) -> tuple[Workspace, Registry]:
+    ws = Workspace(tmp / "ws").ensure()
+    return ws, Registry(ws.registry_path)
+
+
+@pytest.fixture(scope="module")
+def local(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws, registry = _workspace(tmp_path_factory.mktemp("local"))
+    return refine(load_config(_config(corpus, "")), ws, registry).path
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refine_datatrove, "BLOCK", 5)  # ~200 input lines: 13 blocks per task
+
+
+def _card(path: Path) -> dict[str, Any]:
+    card = json.loads((path / "card.json").read_text(encoding="utf-8"))
+    for key in ("executor", "datatrove"):  # how it ran: the card says so
+        card["refine_config"].pop(key)
+    return {k: v for k, v in card.items() if k not in CARD_RUN_FIELDS}
+
+
+def _assert_same_version(got: Path, want: Path) -> None:
+    for name in OUTPUTS:
+        assert (got / name).read_bytes() == (want / name).read_bytes(), name
+    assert _card(got) == _card(want)  # counts, reasons, PII, residuals, hashes: all but the run
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir())
+
+
+def _tmp_entries(ws: Workspace) -> list[str]:
+    return sorted(p.name for p in ws.tmp_dir("default").iterdir())
+
+
+def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path,
+                                                     tmp_path: Path) -> None:
+    ws, registry = _workspace(tmp_path)
+    result = refine(load_config(_config(corpus, DATATROVE)), ws, registry)
+
+    _assert_same_version(result.path, local)
+    ran = json.loads((result.path / "card.json").read_text())["refine_config"]
+    assert (ran["executor"], ran["datatrove"]["tasks"], ran["datatrove"]["workers"]) == ("datatrove", 3, 2)
+    assert registry.get_dataset("default", "brightwave-support", 1) is not None
+    assert _tmp_entries(ws) == []  # the work directory (customer data) is gone
+    # the corpus really went through three shards, and the refine really did something
+    rejects = [json.loads(line) for line in (local / "rejects.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in rejects} >= {"ingest", "quality", "dedup", "decontam"}
+    written = "".join((local / f"{s}.jsonl").read_text(encoding="utf-8") for s in ("train", "val", "eval"))
+    numbered = set(re.findall(r"<([A-Z]+)_(\d+)>", written))  # surrogates numbered over all shards
+    assert len(numbered) >= 5 and max(int(n) for _, n in numbered) >= 3
+    assert result.counts["input_records"] > 3 * 2 * 5
+
+
+class FailOnce(PipelineStep):
+    """Test fault: task `rank` raises half-way through its shard on the first attempt, after the
+    other tasks completed; every task notes each run in `runs`."""
+
+    name = "💥 fail once"
+
+    def __init__(self, rank: int, runs: str, logs: str):
+        super().__init__()
+        self.rank, self.runs, self.logs = rank, runs, logs
+
+    def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
+        with open(self.runs, "a", encoding="utf-8") as f:
+            f.write(f"{rank}\n")
+        marker = Path(self.runs + ".failed")
+        for i, doc in enumerate(data):
+            if rank == self.rank and i == 3 and not marker.exists():
+                done = [Path(self.logs, "completions", f"{r:05d}") for r in range(world_size)
+                        if r != rank]
+                deadline = time.monotonic() + 60
+                while not all(p.exists() for p in done) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                marker.touch()
+                raise RuntimeError("injected task failure")
+            yield doc
+
+
+def test_a_killed_task_resumes_without_duplicates(corpus: Path, local: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs.txt"
+    real = refine_datatrove.DatatroveJob.pipeline
+
+    def with_fault(job: refine_datatrove.DatatroveJob) -> list[Any]:
+        steps = real(job)
+        return [*steps[:-1], FailOnce(2, str(runs), str(job.logs)), steps[-1]]
+
+    monkeypatch.setattr(refine_datatrove.DatatroveJob, "pipeline", with_fault)
+    ws, registry = _workspace(tmp_path)
+    config = _config(corpus, DATATROVE)
+
+    with pytest.raises(RuntimeError, match="injected task failure"):
+        refine(load_config(config), ws, registry)
+    assert registry.get_dataset("default", "brightwave-support", 1) is None
+    assert not (ws.tenant_dir("default") / "datasets" / "brightwave-support").exists() or not any(
+        (ws.tenant_dir("default") / "datasets" / "brightwave-support").iterdir())
+    (work,) = [ws.tmp_dir("default") / n for n in _tmp_entries(ws)]  # kept for the resume
+    assert sorted(p.name for p in (work / "logs" / "completions").iterdir()) == ["00000", "00001"]
+    assert (work / "output" / "00002.jsonl").exists()  # the half-written task file
+    assert sorted(runs.read_text().split()) == ["0", "1", "2"]
+    # datatrove's log of the failed task holds its traceback, but no record text
+    log = (work / "logs" / "logs" / "task_00002.log").read_text(encoding="utf-8")
+    assert "injected task failure" in log
+    truth = json.loads((corpus / "data" / "noisy" / "truth.json").read_text(encoding="utf-8"))
+    planted = [v for values in truth["pii"].values() for v in values]
+    assert planted and not [v for v in planted if v in log]
+    assert "messages" not in log and "'record'" not in log
+
+    result = refine(load_config(config), ws, registry)  # same config: resumes
+    assert sorted(runs.read_text().split()) == ["0", "1", "2", "2"]  # only task 2 ran again
+    _assert_same_version(result.path, local)
+    assert _tmp_entries(ws) == []
+
+
+def test_skip_completed_false_starts_afresh_and_keeps_nothing(corpus: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refine_datatrove.DatatroveJob, "execute",
+                        lambda job: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ws, registry = _workspace(tmp_path)
+    config = _config(corpus, "  executor: datatrove\n  datatrove: {tasks: 2, skip_completed: false}\n")
+    with pytest.raises(KeyboardInterrupt):
+        refine(load_config(config), ws, registry)
+    assert _tmp_entries(ws) == []
+    assert registry.get_dataset("default", "brightwave-support", 1) is None
+
+
+def test_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: Path) -> None:
+    base = "kind: refine\nrefine:\n  dataset: d\n  inputs: [{path: a.jsonl, format: openai_jsonl}]\n"
+    cfg = parse_config(base + "  executor: datatrove\n  datatrove: {tasks: 4, workers: 2}\n")
+    assert (cfg.refine.datatrove.tasks, cfg.refine.datatrove.workers) == (4, 2)
+    with pytest.raises(ConfigError, match=r"refine\.datatrove: executor 'slurm' needs partition"):
+        parse_config(base + "  datatrove: {executor: slurm}\n")
+    with pytest.raises(ConfigError, match=r"refine\.datatrove\.workers"):
+        parse_config(base + "  datatrove: {workers: 0}\n")
+    with pytest.raises(ConfigError, match=r"'workers' is for executor 'local'.*datatrove\.workers"):
+        parse_config(base + "  executor: datatrove\n  workers: 2\n")
+
+    monkeypatch.setattr(refine_config, "find_spec", lambda name: None)  # datatrove not installed
+    with pytest.raises(ConfigError) as err:
+        parse_config(base + "  executor: datatrove\n")
+    assert "refine.executor" in str(err.value) and "pip install '.[distributed]'" in str(err.value)
+    monkeypatch.undo()
+
+    # an executor this release does not run yet: refused before anything is written
+    slurm = "  executor: datatrove\n  datatrove: {executor: slurm, partition: cpu, time: '01:00:00'}\n"
+    ws, registry = _workspace(tmp_path)
+    with pytest.raises(StudioError) as err:
+        refine(load_config(_config(corpus, slurm)), ws, registry)
+    assert err.value.where == "refine.datatrove.executor"
+    assert _tmp_entries(ws) == [] and list((ws.tenant_dir("default") / "datasets").iterdir()) == []
+
+
+def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
+        corpus: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The real `studio refine`, SIGTERM once the first of eight sequential tasks completed: exit
+    143, no version, no registry row, the work directory kept; the same command again skips the
+    completed task and writes the local refine's bytes."""
+    big = tmp_path_factory.mktemp("big")
+    assert _generator().main([str(big / "data" / "noisy"), "--conversations", "800",
+                              "--seed", "9"]) in (0, None)
+    (big / "configs").mkdir()
+    text = (ROOT / "configs" / "refine_noisy.yaml").read_text(encoding="utf-8")
+    (big / "configs" / "local.yaml").write_text(text, encoding="utf-8")
+    (big / "configs" / "dt.yaml").write_text(text.replace(
+        "refine:\n", "refine:\n  executor: datatrove\n  datatrove: {tasks: 8, workers: 1}\n", 1),
+        encoding="utf-8")
+    env = {"STUDIO_WORKSPACE": str(tmp_path / "ws")}  # deep: the sockets need ipc_tempdir
+    tmp = tmp_path / "ws" / "tenants" / "default" / "tmp"
+    args = ["refine", str(big / "configs" / "dt.yaml"), "--json"]
+    with open(tmp_path / "err1.txt", "w") as err:
+        proc = studio_popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert wait_until(lambda: proc.poll() is not None or any(
+                tmp.glob("refine-*/logs/completions/00000")), timeout=120)
+            assert proc.poll() is None, (tmp_path / "err1.txt").read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143
+        finally:
+            proc.kill()
+    (work,) = tmp.glob("refine-*")
+    done = sorted(p.name for p in (work / "logs" / "completions").iterdir())
+    assert "00000" in done and "00007" not in done
+    datasets = tmp_path / "ws" / "tenants" / "default" / "datasets"
+    assert not datasets.exists() or not any(datasets.rglob("*.jsonl"))
+    assert Registry(tmp_path / "ws" / "registry.sqlite").get_dataset(
+        "default", "brightwave-support") is None
+
+    again = studio(*args, cwd=tmp_path, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Skipping {len(done)} already completed tasks" in again.stderr
+    assert list(tmp.iterdir()) == []
+    ws, registry = _workspace(tmp_path / "local")
+    want = refine(load_config(big / "configs" / "local.yaml"), ws, registry).path
+    _assert_same_version(Path(json.loads(again.stdout)["path"]), want)
+
+
+def test_the_merge_refuses_a_missing_an_extra_or_a_foreign_line(corpus: Path, tmp_path: Path) -> None:
+    cfg = load_config(_config(corpus, "  executor: datatrove\n  datatrove: {tasks: 3, workers: 1}\n"))
+    ws, _ = _workspace(tmp_path)
+    job = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, []).open()
+    items: list[Any] = [Conversation(id=f"c{i}", source=SourceRef("chats.jsonl", i), messages=[
+        {"role": "user", "content": f"My order {i} has not arrived, can you check?"},
+        {"role": "assistant", "content": "Sorry about that! I will check the tracking now."}])
+        for i in range(31)]
+    items[7] = Reject(source=SourceRef("chats.jsonl", 7), stage="ingest", reason="bad_json")
+    job.write_shards(items)
+    assert [len((job.input_dir / f"0000{r}.jsonl").read_text().splitlines()) for r in range(3)] == [
+        11, 10, 10]  # blocks of 5, dealt round robin
+    job.execute()
+    merged = list(job.merged())
+    assert [m.reason if isinstance(m, Reject) else m.conv.id for m in merged] == [
+        "bad_json" if i == 7 else f"c{i}" for i in range(31)]
+
+    shard = job.output_dir / "00001.jsonl"
+    good = shard.read_bytes()
+    lines = good.splitlines(keepends=True)
+    for bad, what in ((good + lines[0], "more lines"), (b"".join(lines[:-1]), "missing lines"),
+                      (b"".join([lines[1], lines[0], *lines[2:]]), "does not match")):
+        shard.write_bytes(bad)
+        with pytest.raises(StudioError, match=what) as err:
+            list(job.merged())
+        assert err.value.where == str(shard)
+    job.close(succeeded=True)
+    assert _tmp_entries(ws) == []
+
+
+def test_a_second_refine_of_the_same_config_is_refused_and_touches_nothing(corpus: Path,
+                                                                           tmp_path: Path) -> None:
+    cfg = load_config(_config(corpus, "  executor: datatrove\n  datatrove: {skip_completed: false}\n"))
+    ws, _ = _workspace(tmp_path)
+    first = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, []).open()
+    (first.work / "mine").write_text("")
+    second = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, [])
+    with pytest.raises(StudioError, match="another refine of this config is running"):
+        second.open()
+    second.close(succeeded=False)  # as refine() does after a failed open
+    assert (first.work / "mine").exists()
+    first.close(succeeded=False)
+    assert _tmp_entries(ws) == []
