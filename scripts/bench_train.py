@@ -530,14 +530,6 @@ def prepare_model(ws: Any, registry: Any, which: str) -> tuple[str, Path, float]
 
 
 # ------------------------------------------------------------------ checkpointing: peak memory
-def _hwm_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def checkpointing_child(model_dir: Path, checkpointing: bool, adapter: str, steps: int,
                         batch_size: int, seq_len: int, seed: int) -> dict[str, Any]:
     """One setting in this (fresh) process: peak memory of `steps` training steps and their losses."""
@@ -545,6 +537,7 @@ def checkpointing_child(model_dir: Path, checkpointing: bool, adapter: str, step
 
     from engine.config import TrainSpec
     from engine.train.common import load_model_for_training
+    from engine.train.preflight import reset_rss_peak, rss_peak_bytes
 
     torch.manual_seed(seed)
     use_cuda = torch.cuda.is_available()
@@ -575,9 +568,8 @@ def checkpointing_child(model_dir: Path, checkpointing: bool, adapter: str, step
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")  # reset the high-water mark to the current resident set
-        base = _hwm_bytes()
+        reset_rss_peak()  # the high-water mark back to the current resident set
+        base = rss_peak_bytes()
     losses, t0 = [], time.perf_counter()
     for ids in batches:
         ids = ids.to(device)
@@ -587,7 +579,7 @@ def checkpointing_child(model_dir: Path, checkpointing: bool, adapter: str, step
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() if use_cuda else _hwm_bytes()
+    peak = torch.cuda.max_memory_allocated() if use_cuda else rss_peak_bytes()
     return {"gradient_checkpointing": checkpointing, "losses": losses, "seconds": round(seconds, 2),
             "baseline_gb": round(base / GB, 4), "peak_gb": round(peak / GB, 4),
             "training_added_gb": round((peak - base) / GB, 4), "device": "cuda" if use_cuda else "cpu",

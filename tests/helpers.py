@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -12,6 +13,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def noisy_corpus(out: Path, conversations: int, seed: int) -> None:
+    """Raw multi-format exports from scripts/make_noisy_data.py (loaded as a module) into `out`."""
+    spec = importlib.util.spec_from_file_location("make_noisy_data",
+                                                  ROOT / "scripts" / "make_noisy_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_noisy_data"] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    assert module.main([str(out), "--conversations", str(conversations), "--seed", str(seed)]) in (0, None)
 
 
 def make_project(tmp: Path, tickets: int = 60, seed: int = 7) -> Path:

@@ -105,31 +105,32 @@ def check_device_knobs(spec: Any, use_cuda: bool) -> None:
     """Refuse the GPU knobs this machine cannot run, naming the key, before any weights load.
     The optional packages are imported only here, for the run that asks for them (gpu_libs)."""
     if spec.attn_implementation == "flash_attention_2":
-        where, hint = "train.attn_implementation", "use sdpa (or leave the key unset) instead"
-        if not use_cuda:
-            raise StudioError("flash_attention_2 needs a CUDA GPU, and this machine has none",
-                              where=where, hint=hint)
-        try:
-            gpu_libs.require("flash_attn")
-        except ImportError:
-            raise StudioError("flash_attention_2 needs the flash_attn package, which is not "
-                              "installed", where=where,
-                              hint="pip install flash-attn --no-build-isolation, or " + hint) from None
+        _require_cuda_package("flash_attention_2", "flash_attn", use_cuda,
+                              where="train.attn_implementation",
+                              hint="use sdpa (or leave the key unset) instead",
+                              install="pip install flash-attn --no-build-isolation")
     if spec.optimizer in BNB_OPTIMIZERS:
-        where, hint = "train.optimizer", "use adamw_torch_fused (or leave the key unset) instead"
-        if not use_cuda:
-            raise StudioError(f"optimizer {spec.optimizer} is a bitsandbytes optimizer and needs a "
-                              "CUDA GPU, and this machine has none", where=where, hint=hint)
-        try:
-            gpu_libs.require("bitsandbytes")
-        except ImportError:
-            raise StudioError(f"optimizer {spec.optimizer} needs the bitsandbytes package, which is "
-                              "not installed", where=where,
-                              hint="pip install 'expert-studio[gpu]', or " + hint) from None
+        _require_cuda_package(f"optimizer {spec.optimizer}", "bitsandbytes", use_cuda,
+                              where="train.optimizer", kind=" is a bitsandbytes optimizer and",
+                              hint="use adamw_torch_fused (or leave the key unset) instead",
+                              install="pip install 'expert-studio[gpu]'")
     if spec.logging == "tensorboard" and not is_tensorboard_available():
         raise StudioError("logging: tensorboard needs the tensorboard package, which is not "
                           "installed", where="train.logging",
                           hint="pip install tensorboard, or set logging: none")
+
+
+def _require_cuda_package(what: str, package: str, use_cuda: bool, *, where: str, hint: str,
+                          install: str, kind: str = "") -> None:
+    """A GPU-only setting: refused without CUDA, or without its package (imported only here)."""
+    if not use_cuda:
+        raise StudioError(f"{what}{kind} needs a CUDA GPU, and this machine has none",
+                          where=where, hint=hint)
+    try:
+        gpu_libs.require(package)
+    except ImportError:
+        raise StudioError(f"{what} needs the {package} package, which is not installed",
+                          where=where, hint=f"{install}, or {hint}") from None
 
 
 def load_model_for_training(spec: Any, model_dir: Path, use_cuda: bool, *,

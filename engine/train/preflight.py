@@ -65,7 +65,8 @@ class Estimate:
 
 
 # ------------------------------------------------------------------------------------- memory
-def _rss_peak_bytes() -> int:
+def rss_peak_bytes() -> int:
+    """This process's resident-set high-water mark (Linux VmHWM), in bytes; 0 where unknown."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -73,7 +74,9 @@ def _rss_peak_bytes() -> int:
     return 0
 
 
-def _reset_rss_peak() -> bool:
+def reset_rss_peak() -> bool:
+    """Reset the high-water mark to the current resident set (/proc/self/clear_refs); False where
+    the kernel does not allow it."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -142,14 +145,14 @@ def _measure(step: Any, use_cuda: bool) -> tuple[float, float]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        _reset_rss_peak()
+        reset_rss_peak()
         base = _current_rss()
     t0 = time.perf_counter()
     step()
     if use_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if use_cuda else _rss_peak_bytes()) - base
+    peak = (torch.cuda.max_memory_allocated() if use_cuda else rss_peak_bytes()) - base
     return seconds, max(peak, 0)
 
 
@@ -274,7 +277,7 @@ def measured_peak_gb(use_cuda: bool) -> float:
         import torch
 
         return torch.cuda.max_memory_allocated() / GB
-    return _rss_peak_bytes() / GB
+    return rss_peak_bytes() / GB
 
 
 def compare(est: Estimate, actual_seconds: float, actual_peak_gb: float, steps: int) -> dict[str, Any]:

@@ -10,10 +10,8 @@ train/val. Multi-process refine gives the same bytes; the encrypted vault round-
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +21,17 @@ from engine.config import load_config
 from engine.data.refine import refine
 from engine.registry import Registry
 from engine.workspace import Workspace
+from tests.helpers import noisy_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("make_noisy_data",
-                                                  ROOT / "scripts" / "make_noisy_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_noisy_data"] = module  # dataclasses look their module up while defining
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """<tmp>/data/noisy (raw files + truth.json) and <tmp>/configs/refine_noisy.yaml."""
     base = tmp_path_factory.mktemp("noisy")
-    assert _generator().main([str(base / "data" / "noisy"), "--conversations", "400",
-                              "--seed", "11"]) in (0, None)
+    noisy_corpus(base / "data" / "noisy", 400, 11)
     (base / "configs").mkdir()
     shutil.copy(ROOT / "configs" / "refine_noisy.yaml", base / "configs" / "refine_noisy.yaml")
     return base

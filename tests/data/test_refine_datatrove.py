@@ -8,13 +8,11 @@ a few lines (BLOCK is lowered) so every task gets several blocks.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from engine.errors import ConfigError, StudioError  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from tests.helpers import studio, studio_popen, wait_until  # noqa: E402
+from tests.helpers import noisy_corpus, studio, studio_popen, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
@@ -41,21 +39,10 @@ DATATROVE = "  executor: datatrove\n  datatrove: {tasks: 3, workers: 2}\n"
 CARD_RUN_FIELDS = ("created_at", "ingest_started_at", "refine_config_sha256")
 
 
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("make_noisy_data",
-                                                  ROOT / "scripts" / "make_noisy_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_noisy_data"] = module  # dataclasses look their module up while defining
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("noisy")
-    assert _generator().main([str(base / "data" / "noisy"), "--conversations", "120",
-                              "--seed", "5"]) in (0, None)
+    noisy_corpus(base / "data" / "noisy", 120, 5)
     (base / "configs").mkdir()
     shutil.copy(ROOT / "configs" / "refine_noisy.yaml", base / "configs" / "refine_noisy.yaml")
     return base
@@ -227,8 +214,7 @@ def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
     143, no version, no registry row, the work directory kept; the same command again skips the
     completed task and writes the local refine's bytes."""
     big = tmp_path_factory.mktemp("big")
-    assert _generator().main([str(big / "data" / "noisy"), "--conversations", "800",
-                              "--seed", "9"]) in (0, None)
+    noisy_corpus(big / "data" / "noisy", 800, 9)
     (big / "configs").mkdir()
     text = (ROOT / "configs" / "refine_noisy.yaml").read_text(encoding="utf-8")
     (big / "configs" / "local.yaml").write_text(text, encoding="utf-8")

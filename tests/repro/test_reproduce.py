@@ -159,17 +159,24 @@ def test_tolerances() -> None:
             rp.parse_tolerances([bad], gpu=False)
 
 
-def test_run_from_a_data_file_is_pinned_to_that_file(project: dict) -> None:
+def _variant_run(project: dict, name: str, file: str, **train: object) -> tuple[str, Path]:
+    """A copy of the refined train split as data/<file>, then a 2-step run of repro.yaml without
+    its `dataset` and with `train` set: (run id, the file)."""
     src = project["ws"] / "tenants/default/datasets/brightwave-tickets/v1/train.jsonl"
-    data = project["dir"] / "data" / "tickets_file.jsonl"
+    data = project["dir"] / "data" / file
     data.write_bytes(src.read_bytes())
     cfg = yaml.safe_load((project["dir"] / "configs" / "repro.yaml").read_text())
     del cfg["train"]["dataset"]
-    cfg["train"].update(data="../data/tickets_file.jsonl", max_steps=2)
-    (project["dir"] / "configs" / "repro_file.yaml").write_text(yaml.safe_dump(cfg))
-    res = studio("train", "configs/repro_file.yaml", cwd=project["dir"])
+    cfg["train"].update(max_steps=2, **train)
+    (project["dir"] / "configs" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    res = studio("train", f"configs/{name}.yaml", cwd=project["dir"])
     assert res.returncode == 0, res.stderr
-    run_id = re.search(r"run (run-[0-9a-z-]+) finished", res.stdout).group(1)
+    return re.search(r"run (run-[0-9a-z-]+) finished", res.stdout).group(1), data
+
+
+def test_run_from_a_data_file_is_pinned_to_that_file(project: dict) -> None:
+    run_id, data = _variant_run(project, "repro_file", "tickets_file.jsonl",
+                                data="../data/tickets_file.jsonl")
 
     ws = Workspace(project["ws"])
     registry = Registry(ws.registry_path)
@@ -185,17 +192,9 @@ def test_run_from_a_data_file_is_pinned_to_that_file(project: dict) -> None:
 
 
 def test_a_mixture_run_reproduces_and_each_source_is_pinned_and_checked(project: dict) -> None:
-    src = project["ws"] / "tenants/default/datasets/brightwave-tickets/v1/train.jsonl"
-    data = project["dir"] / "data" / "mix_file.jsonl"
-    data.write_bytes(src.read_bytes())
-    cfg = yaml.safe_load((project["dir"] / "configs" / "repro.yaml").read_text())
-    del cfg["train"]["dataset"]
-    cfg["train"].update(max_steps=2, datasets=[{"dataset": "brightwave-tickets", "weight": 2.0},
-                                               {"data": "../data/mix_file.jsonl", "weight": 1.0}])
-    (project["dir"] / "configs" / "repro_mix.yaml").write_text(yaml.safe_dump(cfg))
-    res = studio("train", "configs/repro_mix.yaml", cwd=project["dir"])
-    assert res.returncode == 0, res.stderr
-    run_id = re.search(r"run (run-[0-9a-z-]+) finished", res.stdout).group(1)
+    run_id, data = _variant_run(project, "repro_mix", "mix_file.jsonl",
+                                datasets=[{"dataset": "brightwave-tickets", "weight": 2.0},
+                                          {"data": "../data/mix_file.jsonl", "weight": 1.0}])
 
     ws = Workspace(project["ws"])
     registry = Registry(ws.registry_path)
