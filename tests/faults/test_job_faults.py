@@ -280,6 +280,9 @@ def test_sigterm_stops_the_gateway_gracefully(tmp_path: Path, tiny_model_dir: Pa
     ws, keys = served_workspace(tmp_path / "ws", tiny_model_dir, adapters)
     data = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
     data["serve"].update(base_model=TINY, port=0, reload_interval_s=0)
+    # the request waits a second in the batcher's inbox, so it is surely in flight at the signal
+    # (the tiny model can answer within the signal's delay), and is answered well within the grace
+    data["serve"]["batching"]["batch_wait_ms"] = 1000
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump(data))
     proc = studio_popen(["--workspace", str(ws.root), "serve", str(config)], tmp_path,
