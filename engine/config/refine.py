@@ -361,6 +361,19 @@ class LlmStagesSpec(Strict):
 INSTALL_DISTRIBUTED = "pip install '.[distributed]' (in a checkout; else 'expert-studio[distributed]')"
 
 
+class MinhashBandsSpec(Strict):
+    """refine.datatrove.minhash: datatrove's MinhashConfig banding for its dedup stages."""
+
+    num_buckets: int | None = Field(default=None, ge=1, le=256, description="LSH bands: two "
+                                    "records sharing every hash of one band are a candidate pair "
+                                    "(none: the in-process index's bands for dedup.threshold and "
+                                    "num_perm, 25 at the defaults)")
+    hashes_per_bucket: int | None = Field(default=None, ge=1, le=64, description="MinHash values "
+                                          "per band (none: the in-process index's, 5 at the "
+                                          "defaults); a pair becomes a candidate with "
+                                          "probability 1-(1-J^hashes)^buckets")
+
+
 class DatatroveSpec(Strict):
     """refine.datatrove: the datatrove executor of `refine.executor: datatrove`. Keys are named as
     datatrove's LocalPipelineExecutor / SlurmPipelineExecutor / RayPipelineExecutor name them."""
@@ -377,6 +390,11 @@ class DatatroveSpec(Strict):
     skip_completed: bool = Field(default=True, description="a rerun of the same refine skips the "
                                  "tasks a killed run completed (datatrove's completion markers)")
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    dedup: Literal["datatrove", "driver"] = Field(
+        default="datatrove", description="datatrove: exact and near dedup on datatrove's MinHash "
+        "stages (signatures, buckets, clusters: on disk); driver: the in-process dedup, "
+        "byte-identical to executor: local, its index in the driver's memory")
+    minhash: MinhashBandsSpec = Field(default_factory=MinhashBandsSpec)
     randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
                                           "starts after a random delay up to this")
     # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)

@@ -148,6 +148,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
                         progress=progress)
         if job is not None:
             run.record_runner = job.open().outcomes
+            run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
         try:
             run.run(inputs)
         finally:

@@ -46,7 +46,17 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 
 # engine.data.distributed raises the install hint when datatrove is missing
 from engine.data.distributed import STEP_TYPE  # noqa: E402
+from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
+from engine.data.refine_datatrove_dedup import (  # noqa: E402
+    ClusterDecider,
+    DedupFeatures,
+    PeakMemory,
+    Signature,
+    minhash_config,
+    phase_three,
+    phase_two,
+)
 from engine.data.stages.pii import Finding  # noqa: E402
 from engine.errors import StudioError  # noqa: E402
 from engine.hashing import sha256_json  # noqa: E402
@@ -66,7 +76,7 @@ if TYPE_CHECKING:
     from engine.workspace import Workspace
 
 BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
-FORMAT = 1  # of the shard lines; part of the work directory's key
+FORMAT = 2  # of the shard lines and dedup files; part of the work directory's key
 SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
 SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
 _short_ipc_dir: list[str] = []
@@ -224,12 +234,20 @@ class DatatroveJob:
             raise StudioError(f"datatrove executor {self.options.executor!r} is not wired yet",
                               where="refine.datatrove.executor",
                               hint="use executor: local (docs/refine-scale.md says what remains)")
+        # datatrove's MinHash decides the dedup (refine_datatrove_dedup.py) unless told otherwise
+        self.dedup_on = self.options.dedup == "datatrove" and (spec.dedup.exact or spec.dedup.near)
         key = sha256_json({
             "format": FORMAT, "tenant": cfg.tenant, "seed": cfg.seed, "tasks": self.options.tasks,
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
+            "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
             "inputs": [(i.label, i.sha256) for i in inputs]})
         self.work = ws.tmp_dir(cfg.tenant) / f"refine-{key[:20]}"
         self.input_dir, self.output_dir = self.work / "input", self.work / "output"
+        bands, rows = lsh_params(spec.dedup.threshold, spec.dedup.num_perm)
+        self.minhash = minhash_config(self.options.minhash.num_buckets or bands,
+                                      self.options.minhash.hashes_per_bucket or rows)
+        self.decider = (ClusterDecider(spec.dedup, self.work / "dedup" / "clusters",
+                                       self.options.tasks) if self.dedup_on else None)
         self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
                      else self.work / "logs")
         self._lock_fd: int | None = None
@@ -266,8 +284,13 @@ class DatatroveJob:
 
     # -- the three phases -------------------------------------------------------------------
     def pipeline(self) -> list[Any]:
-        return [ShardReader(str(self.input_dir)), RecordStagesStep(self.spec),
-                OutcomeWriter(str(self.output_dir))]
+        steps = [ShardReader(str(self.input_dir)), RecordStagesStep(self.spec),
+                 OutcomeWriter(str(self.output_dir))]
+        if self.dedup_on:
+            steps += [DedupFeatures(self.spec.dedup, self.spec.pii),
+                      Signature(str(self.work / "dedup" / "signatures"), self.minhash,
+                                self.spec.dedup)]
+        return [*steps, PeakMemory()]
 
     def write_shards(self, stream: Iterable[Conversation | Reject]) -> None:
         """Ingest → input/NNNNN.jsonl (all `tasks` files, empty ones too: datatrove deals sorted
@@ -294,14 +317,28 @@ class DatatroveJob:
         shutil.rmtree(self.input_dir, ignore_errors=True)
         os.rename(staging, self.input_dir)
 
-    def execute(self) -> None:
+    def _executor(self, pipeline: list[Any], tasks: int, logs: Path) -> LocalPipelineExecutor:
         o = self.options
-        executor = LocalPipelineExecutor(
-            self.pipeline(), tasks=o.tasks, workers=o.workers, logging_dir=str(self.logs),
+        return LocalPipelineExecutor(
+            pipeline, tasks=tasks, workers=o.workers, logging_dir=str(logs),
             skip_completed=o.skip_completed, start_method=o.start_method,
             randomize_start_duration=o.randomize_start_duration)
+
+    def execute(self) -> None:
+        """Phase 1: the per-record stages (and the dedup signatures); with datatrove's dedup,
+        phase 2 (one task per bucket) and 3 (one task) find the clusters. Each phase has its
+        own logs and completion markers, so a rerun resumes at the phase that failed."""
+        phases = [(self.pipeline(), self.options.tasks, self.logs)]
+        if self.dedup_on:
+            dedup = self.work / "dedup"
+            phases += [
+                (phase_two(str(dedup / "signatures"), str(dedup / "buckets"), self.minhash),
+                 self.minhash.num_buckets, self.logs / "minhash-buckets"),
+                (phase_three(str(dedup / "buckets"), str(dedup / "clusters"), self.minhash),
+                 1, self.logs / "minhash-clusters")]
         with ipc_tempdir():
-            executor.run()
+            for pipeline, tasks, logs in phases:
+                self._executor(pipeline, tasks, logs).run()
 
     def outcomes(self, stream: Iterable[Conversation | Reject]) -> Iterator[Outcome | Reject]:
         """RefineRun's record_runner: shard, run the tasks, then merge back in input order."""
@@ -313,6 +350,7 @@ class DatatroveJob:
         """The task outputs in input order, each line checked against its input line."""
         tasks = self.options.tasks
         read_in, read_out = [0] * tasks, [0] * tasks  # byte offsets per shard
+        signed = [0] * tasks  # per task: records that passed quality (the signature numbers)
         number = 0
         while True:
             r = number % tasks
@@ -320,7 +358,11 @@ class DatatroveJob:
             outputs = _lines(self.output_dir / f"{r:05d}.jsonl", read_out, r, len(sources))
             outputs += [b""] * (len(sources) - len(outputs))
             for src, out in zip(sources, outputs):
-                yield self._checked(r, json.loads(src), out)
+                item = self._checked(r, json.loads(src), out)
+                if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
+                    self.decider.expect(r, signed[r], item.conv.id)
+                    signed[r] += 1
+                yield item
             if len(sources) < BLOCK:
                 break
             number += 1

@@ -137,6 +137,9 @@ class RefineRun:
         # processes); `refine.executor: datatrove` puts engine/data/refine_datatrove.py's here
         self.record_runner: Callable[[Iterable[Conversation | Reject]],
                                      Iterable[record_workers.Outcome | Reject]] | None = None
+        # what decides the dedup: None → stages/dedup.py's in-process index; datatrove's MinHash
+        # clusters (engine/data/refine_datatrove_dedup.py) with `refine.datatrove.dedup`
+        self.dedup_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
         self._length_of: Callable[[Conversation], int] | None = None
         self.length_unit = "characters"
 
@@ -270,7 +273,8 @@ class RefineRun:
                     load_against(paths))
 
         stream: Iterable[Conversation] = self.record_stages(self.ingest(inputs))
-        stream = self.route("dedup", dedup(stream, spec.dedup, self.clusters))
+        stream = self.route("dedup", (self.dedup_runner or dedup)(stream, spec.dedup,
+                                                                   self.clusters))
         judge_file = None
         if self._llm_on("judge"):
             notes: list[dict[str, Any]] = []
