@@ -16,7 +16,9 @@ five raw formats, junk, duplicates, near-duplicates, PII, eval contamination):
    memory that stays flat from M to 10·M shows the pipeline streams. With --executor datatrove,
    the largest size runs again with `refine.executor: datatrove` (--tasks shards, --workers at
    once) and the report gives its time over the local run's (same size, same run) and whether
-   the two wrote the same bytes (sha256 of train/val/eval/rejects/lineage).
+   the two wrote the same bytes (sha256 of train/val/eval/rejects/lineage), file by file, the
+   share of records with the same dedup decision, and each datatrove phase's worker peak RSS
+   (the `peak_rss_mb` stat of its tasks).
 3. minhash  — the dedup stage's signatures (engine.data.stages.dedup.minhash_signatures) against
    two references on the same conversations in the same process: datasketch used the textbook
    way (one MinHash per text, `update()` per shingle, the same character 5-shingles with the
@@ -76,13 +78,16 @@ def load_generator() -> Any:
 
 
 def refine_config(data: Path, conversations: int, workers: int = 1, executor: str = "local",
-                  tasks: int = 1) -> dict[str, Any]:
-    """The refine config (as YAML data) for a corpus written by make_noisy_data into `data`."""
+                  tasks: int = 1, logging_dir: Path | None = None) -> dict[str, Any]:
+    """The refine config (as YAML data) for a corpus written by make_noisy_data into `data`;
+    datatrove's logs (and the per-worker peak RSS in their stats) go to `logging_dir`."""
     speakers = {"user": ["customer", "visitor"], "assistant": ["agent"], "bot": ["bot"],
                 "tool": ["tool"]}
     run: dict[str, Any] = {"workers": workers}
     if executor == "datatrove":  # the same workers, as datatrove's (tasks at once)
         run = {"executor": "datatrove", "datatrove": {"tasks": tasks, "workers": workers}}
+        if logging_dir is not None:
+            run["datatrove"]["logging_dir"] = str(logging_dir)
     return {"kind": "refine", "tenant": "bench", "seed": 42, "refine": {
         "dataset": f"bench-{conversations}-w{workers}-{executor}{tasks}",
         **run,
@@ -347,6 +352,62 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 
 
 # ---------------------------------------------------------------------------------- pipeline
+PHASES = {"records": "", "minhash-buckets": "minhash-buckets",
+          "minhash-clusters": "minhash-clusters"}
+
+
+def worker_peak_rss(logging_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per datatrove phase: the largest and the median peak RSS (MB) of its tasks' worker
+    processes, from the `peak_rss_mb` stat every phase's last step records."""
+    out: dict[str, dict[str, Any]] = {}
+    for phase, sub in PHASES.items():
+        peaks = []
+        for f in sorted((logging_dir / sub / "stats").glob("*.json")):
+            for step in json.loads(f.read_text(encoding="utf-8")):
+                value = step.get("stats", {}).get("peak_rss_mb")
+                if value is not None:
+                    peaks.append(value["total"] if isinstance(value, dict) else value)
+        if peaks:
+            peaks.sort()
+            out[phase] = {"tasks": len(peaks), "max_mb": peaks[-1],
+                          "median_mb": peaks[len(peaks) // 2]}
+    return out
+
+
+def dedup_agreement(a: Path, b: Path) -> dict[str, Any]:
+    """How two versions of one corpus agree: per output file, equal bytes; over the records
+    that reached dedup in both, the share with the same decision (kept, or dropped as the same
+    kind of duplicate of the same survivor)."""
+    def decisions(version: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split in ("train", "val", "eval"):
+            with open(version / f"{split}.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    out[json.loads(line)["id"]] = None
+        with open(version / "rejects.jsonl", encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                if r["stage"] == "dedup":
+                    out[r["record_id"]] = (r["reason"], r["detail"].split()[2])
+        return out
+
+    da, db = decisions(a), decisions(b)
+    both = da.keys() & db.keys()
+    files = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl")
+    return {"same_file_bytes": {f: sha256_of(a / f) == sha256_of(b / f) for f in files},
+            "records_at_dedup": len(both),
+            "only_in_one": len(da.keys() ^ db.keys()),
+            "dropped": [sum(v is not None for v in da.values()),
+                        sum(v is not None for v in db.values())],
+            "decision_agreement": round(sum(da[k] == db[k] for k in both) / max(len(both), 1), 6)}
+
+
+def sha256_of(path: Path) -> str:
+    from engine.hashing import sha256_file
+
+    return sha256_file(path)
+
+
 def child_main(cfg_file: str, workspace: str) -> None:
     """Run one refine (the `studio refine` code path) and print its numbers as JSON."""
     from engine.config import load_config
@@ -366,10 +427,13 @@ def child_main(cfg_file: str, workspace: str) -> None:
     outputs = {name: sha256_file(res.path / name) for name in OUTPUT_FILES}
     workers = (cfg.refine.datatrove.workers if cfg.refine.executor == "datatrove"
                else cfg.refine.workers)
+    logs = cfg.refine.datatrove.logging_dir
     print(json.dumps({"seconds": took, "bytes": nbytes, "counts": res.counts,
                       "workers": workers, "executor": cfg.refine.executor,
                       "tasks": cfg.refine.datatrove.tasks, "outputs": sha256_json(outputs),
-                      "peak_rss_mb": round(peak_kb / 1024, 1)}))
+                      "path": str(res.path), "peak_rss_mb": round(peak_kb / 1024, 1),
+                      "worker_peak_rss": (worker_peak_rss(cfg.resolve_path(logs))
+                                          if cfg.refine.executor == "datatrove" and logs else {})}))
 
 
 def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1,
@@ -379,7 +443,8 @@ def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1,
     data = tmp / f"data-{n}"
     gen.generate(data, n, seed, scale=True)
     cfg_file = tmp / f"refine-{n}-w{workers}-{executor}{tasks}.yaml"
-    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers, executor, tasks),
+    logs = tmp / f"datatrove-logs-{n}-{tasks}" if executor == "datatrove" else None
+    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers, executor, tasks, logs),
                                        sort_keys=False), encoding="utf-8")
     proc = subprocess.run([sys.executable, __file__, "--child", str(cfg_file), str(tmp / "ws")],
                           capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
@@ -395,7 +460,8 @@ def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1,
             "records_per_s": round(n / s, 1),
             "mb_per_s": round(out["bytes"] / s / 1e6, 3),
             "records_per_s_per_core": round(n / s / max(out["workers"], 1), 1),
-            "peak_rss_mb": out["peak_rss_mb"], "counts": out["counts"]}
+            "peak_rss_mb": out["peak_rss_mb"], "counts": out["counts"], "path": out["path"],
+            "worker_peak_rss": out["worker_peak_rss"]}
 
 
 # -------------------------------------------------------------------------------------- main
@@ -461,7 +527,8 @@ def main() -> None:
                 if "error" not in dt and "error" not in local:
                     result["datatrove_vs_local"] = {
                         "seconds_ratio": round(dt["seconds"] / max(local["seconds"], 1e-9), 2),
-                        "same_bytes": dt["outputs"] == local["outputs"]}
+                        "same_bytes": dt["outputs"] == local["outputs"],
+                        **dedup_agreement(Path(local["path"]), Path(dt["path"]))}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -509,7 +576,12 @@ def main() -> None:
     if "datatrove_vs_local" in result:
         ratio = result["datatrove_vs_local"]
         console.print(f"datatrove / local time: {ratio['seconds_ratio']:.2f}x; same bytes: "
-                      f"{ratio['same_bytes']}")
+                      f"{ratio['same_bytes']}; dedup decisions agree on "
+                      f"{ratio['decision_agreement']:.4%} of {ratio['records_at_dedup']} records")
+        for row in result["pipeline"]:
+            for phase, rss in row.get("worker_peak_rss", {}).items():
+                console.print(f"datatrove {phase}: {rss['tasks']} tasks, worker peak RSS "
+                              f"max {rss['max_mb']} MB, median {rss['median_mb']} MB")
     print(json.dumps(result, sort_keys=True))
 
 
