@@ -379,8 +379,12 @@ class DatatroveSpec(Strict):
     datatrove's LocalPipelineExecutor / SlurmPipelineExecutor / RayPipelineExecutor name them."""
 
     executor: Literal["local", "slurm", "ray"] = Field(
-        default="local", description="which datatrove executor runs the tasks (this release runs "
-        "'local'; 'slurm' and 'ray' are validated but refused when the refine starts)")
+        default="local", description="which datatrove executor runs the tasks: 'local' "
+        "(LocalPipelineExecutor) or 'slurm' (chained job arrays; `studio refine` waits for them); "
+        "'ray' is validated but refused when the refine starts")
+    work_dir: str | None = Field(default=None, description="where the job's work directory "
+                                 "refine-<key>/ goes (none: the tenant's tmp/); with slurm, a "
+                                 "filesystem the nodes and the driver share")
     tasks: int = Field(default=1, ge=1, le=100_000, description="shards of the corpus, one "
                        "datatrove task each")
     workers: int = Field(default=-1, ge=-1, description="tasks running at once; -1: all of them "

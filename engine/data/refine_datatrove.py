@@ -48,6 +48,7 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
+from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     ClusterDecider,
     DedupFeatures,
@@ -230,10 +231,10 @@ class DatatroveJob:
     def __init__(self, cfg: "StudioConfig", spec: "RefineSpec", ws: "Workspace",
                  inputs: list["InputFile"]):
         self.spec, self.options = spec, spec.datatrove
-        if self.options.executor != "local":
-            raise StudioError(f"datatrove executor {self.options.executor!r} is not wired yet",
+        if self.options.executor == "ray":
+            raise StudioError("datatrove executor 'ray' is not wired yet",
                               where="refine.datatrove.executor",
-                              hint="use executor: local (docs/refine-scale.md says what remains)")
+                              hint="use local or slurm (docs/refine-scale.md says what remains)")
         # datatrove's MinHash decides the dedup (refine_datatrove_dedup.py) unless told otherwise
         self.dedup_on = self.options.dedup == "datatrove" and (spec.dedup.exact or spec.dedup.near)
         key = sha256_json({
@@ -241,7 +242,9 @@ class DatatroveJob:
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
             "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
             "inputs": [(i.label, i.sha256) for i in inputs]})
-        self.work = ws.tmp_dir(cfg.tenant) / f"refine-{key[:20]}"
+        base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
+                else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
+        self.work = base / f"refine-{key[:20]}"
         self.input_dir, self.output_dir = self.work / "input", self.work / "output"
         bands, rows = lsh_params(spec.dedup.threshold, spec.dedup.num_perm)
         self.minhash = minhash_config(self.options.minhash.num_buckets or bands,
@@ -336,6 +339,14 @@ class DatatroveJob:
                  self.minhash.num_buckets, self.logs / "minhash-buckets"),
                 (phase_three(str(dedup / "buckets"), str(dedup / "clusters"), self.minhash),
                  1, self.logs / "minhash-clusters")]
+        if self.options.executor == "slurm":
+            chained: list[Any] = []
+            for (pipeline, tasks, logs), name in zip(phases, ("records", "buckets", "clusters")):
+                depends = chained[-1][0] if chained else None
+                chained.append((slurm_executor(self.options, pipeline, tasks, logs, name,
+                                               depends), tasks, logs, name))
+            SlurmWait(chained).run()
+            return
         with ipc_tempdir():
             for pipeline, tasks, logs in phases:
                 self._executor(pipeline, tasks, logs).run()

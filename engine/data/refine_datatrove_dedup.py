@@ -56,6 +56,10 @@ from engine.data.stages import pii
 from engine.data.stages.dedup import STAGE, content_key, signer_for
 from engine.records import Conversation, Reject
 
+from engine import offline  # noqa: E402
+
+offline.enforce()  # before datatrove: it imports huggingface_hub, which reads HF_HUB_OFFLINE once
+
 from datatrove.data import DocumentsPipeline  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
 from datatrove.pipeline.dedup.minhash import (  # noqa: E402

@@ -205,10 +205,10 @@ def test_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: 
     monkeypatch.undo()
 
     # an executor this release does not run yet: refused before anything is written
-    slurm = "  executor: datatrove\n  datatrove: {executor: slurm, partition: cpu, time: '01:00:00'}\n"
+    ray = "  executor: datatrove\n  datatrove: {executor: ray}\n"
     ws, registry = _workspace(tmp_path)
     with pytest.raises(StudioError) as err:
-        refine(load_config(_config(corpus, slurm)), ws, registry)
+        refine(load_config(_config(corpus, ray)), ws, registry)
     assert err.value.where == "refine.datatrove.executor"
     assert _tmp_entries(ws) == [] and list((ws.tenant_dir("default") / "datasets").iterdir()) == []
 
