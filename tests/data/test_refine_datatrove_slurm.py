@@ -196,3 +196,24 @@ def test_the_example_cluster_config_reaches_sbatch_as_written(tmp_path: Path) ->
                                                      None)
     script = executor.get_launch_file_contents(executor.get_sbatch_args(2), "run")
     assert [x for x in script.splitlines() if "mem-per-cpu" in x] == ["#SBATCH --mem-per-cpu=1536M"]
+
+
+def test_ctrl_c_while_waiting_cancels_every_job_of_the_refine(fake_slurm: Path,
+                                                                tmp_path: Path) -> None:
+    class Submitted:  # what SlurmPipelineExecutor.run leaves behind: the job ids
+        def __init__(self, job_id: int):
+            self.job_id = job_id
+
+        def run(self) -> None:
+            pass
+
+    for job in (7, 8):  # queued, as the stand-in's squeue reports them
+        (fake_slurm / f"{job}.state").write_text("pending")
+    phases = [(Submitted(7), 2, tmp_path / "a", "records"), (Submitted(8), 1, tmp_path / "b", "buckets")]
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine_datatrove_slurm.SlurmWait(phases, sleep=interrupted).run()  # type: ignore[arg-type]
+    assert (fake_slurm / "cancelled").read_text().split() == ["7", "8"]
