@@ -399,6 +399,10 @@ class DatatroveSpec(Strict):
         "stages (signatures, buckets, clusters: on disk); driver: the in-process dedup, "
         "byte-identical to executor: local, its index in the driver's memory")
     minhash: MinhashBandsSpec = Field(default_factory=MinhashBandsSpec)
+    decontam: Literal["datatrove", "driver"] = Field(
+        default="datatrove", description="datatrove: the train/val records are checked against "
+        "the eval index by datatrove tasks (the index pickled into the work directory, loaded "
+        "by each task); driver: checked in the driver, as in-process")
     randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
                                           "starts after a random delay up to this")
     # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)

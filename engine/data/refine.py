@@ -149,6 +149,8 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         if job is not None:
             run.record_runner = job.open().outcomes
             run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
+            if job.decontam_on:
+                run.decontam_runner = job.decontam
         try:
             run.run(inputs)
         finally:

@@ -13,6 +13,12 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
           them exactly as it consumes record_workers.run: PII surrogates numbered in input order,
           exact and near dedup, split, decontam, LLM stages, files, card and lineage. So the
           version is byte-identical to `executor: local`.
+  dedup   with `datatrove.dedup: datatrove`, MinHash signatures on the tasks, then bucket and
+          cluster phases; the driver decides inside clusters (refine_datatrove_dedup.py)
+  decontam with `datatrove.decontam: datatrove`, one more phase checks the spooled train/val
+          records against the pickled eval index (refine_datatrove_decontam.py)
+  slurm   every phase as a Slurm job array that this process submits and waits for
+          (refine_datatrove_slurm.py)
 
 The work directory, <tenant>/tmp/refine-<key>/ (mode 0700, key: the refine section without its
 executor settings, the seed, the inputs' sha256 and `tasks`), holds input/, output/ and logs/
@@ -48,6 +54,7 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
+from engine.data.refine_datatrove_decontam import DecontamCheck, save_index, verdict  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     ClusterDecider,
@@ -237,10 +244,12 @@ class DatatroveJob:
                               hint="use local or slurm (docs/refine-scale.md says what remains)")
         # datatrove's MinHash decides the dedup (refine_datatrove_dedup.py) unless told otherwise
         self.dedup_on = self.options.dedup == "datatrove" and (spec.dedup.exact or spec.dedup.near)
+        self.decontam_on = self.options.decontam == "datatrove" and spec.decontam.enabled
         key = sha256_json({
             "format": FORMAT, "tenant": cfg.tenant, "seed": cfg.seed, "tasks": self.options.tasks,
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
             "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
+            "decontam": self.options.decontam,
             "inputs": [(i.label, i.sha256) for i in inputs]})
         base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
@@ -296,20 +305,24 @@ class DatatroveJob:
         return [*steps, PeakMemory()]
 
     def write_shards(self, stream: Iterable[Conversation | Reject]) -> None:
-        """Ingest → input/NNNNN.jsonl (all `tasks` files, empty ones too: datatrove deals sorted
-        files to ranks), one block at a time, so a job of many tasks holds no file open. Written
-        beside and renamed into place when complete: the same input and config give the same
-        shards, so a resumed run's finished tasks stay valid."""
+        """Ingest → input/NNNNN.jsonl (see _deal)."""
+        self._deal((_dumps(encode_input(item)) for item in stream), self.input_dir)
+
+    def _deal(self, lines: Iterable[bytes], target: Path) -> None:
+        """Lines → target/NNNNN.jsonl in blocks of BLOCK, round robin (all `tasks` files, empty
+        ones too: datatrove deals sorted files to ranks), one block at a time, so a job of many
+        tasks holds no file open. Written beside and renamed into place when complete: the same
+        input and config give the same shards, so a resumed run's finished tasks stay valid."""
         tasks = self.options.tasks
-        staging = self.work / "input.new"
+        staging = target.with_name(target.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(mode=0o700)
+        staging.mkdir(mode=0o700, parents=True)
         for r in range(tasks):
             (staging / f"{r:05d}.jsonl").touch(mode=0o600)
         block: list[bytes] = []
         number = 0
-        for item in stream:
-            block.append(_dumps(encode_input(item)))
+        for line in lines:
+            block.append(line)
             if len(block) == BLOCK:
                 with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
                     f.writelines(block)
@@ -317,8 +330,8 @@ class DatatroveJob:
         if block:
             with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
                 f.writelines(block)
-        shutil.rmtree(self.input_dir, ignore_errors=True)
-        os.rename(staging, self.input_dir)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(staging, target)
 
     def _executor(self, pipeline: list[Any], tasks: int, logs: Path) -> LocalPipelineExecutor:
         o = self.options
@@ -331,24 +344,29 @@ class DatatroveJob:
         """Phase 1: the per-record stages (and the dedup signatures); with datatrove's dedup,
         phase 2 (one task per bucket) and 3 (one task) find the clusters. Each phase has its
         own logs and completion markers, so a rerun resumes at the phase that failed."""
-        phases = [(self.pipeline(), self.options.tasks, self.logs)]
+        phases = [(self.pipeline(), self.options.tasks, self.logs, "records")]
         if self.dedup_on:
             dedup = self.work / "dedup"
             phases += [
                 (phase_two(str(dedup / "signatures"), str(dedup / "buckets"), self.minhash),
-                 self.minhash.num_buckets, self.logs / "minhash-buckets"),
+                 self.minhash.num_buckets, self.logs / "minhash-buckets", "buckets"),
                 (phase_three(str(dedup / "buckets"), str(dedup / "clusters"), self.minhash),
-                 1, self.logs / "minhash-clusters")]
+                 1, self.logs / "minhash-clusters", "clusters")]
+        self._run_phases(phases)
+
+    def _run_phases(self, phases: list[tuple[list[Any], int, Path, str]]) -> None:
+        """Run (pipeline, tasks, logging dir, name) phases one after the other: here, or as
+        chained Slurm job arrays that this process submits and waits for."""
         if self.options.executor == "slurm":
             chained: list[Any] = []
-            for (pipeline, tasks, logs), name in zip(phases, ("records", "buckets", "clusters")):
+            for pipeline, tasks, logs, name in phases:
                 depends = chained[-1][0] if chained else None
                 chained.append((slurm_executor(self.options, pipeline, tasks, logs, name,
                                                depends), tasks, logs, name))
             SlurmWait(chained).run()
             return
         with ipc_tempdir():
-            for pipeline, tasks, logs in phases:
+            for pipeline, tasks, logs, _name in phases:
                 self._executor(pipeline, tasks, logs).run()
 
     def outcomes(self, stream: Iterable[Conversation | Reject]) -> Iterator[Outcome | Reject]:
@@ -359,28 +377,59 @@ class DatatroveJob:
 
     def merged(self) -> Iterator[Outcome | Reject]:
         """The task outputs in input order, each line checked against its input line."""
+        signed = [0] * self.options.tasks  # per task: records that passed quality (signed)
+        for r, src, out in self._round_robin(self.input_dir, self.output_dir):
+            item = self._checked(r, json.loads(src), out)
+            if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
+                self.decider.expect(r, signed[r], item.conv.id)
+                signed[r] += 1
+            yield item
+
+    def _round_robin(self, inputs: Path, outputs: Path) -> Iterator[tuple[int, bytes, bytes]]:
+        """(task, input line, output line or b"" if missing) in input order (the inverse of
+        _deal); an output file with more lines than its input is an error."""
         tasks = self.options.tasks
         read_in, read_out = [0] * tasks, [0] * tasks  # byte offsets per shard
-        signed = [0] * tasks  # per task: records that passed quality (the signature numbers)
         number = 0
         while True:
             r = number % tasks
-            sources = _lines(self.input_dir / f"{r:05d}.jsonl", read_in, r, BLOCK)
-            outputs = _lines(self.output_dir / f"{r:05d}.jsonl", read_out, r, len(sources))
-            outputs += [b""] * (len(sources) - len(outputs))
-            for src, out in zip(sources, outputs):
-                item = self._checked(r, json.loads(src), out)
-                if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
-                    self.decider.expect(r, signed[r], item.conv.id)
-                    signed[r] += 1
-                yield item
+            sources = _lines(inputs / f"{r:05d}.jsonl", read_in, r, BLOCK)
+            results = _lines(outputs / f"{r:05d}.jsonl", read_out, r, len(sources))
+            results += [b""] * (len(sources) - len(results))
+            for src, out in zip(sources, results):
+                yield r, src, out
             if len(sources) < BLOCK:
                 break
             number += 1
         for r in range(tasks):
-            path = self.output_dir / f"{r:05d}.jsonl"
+            path = outputs / f"{r:05d}.jsonl"
             if path.exists() and path.stat().st_size > read_out[r]:
-                raise self._mismatch(r, "has more lines than its input shard")
+                raise self._mismatch(r, "has more lines than its input shard", path)
+
+    def decontam(self, spool: Path, stream: Iterable[Conversation], index: Any
+                 ) -> Iterator[Conversation | Reject]:
+        """RefineRun's decontam_runner: the spooled train/val records (the lines of `spool`, in
+        the order `stream` yields them) checked against `index` by datatrove tasks; the verdicts
+        merged back in order, each checked against its record."""
+        work = self.work / "decontam"
+        work.mkdir(exist_ok=True, mode=0o700)
+        save_index(index, work / "index.pkl")
+        with open(spool, "rb") as f:
+            self._deal(f, work / "input")
+        self._run_phases([([ShardReader(str(work / "input")),
+                            DecontamCheck(str(work / "index.pkl")),
+                            OutcomeWriter(str(work / "output")), PeakMemory()],
+                           self.options.tasks, self.logs / "decontam", "decontam")])
+        verdicts = self._round_robin(work / "input", work / "output")
+        for conv in stream:
+            r, _src, out = next(verdicts, (0, b"", b""))
+            path = work / "output" / f"{r:05d}.jsonl"
+            line = json.loads(out) if out else None
+            if line is None or line.get("id") != conv.id:
+                raise self._mismatch(r, "does not match the spooled records", path)
+            yield verdict(conv, line)
+        if next(verdicts, None) is not None:
+            raise self._mismatch(0, "has more verdicts than records", work / "output")
 
     def _checked(self, rank: int, src: dict[str, Any], raw: bytes) -> Outcome | Reject:
         if not raw:
@@ -394,7 +443,7 @@ class DatatroveJob:
             raise self._mismatch(rank, "does not match its input shard")
         return decode_outcome(line["outcome"])
 
-    def _mismatch(self, rank: int, what: str) -> StudioError:
+    def _mismatch(self, rank: int, what: str, path: Path | None = None) -> StudioError:
         return StudioError(f"the output of datatrove task {rank} {what}",
-                           where=str(self.output_dir / f"{rank:05d}.jsonl"),
+                           where=str(path or self.output_dir / f"{rank:05d}.jsonl"),
                            hint="rerun with refine.datatrove.skip_completed: false")

@@ -140,6 +140,8 @@ class RefineRun:
         # what decides the dedup: None → stages/dedup.py's in-process index; datatrove's MinHash
         # clusters (engine/data/refine_datatrove_dedup.py) with `refine.datatrove.dedup`
         self.dedup_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
+        # and the decontamination of pass 2: None → here; datatrove tasks (refine_datatrove.py)
+        self.decontam_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
         self._length_of: Callable[[Conversation], int] | None = None
         self.length_unit = "characters"
 
@@ -326,7 +328,10 @@ class RefineRun:
                     yield self._remember(conv)
 
         stream: Iterable[Conversation] = records()
-        if self.decontam_index is not None:
+        if self.decontam_index is not None and self.decontam_runner is not None:
+            stream = self.route("decontam", self.decontam_runner(self.spool_path, stream,
+                                                                 self.decontam_index))
+        elif self.decontam_index is not None:
             stream = self.route("decontam", decontaminate(stream, self.decontam_index))
         else:
             stream = self.through("decontam", stream)

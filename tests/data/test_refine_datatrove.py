@@ -96,10 +96,20 @@ def _tmp_entries(ws: Workspace) -> list[str]:
 def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path, tmp_path: Path,
                                                      dedup: str) -> None:
     ws, registry = _workspace(tmp_path)
+    logs = tmp_path / "datatrove-logs"  # kept: the phases that ran
     result = refine(load_config(_config(corpus, DATATROVE.replace(
-        "workers: 2}", f"workers: 2, dedup: {dedup}}}"))), ws, registry)
+        "workers: 2}", f"workers: 2, dedup: {dedup}, decontam: {dedup}, logging_dir: {logs}}}"))),
+        ws, registry)
 
     _assert_same_version(result.path, local)
+    phases = sorted(p.parent.name for p in logs.rglob("completions"))
+    assert phases == (["datatrove-logs", "decontam", "minhash-buckets", "minhash-clusters"]
+                      if dedup == "datatrove" else ["datatrove-logs"])
+    if dedup == "datatrove":  # the decontam tasks found the leaked eval items, not the driver
+        stats = json.loads((logs / "decontam" / "stats.json").read_text())
+        found = sum(s["stats"].get("contaminated", 0) for s in stats if "Eval overlap" in s["name"])
+        rejects = (local / "rejects.jsonl").read_text().splitlines()
+        assert found == sum('"stage":"decontam"' in r for r in rejects) > 0
     ran = json.loads((result.path / "card.json").read_text())["refine_config"]
     assert (ran["executor"], ran["datatrove"]["tasks"], ran["datatrove"]["workers"]) == ("datatrove", 3, 2)
     assert registry.get_dataset("default", "brightwave-support", 1) is not None
@@ -298,4 +308,41 @@ def test_a_second_refine_of_the_same_config_is_refused_and_touches_nothing(corpu
     second.close(succeeded=False)  # as refine() does after a failed open
     assert (first.work / "mine").exists()
     first.close(succeeded=False)
+    assert _tmp_entries(ws) == []
+
+
+class CheckFailsOnce(refine_datatrove.DecontamCheck):
+    """Test fault: the decontam task of rank 1 raises on its first run; every run is noted."""
+
+    def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
+        runs = Path(self.index_path).parents[3] / "decontam-runs.txt"  # the tenant's dir
+        with open(runs, "a", encoding="utf-8") as f:
+            f.write(f"{rank}\n")
+        marker = runs.with_suffix(".failed")
+        if rank == 1 and not marker.exists():  # after the other tasks completed
+            done = Path(self.index_path).parents[1] / "logs" / "decontam" / "completions"
+            deadline = time.monotonic() + 60
+            while not all((done / f"{r:05d}").exists() for r in (0, 2)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            marker.touch()
+            raise RuntimeError("injected decontam failure")
+        yield from super().run(data, rank, world_size)
+
+
+def test_a_failed_decontam_task_resumes_alone(corpus: Path, local: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refine_datatrove, "DecontamCheck", CheckFailsOnce)
+    ws, registry = _workspace(tmp_path)
+    config = _config(corpus, DATATROVE)
+    with pytest.raises(RuntimeError, match="injected decontam failure"):
+        refine(load_config(config), ws, registry)
+    (work,) = [ws.tmp_dir("default") / n for n in _tmp_entries(ws)]
+    runs = ws.tenant_dir("default") / "decontam-runs.txt"
+    assert sorted(runs.read_text().split()) == ["0", "1", "2"]
+    assert (work / "decontam" / "index.pkl").exists()  # the eval index: hashes, never text
+    assert b"messages" not in (work / "decontam" / "index.pkl").read_bytes()
+
+    result = refine(load_config(config), ws, registry)
+    assert sorted(runs.read_text().split()) == ["0", "1", "1", "2"]  # only task 1 ran again
+    _assert_same_version(result.path, local)
     assert _tmp_entries(ws) == []
