@@ -311,21 +311,12 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
     rows.append({"impl": "datasketch MinHash.update per shingle", "seconds": _time(datasketch_ref)})
     try:
         from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
-        from datatrove.utils.word_tokenizers import WordTokenizer
 
-        class SplitTokenizer(WordTokenizer):  # datatrove's English tokenizer needs spaCy
-            def word_tokenize(self, text: str) -> list[str]:
-                return text.split()
-
-            def sent_tokenize(self, text: str) -> list[str]:
-                return [text]
-
-            def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-                return [(0, len(text))]
+        from engine.data.refine_datatrove_dedup import WhitespaceTokenizer
 
         step = MinhashDedupSignature(output_folder=str(tmp / "datatrove"),
                                      config=MinhashConfig(num_buckets=perms // 8, hashes_per_bucket=8),
-                                     language=SplitTokenizer())
+                                     language=WhitespaceTokenizer())
         import xxhash
 
         # the installed xxhash takes bytes only; datatrove passes str: encode, same hash

@@ -84,9 +84,10 @@ def minhash_config(num_buckets: int, hashes_per_bucket: int) -> MinhashConfig:
                          hash_config=HashConfig(precision=32, hash_fc="sha1"))
 
 
-class _Unused(WordTokenizer):
-    """The signature step's word tokenizer is never used (our features replace its shingles);
-    datatrove's English one would load spaCy."""
+class WhitespaceTokenizer(WordTokenizer):
+    """A word tokenizer that needs nothing: datatrove's English one would load spaCy. The
+    signature step never uses it (our features replace its shingles); the MinHash benchmark
+    shingles datatrove's way with it."""
 
     def word_tokenize(self, text: str) -> list[str]:
         return text.split()
@@ -149,7 +150,7 @@ class Signature(MinhashDedupSignature):
     """datatrove's signature step on our features instead of its word n-grams."""
 
     def __init__(self, output_folder: str, config: MinhashConfig, dedup: "DedupSpec"):
-        super().__init__(output_folder, config=config, language=_Unused())
+        super().__init__(output_folder, config=config, language=WhitespaceTokenizer())
         self.shingle, self.user_weight, self.near = dedup.shingle, dedup.user_weight, dedup.near
 
     def get_shingles(self, text: str) -> np.ndarray:
