@@ -76,7 +76,8 @@ class EvalIndex:
         self.ids: list[str] = []
         self.gram_sizes: list[tuple[int, int]] = []  # per item: (n-gram length, distinct n-grams)
         self.lengths: set[int] = set()  # n-gram lengths in use (n, and shorter for short prompts)
-        self.grams: dict[int, Any] = {}  # n-gram hash → item number, or a list of them
+        self.grams: dict[int, Any] = {}  # n-gram hash → item number, or a list (array) of them
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,8 +99,10 @@ class EvalIndex:
                 self.grams[g] = item
             elif type(cur) is list:
                 cur.append(item)
-            else:
+            elif type(cur) is int:
                 self.grams[g] = [cur, item]
+            else:  # an array: this n-gram was already looked up by a check
+                self.grams[g] = [*cur.tolist(), item]
 
     def add_all(self, convs: Iterable[Conversation]) -> int:
         n = 0
@@ -108,25 +111,48 @@ class EvalIndex:
             n += 1
         return n
 
+    def _item_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n-gram length, distinct n-grams) per item as arrays, rebuilt after an `add`."""
+        if self._arrays is None or len(self._arrays[0]) != len(self.gram_sizes):
+            sizes = np.array(self.gram_sizes, dtype=np.int64).reshape(-1, 2)
+            self._arrays = (sizes[:, 0], sizes[:, 1])
+        return self._arrays
+
+    def _postings(self, g: int) -> np.ndarray | int | None:
+        """The items holding n-gram `g`; a list becomes an array on first use (a templated
+        phrase can be in thousands of eval items: they are counted in numpy, not one by one)."""
+        cur = self.grams.get(g)
+        if type(cur) is list:
+            cur = self.grams[g] = np.array(cur, dtype=np.int64)
+        return cur
+
     def _overlap(self, conv: Conversation) -> tuple[int, float] | None:
         if not self.grams:
             return None
+        item_size, item_count = self._item_arrays()
         words = user_words(conv.messages)
-        hits: dict[int, int] = {}
+        found: list[np.ndarray] = []
         for size in sorted(self.lengths):
+            singles: list[int] = []
+            arrays: list[np.ndarray] = []
             for g in ngram_set(words, size).tolist():
-                cur = self.grams.get(g)
+                cur = self._postings(g)
                 if cur is None:
                     continue
-                for item in (cur if type(cur) is list else (cur,)):
-                    if self.gram_sizes[item][0] == size:
-                        hits[item] = hits.get(item, 0) + 1
-        best: tuple[int, float] | None = None
-        for item in sorted(hits):
-            share = hits[item] / self.gram_sizes[item][1]
-            if best is None or share > best[1]:
-                best = (item, share)
-        return best if best is not None and best[1] >= self.spec.max_overlap else None
+                if type(cur) is int:
+                    singles.append(cur)
+                else:
+                    arrays.append(cur)  # type: ignore[arg-type]
+            items = np.concatenate([np.array(singles, dtype=np.int64), *arrays])
+            found.append(items[item_size[items] == size])  # an item counts its own length only
+        hits = np.concatenate(found)
+        if not len(hits):
+            return None
+        items, counts = np.unique(hits, return_counts=True)  # sorted: ties go to the first item
+        shares = counts / item_count[items]
+        top = int(np.argmax(shares))
+        share = float(shares[top])
+        return (int(items[top]), share) if share >= self.spec.max_overlap else None
 
     def check(self, conv: Conversation) -> tuple[str, str] | None:
         """(reason, detail) when `conv` overlaps an eval item, else None. Details hold ids only."""
