@@ -198,7 +198,13 @@ class NearIndex:
     def add(self, m: MinHash) -> int:
         """Index the signature in `m`; returns its record number (0, 1, 2, …)."""
         i = self.count
-        if i % _BLOCK == 0:
+        if not self._blocks:  # small first: many indexes (one per dedup cluster) stay tiny
+            self._blocks.append(np.empty((16, self.num_perm), dtype=m.hashvalues.dtype))
+        elif i == len(self._blocks[0]) and i < _BLOCK:  # the first block doubles up to _BLOCK
+            grown = np.empty((min(2 * i, _BLOCK), self.num_perm), dtype=m.hashvalues.dtype)
+            grown[:i] = self._blocks[0]
+            self._blocks[0] = grown
+        elif i % _BLOCK == 0 and i >= _BLOCK:
             self._blocks.append(np.empty((_BLOCK, self.num_perm), dtype=m.hashvalues.dtype))
         self._blocks[-1][i % _BLOCK] = m.hashvalues
         self.lsh.insert(i, m, check_duplication=False)

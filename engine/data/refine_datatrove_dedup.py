@@ -25,8 +25,8 @@ phases, on disk, and the driver decides inside each candidate cluster, streaming
                        cluster sharing an LSH band with it at estimated Jaccard ≥ threshold makes
                        it a `near_duplicate` (worded as in-process). Exact copies share every hash,
                        so they always meet in one cluster: exact dedup needs no pass of its own.
-                       A cluster's state (keys, survivors' signatures) is dropped once its last
-                       member has passed, so the driver holds the open clusters only (on
+                       A cluster's state (a Deduper: keys, survivors' signatures) is dropped once
+                       its last member has passed, so the driver holds the open clusters only (on
                        templated data at scale union-find chains most records into one
                        cluster: 899,880 of 900,037 on the generated 1 M corpus, see
                        docs/refine-scale.md; checking pairs before the union would bound it).
@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.data.minhash import NearIndex, features, lsh_params, sides
+from engine.data.minhash import features, sides
 from engine.data.stages import pii
-from engine.data.stages.dedup import STAGE, content_key, signer_for
+from engine.data.stages.dedup import Deduper, content_key, signer_for
 from engine.records import Conversation, Reject
 
 from engine import offline  # noqa: E402
@@ -222,40 +222,23 @@ class _TaskClusters:
         return cluster, size[1]
 
 
-BIG_CLUSTER = 64  # survivors beyond which a cluster gets the in-process LSH index
-
-
-class _Cluster:
-    """An open cluster: its members' content keys, and its survivors with their signatures
-    (a list while small; past BIG_CLUSTER the in-process NearIndex, so a long chain of
-    templated chats costs an LSH lookup per record, not a scan of every survivor)."""
-
-    def __init__(self, size: int):
-        self.left = size
-        self.keys: dict[str, str] = {}
-        self.survivors: list[str] = []
-        self.rows: list[np.ndarray] = []
-        self.index: NearIndex | None = None
-
-
 class ClusterDecider:
     """The driver's dedup: RefineRun's `dedup_runner`, fed the records (after the PII numbering)
     in input order. `expect(rank, number, id)` is called as the merge hands each record on.
 
-    datatrove's clusters are the candidates; inside a cluster the in-process rule decides, with
-    the in-process signatures (stages/dedup.py's Deduper, restricted to the cluster): an exact
-    copy of an earlier member is an `exact_duplicate` of it; otherwise the earliest survivor of
-    the cluster that shares an LSH band with the record (the in-process banding) and reaches
-    `dedup.threshold` makes it a `near_duplicate`, worded the same. A record in no cluster has no
-    candidate and survives."""
+    datatrove's clusters are the candidates; inside a cluster the in-process rule decides: each
+    open cluster has its own stages/dedup.py Deduper (one signer shared by all), so an exact copy
+    of an earlier member is its `exact_duplicate` and the earliest LSH candidate among the
+    cluster's survivors at `dedup.threshold` makes a record a `near_duplicate`, worded the same.
+    A record in no cluster has no candidate and survives. A cluster's Deduper is dropped when its
+    last member has passed."""
 
     def __init__(self, spec: "DedupSpec", clusters_dir: Path, tasks: int):
         self.spec, self.folder, self.count = spec, clusters_dir, tasks
         self.tasks: list[_TaskClusters] = []
         self.pending: dict[str, tuple[int, int]] = {}  # record id → (task, record number)
-        self.open: dict[int, _Cluster] = {}  # cluster id → state, until its last member passed
+        self.open: dict[int, tuple[Deduper, list[int]]] = {}  # cluster → (deduper, [members left])
         self.signer = signer_for(spec) if spec.near else None
-        self.bands = lsh_params(spec.threshold, spec.num_perm)
 
     def expect(self, rank: int, number: int, record_id: str) -> None:
         self.pending[record_id] = (rank, number)
@@ -267,75 +250,13 @@ class ClusterDecider:
                 self.tasks = [_TaskClusters(self.folder, r) for r in range(self.count)]
             rank, number = self.pending.pop(conv.id)
             hit = self.tasks[rank].lookup(number)
-            yield conv if hit is None else self._decide(conv, *hit, clusters)
-
-    def _index(self, rows: list[np.ndarray]) -> NearIndex:
-        index = NearIndex(self.spec.num_perm, self.spec.threshold)
-        m = self.signer.minhash if self.signer is not None else None
-        assert m is not None
-        saved = m.hashvalues.copy()
-        for row in rows:
-            m.hashvalues[:] = row
-            index.add(m)
-        m.hashvalues[:] = saved
-        return index
-
-    def _near(self, state: _Cluster, row: np.ndarray) -> tuple[str, float] | None:
-        """The in-process NearIndex.best over the cluster's survivors."""
-        if not state.rows:
-            return None
-        bands, rows_per_band = self.bands
-        rows = np.stack(state.rows)
-        width = bands * rows_per_band
-        same = (rows[:, :width] == row[:width]).reshape(len(rows), bands, rows_per_band)
-        candidates = np.flatnonzero(same.all(axis=2).any(axis=1))
-        if not len(candidates):
-            return None
-        equal = np.count_nonzero(rows[candidates] == row, axis=1)
-        top = int(np.argmax(equal))  # first maximum = earliest survivor
-        jaccard = float(equal[top]) / self.spec.num_perm
-        return (state.survivors[candidates[top]], jaccard) if jaccard >= self.spec.threshold else None
-
-    def _decide(self, conv: Conversation, cluster: int, size: int,
-                absorbed: dict[str, list[str]] | None) -> Conversation | Reject:
-        state = self.open.get(cluster) or self.open.setdefault(cluster, _Cluster(size))
-        state.left -= 1
-        if state.left <= 0:
-            del self.open[cluster]
-        reject: Reject | None = None
-        survivor = ""
-        if self.spec.exact:
-            key = content_key(conv)
-            first = state.keys.get(key)
-            if first is not None:
-                survivor = first
-                reject = Reject(source=conv.source, stage=STAGE, reason="exact_duplicate",
-                                detail=f"duplicate of {first}", record_id=conv.id)
-            else:
-                state.keys[key] = conv.id
-        if reject is None and self.signer is not None:
-            m = self.signer.sign(conv)
-            if state.index is not None:
-                found = state.index.best(m)
-                hit = (state.survivors[found[0]], found[1]) if found is not None else None
-            else:
-                hit = self._near(state, m.hashvalues)
             if hit is None:
-                state.survivors.append(conv.id)
-                if state.index is not None:
-                    state.index.add(m)
-                else:
-                    state.rows.append(m.hashvalues.copy())
-                    if len(state.rows) > BIG_CLUSTER:
-                        state.index = self._index(state.rows)
-                        state.rows = []
-                return conv
-            survivor = hit[0]
-            reject = Reject(source=conv.source, stage=STAGE, reason="near_duplicate",
-                            detail=f"near-duplicate of {survivor} (jaccard≈{hit[1]:.2f})",
-                            record_id=conv.id)
-        if reject is None:
-            return conv
-        if absorbed is not None:
-            absorbed.setdefault(survivor, []).append(conv.id)
-        return reject
+                yield conv
+                continue
+            cluster, size = hit
+            deduper, left = self.open.get(cluster) or self.open.setdefault(
+                cluster, (Deduper(self.spec, clusters, self.signer), [size]))
+            left[0] -= 1
+            if left[0] <= 0:
+                del self.open[cluster]
+            yield deduper.push(conv)

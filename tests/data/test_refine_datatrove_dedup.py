@@ -220,5 +220,5 @@ def test_a_long_chain_decides_like_the_in_process_index(tmp_path: Path) -> None:
     assert [o.to_dict() if isinstance(o, Reject) else o.id for o in got] == [
         o.to_dict() if isinstance(o, Reject) else o.id for o in want]
     kept = sum(isinstance(o, Conversation) for o in got)
-    assert kept > refine_datatrove_dedup.BIG_CLUSTER + 20  # the index path really ran
+    assert kept > 64 + 20  # a long chain: many survivors in one cluster
     assert decide.open == {}

@@ -58,10 +58,11 @@ def signer_for(spec: DedupSpec) -> Signer:
 class Deduper:
     """The dedup state of one stream; `push` decides one record."""
 
-    def __init__(self, spec: DedupSpec, clusters: dict[str, list[str]] | None = None):
+    def __init__(self, spec: DedupSpec, clusters: dict[str, list[str]] | None = None,
+                 signer: Signer | None = None):
         self.spec, self.clusters = spec, clusters
         self.exact: dict[int, str] = {}  # 128 bits of the content hash → survivor id
-        self.signer = signer_for(spec) if spec.near else None
+        self.signer = (signer or signer_for(spec)) if spec.near else None
         self.index = NearIndex(spec.num_perm, spec.threshold) if spec.near else None
         self.ids: list[str] = []  # near-index record number → survivor id
 
