@@ -344,7 +344,8 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 
 # ---------------------------------------------------------------------------------- pipeline
 PHASES = {"records": "", "minhash-buckets": "minhash-buckets",
-          "minhash-clusters": "minhash-clusters"}
+          "minhash-clusters": "minhash-clusters", "dedup-decisions": "dedup-decisions",
+          "decontam": "decontam"}
 
 
 def worker_peak_rss(logging_dir: Path) -> dict[str, dict[str, Any]]:

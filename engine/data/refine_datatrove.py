@@ -13,8 +13,8 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
           them exactly as it consumes record_workers.run: PII surrogates numbered in input order,
           exact and near dedup, split, decontam, LLM stages, files, card and lineage. So the
           version is byte-identical to `executor: local`.
-  dedup   with `datatrove.dedup: datatrove`, MinHash signatures on the tasks, then bucket and
-          cluster phases; the driver decides inside clusters (refine_datatrove_dedup.py)
+  dedup   with `datatrove.dedup: datatrove`, MinHash signatures on the tasks, then bucket,
+          cluster and decision phases; the driver reads the decisions (refine_datatrove_dedup.py)
   decontam with `datatrove.decontam: datatrove`, one more phase checks the spooled train/val
           records against the pickled eval index (refine_datatrove_decontam.py)
   slurm   every phase as a Slurm job array that this process submits and waits for
@@ -57,11 +57,12 @@ from engine.data.record_workers import Outcome, process  # noqa: E402
 from engine.data.refine_datatrove_decontam import DecontamCheck, save_index, verdict  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
-    ClusterDecider,
+    DecisionReader,
     DedupFeatures,
     PeakMemory,
     Signature,
     minhash_config,
+    phase_four,
     phase_three,
     phase_two,
 )
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     from engine.workspace import Workspace
 
 BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
-FORMAT = 2  # of the shard lines and dedup files; part of the work directory's key
+FORMAT = 3  # of the shard lines and dedup files; part of the work directory's key
 SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
 SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
 _short_ipc_dir: list[str] = []
@@ -255,15 +256,29 @@ class DatatroveJob:
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
         self.work = base / f"refine-{key[:20]}"
         self.input_dir, self.output_dir = self.work / "input", self.work / "output"
-        bands, rows = lsh_params(spec.dedup.threshold, spec.dedup.num_perm)
-        self.minhash = minhash_config(self.options.minhash.num_buckets or bands,
-                                      self.options.minhash.hashes_per_bucket or rows)
-        self.decider = (ClusterDecider(spec.dedup, self.work / "dedup" / "clusters",
-                                       self.options.tasks) if self.dedup_on else None)
+        self.minhash = minhash_config(*self._bands(spec))
+        self.decider = (DecisionReader(self.work / "dedup" / "decisions", self.options.tasks)
+                        if self.dedup_on else None)
         self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
                      else self.work / "logs")
         self._lock_fd: int | None = None
         self._lock = self.work.with_name(self.work.name + ".lock")
+
+    def _bands(self, spec: "RefineSpec") -> tuple[int, int]:
+        """(num_buckets, hashes_per_bucket): the in-process LSH banding of the signature unless
+        `datatrove.minhash` says otherwise; the content key's four words in one band without
+        near dedup."""
+        if not spec.dedup.near:
+            return 1, 4
+        bands, rows = lsh_params(spec.dedup.threshold, spec.dedup.num_perm)
+        bands = self.options.minhash.num_buckets or bands
+        rows = self.options.minhash.hashes_per_bucket or rows
+        if bands * rows > spec.dedup.num_perm:
+            raise StudioError(f"{bands} buckets × {rows} hashes need {bands * rows} MinHash "
+                              f"values, the signature has dedup.num_perm = {spec.dedup.num_perm}",
+                              where="refine.datatrove.minhash",
+                              hint="lower num_buckets or hashes_per_bucket, or raise num_perm")
+        return bands, rows
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self) -> "DatatroveJob":
@@ -299,8 +314,9 @@ class DatatroveJob:
         steps = [ShardReader(str(self.input_dir)), RecordStagesStep(self.spec),
                  OutcomeWriter(str(self.output_dir))]
         if self.dedup_on:
-            steps += [DedupFeatures(self.spec.dedup, self.spec.pii),
-                      Signature(str(self.work / "dedup" / "signatures"), self.minhash,
+            dedup = self.work / "dedup"
+            steps += [DedupFeatures(self.spec.dedup, self.spec.pii, self.options.tasks, BLOCK),
+                      Signature(str(dedup / "signatures"), str(dedup / "records"), self.minhash,
                                 self.spec.dedup)]
         return [*steps, PeakMemory()]
 
@@ -342,16 +358,18 @@ class DatatroveJob:
 
     def execute(self) -> None:
         """Phase 1: the per-record stages (and the dedup signatures); with datatrove's dedup,
-        phase 2 (one task per bucket) and 3 (one task) find the clusters. Each phase has its
-        own logs and completion markers, so a rerun resumes at the phase that failed."""
+        phase 2 (one task per band) and 3 (one task) find the clusters, and 4 (one task)
+        decides inside them. Each phase has its own logs and completion markers, so a rerun
+        resumes at the phase that failed."""
         phases = [(self.pipeline(), self.options.tasks, self.logs, "records")]
         if self.dedup_on:
-            dedup = self.work / "dedup"
+            dedup, tasks = self.work / "dedup", self.options.tasks
             phases += [
-                (phase_two(str(dedup / "signatures"), str(dedup / "buckets"), self.minhash),
+                (phase_two(dedup, self.minhash, self.spec.dedup, tasks),
                  self.minhash.num_buckets, self.logs / "minhash-buckets", "buckets"),
-                (phase_three(str(dedup / "buckets"), str(dedup / "clusters"), self.minhash),
-                 1, self.logs / "minhash-clusters", "clusters")]
+                (phase_three(dedup, self.minhash), 1, self.logs / "minhash-clusters", "clusters"),
+                (phase_four(dedup, self.spec.dedup, tasks), 1, self.logs / "dedup-decisions",
+                 "decisions")]
         self._run_phases(phases)
 
     def _run_phases(self, phases: list[tuple[list[Any], int, Path, str]]) -> None:

@@ -1,62 +1,61 @@
 """Exact and near dedup of `refine.executor: datatrove` on datatrove's own MinHash stages.
 
 Only engine/data/refine_datatrove.py imports this module (datatrove is the optional extra).
-With `refine.datatrove.dedup: datatrove` (the default) datatrove finds the candidates in three
-phases, on disk, and the driver decides inside each candidate cluster, streaming:
+With `refine.datatrove.dedup: datatrove` (the default), four phases on disk decide every record
+exactly as the in-process dedup (stages/dedup.py) would, and the driver only reads the decisions:
 
   phase 1, each task   DedupFeatures → Signature (a MinhashDedupSignature): after a task's
-                       per-record stages, every record that passed quality gets the features the
-                       in-process dedup signs (engine/data/minhash.py: character 5-shingles of the
+                       per-record stages, every record that passed quality is signed with the
+                       in-process signature (engine/data/minhash.py: character 5-shingles of the
                        customer's and the agent's side, the customer's counted `user_weight`
-                       times, digit runs folded). PII values are first replaced by placeholders
-                       numbered per record: the digit folding turns <EMAIL_1> and <EMAIL_12> into
-                       the same text, so the features equal those of the in-process refine, which
-                       sees the refine-wide numbering. datatrove hashes them into num_buckets ×
-                       hashes_per_bucket MinHash values (by default the in-process index's bands
-                       for dedup.threshold: 25 × 5) and sorts them per bucket on disk.
-  phase 2, a task      MinhashDedupBuckets: two records sharing all the hashes of a bucket are a
-           per bucket  candidate pair.
-  phase 3, one task    MinhashDedupCluster: union-find over the pairs; per task file, the
-                       (record number, cluster id) and cluster sizes, sorted.
-  driver               ClusterDecider, in input order (after the refine-wide PII numbering): a
-                       record in no cluster has no candidate and survives; inside a cluster the
-                       in-process rule decides with the in-process signature: an exact copy of an
-                       earlier member is its `exact_duplicate`, else the earliest survivor of the
-                       cluster sharing an LSH band with it at estimated Jaccard ≥ threshold makes
-                       it a `near_duplicate` (worded as in-process). Exact copies share every hash,
-                       so they always meet in one cluster: exact dedup needs no pass of its own.
-                       A cluster's state (a Deduper: keys, survivors' signatures) is dropped once
-                       its last member has passed, so the driver holds the open clusters only (on
-                       templated data at scale union-find chains most records into one
-                       cluster: 899,880 of 900,037 on the generated 1 M corpus, see
-                       docs/refine-scale.md; checking pairs before the union would bound it).
+                       times, digit runs folded, datasketch's MinHash). PII values are first
+                       replaced by placeholders numbered per record: digit folding turns
+                       <EMAIL_1> and <EMAIL_12> into the same text, so the signature equals the
+                       in-process one, which sees the refine-wide numbering. datatrove writes it
+                       cut into the in-process LSH bands (25 × 5 at the defaults), one sorted
+                       file per band; the record table keeps the whole signature, the content key
+                       (with keyed placeholders, equal exactly when the driver's are) and the
+                       record's place in the input order.
+  phase 2, a task      VerifiedBuckets: the records sharing a band (the in-process LSH
+           per band    candidates) are checked with their whole signatures; the pairs at estimated
+                       Jaccard ≥ threshold that join two parts of the group are written.
+  phase 3, one task    datatrove's MinhashDedupCluster: union-find over the verified pairs.
+  phase 4, one task    Decide: each cluster in input order through a Deduper of its own; the
+                       dropped records, their reason and survivor, per task file.
+  driver               DecisionReader: reads them forward as the records arrive (after the
+                       refine-wide PII numbering) and words the rejects.
 
-datatrove's own MinhashDedupFilter is not used: it keeps the union-find root of each cluster and
-drops every other member, so one chain of templated chats (A~B, B~C) would lose C although C is
-nothing like A. Checked inside the cluster, the decisions equal the in-process ones wherever
-datatrove's banding put every pair the in-process LSH would have found into one cluster; the
-agreement is measured in tests/data/test_refine_datatrove_dedup.py and docs/refine-scale.md.
-Memory: a cluster's members are held until it closes, so the driver's peak is the largest set of
-open clusters (on templated data, chains make some clusters large), not the corpus.
+Why this equals the in-process dedup, and what each phase holds in memory, is in
+refine_datatrove_minhash.py. Without the check in phase 2 (datatrove's MinhashDedupBuckets),
+templated replies chain nearly every chat into one cluster: 899,880 of 900,037 records on the
+generated 1 M corpus (docs/refine-scale.md), and deciding that cluster needs the whole index in
+one place. datatrove's own MinhashDedupFilter is not used either: it keeps one record per
+cluster, so a chain A~B~C loses C although C is nothing like A.
 
-With `dedup.near: false` the features are the record's content key alone (two 64-bit halves):
-the clusters are then exactly the groups of identical records.
+With `dedup.near: false` the signature is the record's content key alone (four 32-bit words in
+one band): the clusters are then exactly the groups of identical records.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import resource
-import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.data.minhash import features, sides
+from engine.data.minhash import sides
+from engine.data.refine_datatrove_minhash import (
+    Decide,
+    VerifiedBuckets,
+    row_dtype,
+    signature_width,
+)
 from engine.data.stages import pii
-from engine.data.stages.dedup import Deduper, content_key, signer_for
+from engine.data.stages.dedup import STAGE, content_key, signer_for
 from engine.records import Conversation, Reject
 
 from engine import offline  # noqa: E402
@@ -67,7 +66,6 @@ from datatrove.data import DocumentsPipeline  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
 from datatrove.pipeline.dedup.minhash import (  # noqa: E402
     MinhashConfig,
-    MinhashDedupBuckets,
     MinhashDedupCluster,
     MinhashDedupSignature,
 )
@@ -77,8 +75,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 if TYPE_CHECKING:
     from engine.config import DedupSpec, PiiSpec
 
-SEP = "\x00"  # between the sides (and the key) in a Document's text for the signature step
-_PAIR = struct.Struct("<II")
+SEP = "\x00"  # between the two sides in a Document's text for the signature step
 
 
 def minhash_config(num_buckets: int, hashes_per_bucket: int) -> MinhashConfig:
@@ -113,13 +110,19 @@ class _KeyedSurrogates(pii.Surrogates):
         return f"<{kind.upper()}_{hashlib.sha256(f'{kind}{SEP}{value}'.encode()).hexdigest()[:24]}>"
 
 
+def keyed_content_key(conv: Conversation, findings: list[pii.Finding], spec: "PiiSpec") -> str:
+    """The content key (stages/dedup.py) with keyed placeholders: equal exactly when the driver's
+    is."""
+    keyed = _KeyedSurrogates(numbered=spec.surrogates, keep_originals=False)
+    return content_key(keyed.apply(conv, findings)[0])
+
+
 def feature_text(conv: Conversation, findings: list[pii.Finding], dedup: "DedupSpec",
                  spec: "PiiSpec") -> str:
-    """What DedupFeatures puts in a Document's text: the two normalized sides, and with
-    `near: false` the content key."""
+    """What DedupFeatures puts in a Document's text: the two normalized sides (nothing with
+    `near: false`: the content key is the signature then)."""
     if not dedup.near:
-        keyed = _KeyedSurrogates(numbered=spec.surrogates, keep_originals=False)
-        return content_key(keyed.apply(conv, findings)[0])
+        return ""
     local = pii.Surrogates(numbered=spec.surrogates, keep_originals=False)  # numbered per record
     user, assistant = sides(local.apply(conv, findings)[0].messages)
     return user + SEP + assistant
@@ -127,14 +130,15 @@ def feature_text(conv: Conversation, findings: list[pii.Finding], dedup: "DedupS
 
 class DedupFeatures(PipelineStep):
     """After OutcomeWriter: one Document per record that passed quality (in the order the driver
-    numbers them), its text the dedup features; everything else stops here."""
+    numbers them), its text the dedup features and its metadata what the record table keeps;
+    everything else stops here."""
 
     type = "🫂 - DEDUP"
     name = "🧬 Dedup features"
 
-    def __init__(self, dedup: "DedupSpec", spec: "PiiSpec"):
+    def __init__(self, dedup: "DedupSpec", spec: "PiiSpec", tasks: int, block: int):
         super().__init__()
-        self.dedup, self.pii = dedup, spec
+        self.dedup, self.pii, self.tasks, self.block = dedup, spec, tasks, block
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data or ():
@@ -144,27 +148,58 @@ class DedupFeatures(PipelineStep):
             with self.track_time():
                 conv = Conversation.from_dict(out["record"])
                 findings = [pii.Finding(*f) for f in out["findings"]]
+                line = int(doc.id.rsplit(":", 1)[1]) - 1  # ShardReader: "<file>:<line, from 1>"
+                block, within = divmod(line, self.block)  # the inverse of the round robin
+                doc.metadata = {"id": conv.id, "key": keyed_content_key(conv, findings, self.pii),
+                                "seq": (block * self.tasks + rank) * self.block + within}
                 doc.text = feature_text(conv, findings, self.dedup, self.pii)
             self.stat_update("signed")
             yield doc
 
 
 class Signature(MinhashDedupSignature):
-    """datatrove's signature step on our features instead of its word n-grams."""
+    """datatrove's signature step (its bucket files, sorted on disk) on the in-process signature
+    (engine/data/minhash.py) cut into the in-process LSH bands, so datatrove's buckets are the
+    in-process index's; also writes the record table (refine_datatrove_minhash.py)."""
 
-    def __init__(self, output_folder: str, config: MinhashConfig, dedup: "DedupSpec"):
+    def __init__(self, output_folder: str, records: str, config: MinhashConfig,
+                 dedup: "DedupSpec"):
         super().__init__(output_folder, config=config, language=WhitespaceTokenizer())
-        self.shingle, self.user_weight, self.near = dedup.shingle, dedup.user_weight, dedup.near
+        self.records, self.dedup = Path(records), dedup
+        self.signer = signer_for(dedup) if dedup.near else None
+        self.dtype = row_dtype(signature_width(dedup))
+        self._current = np.zeros(0, dtype=np.uint32)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
+        """datatrove's run (it consumes the Documents and yields none), on the tabled stream."""
+        self.records.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.records / f"{rank:05d}.bin", "wb") as table, \
+                open(self.records / f"{rank:05d}.ids", "w", encoding="utf-8") as ids:
+            super().run(self._tabled(data or (), table, ids), rank, world_size)
+
+    def _tabled(self, data: DocumentsPipeline, table: IO[bytes], ids: IO[str]
+                ) -> DocumentsPipeline:
+        """Each Document's table row, written as datatrove's step takes the Document (its
+        get_shingles, called next, hands datatrove the signature computed here)."""
+        row = np.zeros(1, dtype=self.dtype)
+        for doc in data:
+            key = bytes.fromhex(doc.metadata["key"])[:16]
+            if self.signer is not None:
+                user, assistant = doc.text.split(SEP)
+                self._current = self.signer.update(user, assistant).hashvalues.astype(np.uint32)
+            else:  # the content key's four 32-bit words: only identical records collide
+                self._current = np.frombuffer(key, dtype=">u4").astype(np.uint32)
+            row["seq"], row["key"], row["sig"] = doc.metadata["seq"], key, self._current
+            table.write(row.tobytes())
+            ids.write(json.dumps(doc.metadata["id"], ensure_ascii=False) + "\n")
+            yield doc
 
     def get_shingles(self, text: str) -> np.ndarray:
-        if not self.near:  # the content key's two halves: only identical records collide
-            key = bytes.fromhex(text)
-            out = np.frombuffer(key[:16], dtype="<u8").astype(np.uint64)
-        else:
-            user, assistant = text.split(SEP)
-            out = np.asarray(features(user, assistant, self.shingle, self.user_weight),
-                             dtype=np.uint64)
-        return out.reshape((-1, 1))
+        return self._current
+
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        rows = self.config.hashes_per_bucket
+        return [shingles[b * rows:(b + 1) * rows].tolist() for b in range(self.config.num_buckets)]
 
 
 class PeakMemory(PipelineStep):
@@ -181,82 +216,83 @@ class PeakMemory(PipelineStep):
         self.stat_update("peak_rss_mb", value=int(peak_mb), unit="task")
 
 
-def phase_two(sigs: str, buckets: str, config: MinhashConfig) -> list[Any]:
-    return [MinhashDedupBuckets(input_folder=sigs, output_folder=buckets, config=config),
+def phase_two(dedup: Path, config: MinhashConfig, spec: "DedupSpec", tasks: int) -> list[Any]:
+    return [VerifiedBuckets(str(dedup / "signatures"), str(dedup / "records"),
+                            str(dedup / "buckets"), config, tasks, signature_width(spec),
+                            spec.threshold if spec.near else None),
             PeakMemory()]
 
 
-def phase_three(buckets: str, clusters: str, config: MinhashConfig) -> list[Any]:
-    return [MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=config,
-                                save_cluster_id=True, save_cluster_size=True),
+def phase_three(dedup: Path, config: MinhashConfig) -> list[Any]:
+    return [MinhashDedupCluster(input_folder=str(dedup / "buckets"),
+                                output_folder=str(dedup / "clusters"), config=config,
+                                save_cluster_id=True),
             PeakMemory()]
 
 
-def _pairs(path: Path) -> Iterator[tuple[int, int]]:
-    """(record number, value) pairs of a .clusters or .sizes file (none if it does not exist)."""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        while chunk := f.read(_PAIR.size * 4096):
-            yield from _PAIR.iter_unpack(chunk)
+def phase_four(dedup: Path, spec: "DedupSpec", tasks: int) -> list[Any]:
+    return [Decide(str(dedup / "records"), str(dedup / "clusters"), str(dedup / "decisions"),
+                   spec, tasks),
+            PeakMemory()]
 
 
-class _TaskClusters:
-    """One task's (record number → cluster id, size), read forward as its records arrive."""
+class _TaskDecisions:
+    """One task's decisions/NNNNN.jsonl, read forward as its records arrive."""
 
-    def __init__(self, folder: Path, rank: int):
-        self._ids = _pairs(folder / f"{rank:06d}.clusters")
-        self._sizes = _pairs(folder / f"{rank:06d}.sizes")
-        self._next = next(self._ids, None)
+    def __init__(self, path: Path):
+        self._file = open(path, encoding="utf-8") if path.exists() else None
+        self._next = self._read()
 
-    def lookup(self, number: int) -> tuple[int, int] | None:
-        while self._next is not None and self._next[0] < number:
-            self._next = next(self._ids, None)
-            next(self._sizes, None)
-        if self._next is None or self._next[0] != number:
+    def _read(self) -> dict[str, Any] | None:
+        line = self._file.readline() if self._file is not None else ""
+        return json.loads(line) if line else None
+
+    def lookup(self, number: int) -> dict[str, Any] | None:
+        if self._next is not None and self._next["n"] < number:
+            raise ValueError(f"the dedup decision for record {self._next['n']} of "
+                             f"{self._file.name if self._file else '?'} matches no record")
+        if self._next is None or self._next["n"] != number:
             return None
-        size = next(self._sizes)
-        cluster, self._next = self._next[1], next(self._ids, None)
-        if size[0] != number:
-            raise ValueError(f"cluster files of task disagree at record {number}")
-        return cluster, size[1]
+        found, self._next = self._next, self._read()
+        return found
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
-class ClusterDecider:
+class DecisionReader:
     """The driver's dedup: RefineRun's `dedup_runner`, fed the records (after the PII numbering)
     in input order. `expect(rank, number, id)` is called as the merge hands each record on.
 
-    datatrove's clusters are the candidates; inside a cluster the in-process rule decides: each
-    open cluster has its own stages/dedup.py Deduper (one signer shared by all), so an exact copy
-    of an earlier member is its `exact_duplicate` and the earliest LSH candidate among the
-    cluster's survivors at `dedup.threshold` makes a record a `near_duplicate`, worded the same.
-    A record in no cluster has no candidate and survives. A cluster's Deduper is dropped when its
-    last member has passed."""
+    Phase 4 decided every record (refine_datatrove_minhash.py); the driver only reads its
+    decisions forward, task by task, and words the rejects: it holds nothing per record but the
+    lineage (`clusters`: survivor → the ids it absorbed, as in-process)."""
 
-    def __init__(self, spec: "DedupSpec", clusters_dir: Path, tasks: int):
-        self.spec, self.folder, self.count = spec, clusters_dir, tasks
-        self.tasks: list[_TaskClusters] = []
+    def __init__(self, decisions: Path, tasks: int):
+        self.folder, self.count = decisions, tasks
+        self.tasks: list[_TaskDecisions] = []
         self.pending: dict[str, tuple[int, int]] = {}  # record id → (task, record number)
-        self.open: dict[int, tuple[Deduper, list[int]]] = {}  # cluster → (deduper, [members left])
-        self.signer = signer_for(spec) if spec.near else None
 
     def expect(self, rank: int, number: int, record_id: str) -> None:
         self.pending[record_id] = (rank, number)
 
     def __call__(self, records: Iterable[Conversation], spec: "DedupSpec",
                  clusters: dict[str, list[str]] | None = None) -> Iterator[Conversation | Reject]:
-        for conv in records:  # the first one arrives after phase 3 is done: open its files then
-            if not self.tasks:
-                self.tasks = [_TaskClusters(self.folder, r) for r in range(self.count)]
-            rank, number = self.pending.pop(conv.id)
-            hit = self.tasks[rank].lookup(number)
-            if hit is None:
-                yield conv
-                continue
-            cluster, size = hit
-            deduper, left = self.open.get(cluster) or self.open.setdefault(
-                cluster, (Deduper(self.spec, clusters, self.signer), [size]))
-            left[0] -= 1
-            if left[0] <= 0:
-                del self.open[cluster]
-            yield deduper.push(conv)
+        try:
+            for conv in records:  # the first one arrives after phase 4 is done: open files then
+                if not self.tasks:
+                    self.tasks = [_TaskDecisions(self.folder / f"{r:05d}.jsonl")
+                                  for r in range(self.count)]
+                rank, number = self.pending.pop(conv.id)
+                found = self.tasks[rank].lookup(number)
+                if found is None:
+                    yield conv
+                    continue
+                if clusters is not None:
+                    clusters.setdefault(found["survivor"], []).append(conv.id)
+                yield Reject(source=conv.source, stage=STAGE, reason=found["reason"],
+                             detail=found["detail"], record_id=conv.id)
+        finally:
+            for task in self.tasks:
+                task.close()

@@ -103,7 +103,8 @@ def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path, 
 
     _assert_same_version(result.path, local)
     phases = sorted(p.parent.name for p in logs.rglob("completions"))
-    assert phases == (["datatrove-logs", "decontam", "minhash-buckets", "minhash-clusters"]
+    assert phases == (["datatrove-logs", "decontam", "dedup-decisions", "minhash-buckets",
+                       "minhash-clusters"]
                       if dedup == "datatrove" else ["datatrove-logs"])
     if dedup == "datatrove":  # the decontam tasks found the leaked eval items, not the driver
         stats = json.loads((logs / "decontam" / "stats.json").read_text())

@@ -148,9 +148,11 @@ def test_a_slurm_refine_submits_chained_arrays_waits_and_writes_the_local_versio
     arrays = [j for j in _jobs(fake_slurm) if j["pipeline"]]  # not datatrove's merge_stats jobs
     assert [(j["name"], j["array"]) for j in arrays] == [
         ("studio-refine-records", "0-2"), ("studio-refine-buckets", "0-4"),
-        ("studio-refine-clusters", "0-0"), ("studio-refine-decontam", "0-2")]
+        ("studio-refine-clusters", "0-0"), ("studio-refine-decisions", "0-0"),
+        ("studio-refine-decontam", "0-2")]
     assert arrays[1]["dependency"] == f"afterok:{arrays[0]['id']}"
     assert arrays[2]["dependency"] == f"afterok:{arrays[1]['id']}"
+    assert arrays[3]["dependency"] == f"afterok:{arrays[2]['id']}"
     assert {(j["partition"], j["time"]) for j in arrays} == {("cpu", "00:30:00")}
     assert not (fake_slurm / "cancelled").exists()
     assert not any((corpus / "shared" / "work").iterdir())  # removed after the version landed
@@ -167,6 +169,7 @@ def test_a_failed_phase_cancels_what_waits_behind_it_and_the_rerun_resumes(
     ids = {j["name"]: str(j["id"]) for j in _jobs(fake_slurm) if j["pipeline"]}
     cancelled = (fake_slurm / "cancelled").read_text().split()
     assert ids["studio-refine-clusters"] in cancelled  # it would wait for ever
+    assert ids["studio-refine-decisions"] in cancelled
     assert registry.get_dataset("default", "brightwave-support") is None
 
     monkeypatch.delenv("FAKE_SLURM_FAIL")
@@ -174,7 +177,7 @@ def test_a_failed_phase_cancels_what_waits_behind_it_and_the_rerun_resumes(
     result = refine(load_config(corpus / "configs" / "slurm.yaml"), ws, registry)
     names = [j["name"] for j in _jobs(fake_slurm) if j["pipeline"]]
     assert names == ["studio-refine-buckets", "studio-refine-clusters",  # records were complete
-                     "studio-refine-decontam"]
+                     "studio-refine-decisions", "studio-refine-decontam"]
     for name in OUTPUTS:
         assert (result.path / name).read_bytes() == (_local(corpus) / name).read_bytes(), name
     shutil.rmtree(corpus / "shared", ignore_errors=True)

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from datasketch import MinHash
+
 from engine.config import DedupSpec
 from engine.data.minhash import NearIndex, Signer
 from engine.hashing import sha256_json
@@ -71,26 +73,36 @@ class Deduper:
             self.clusters.setdefault(survivor, []).append(conv.id)
 
     def push(self, conv: Conversation) -> Conversation | Reject:
-        if self.spec.exact:
-            key = int(content_key(conv)[:32], 16)
+        key = int(content_key(conv)[:32], 16) if self.spec.exact else None
+        m = self.signer.sign(conv) if self.signer is not None else None
+        hit = self.decide(conv.id, key, m)
+        if hit is None:
+            return conv
+        reason, detail, survivor = hit
+        self._absorb(survivor, conv)
+        return Reject(source=conv.source, stage=STAGE, reason=reason, detail=detail,
+                      record_id=conv.id)
+
+    def decide(self, record_id: str, key: int | None, m: MinHash | None
+               ) -> tuple[str, str, str] | None:
+        """The rule for one record, from its content key (128 bits) and its signature (None:
+        that check is off): None if it survives, else (reason, detail, survivor id). The record
+        is added to the state as `push` adds it (datatrove's dedup phase calls this directly,
+        with both computed on its tasks)."""
+        if key is not None:
             survivor = self.exact.get(key)
             if survivor is not None:
-                self._absorb(survivor, conv)
-                return Reject(source=conv.source, stage=STAGE, reason="exact_duplicate",
-                              detail=f"duplicate of {survivor}", record_id=conv.id)
-            self.exact[key] = conv.id
-        if self.index is not None and self.signer is not None:
-            m = self.signer.sign(conv)
+                return "exact_duplicate", f"duplicate of {survivor}", survivor
+            self.exact[key] = record_id
+        if self.index is not None and m is not None:
             hit = self.index.best(m)
             if hit is not None:
                 survivor = self.ids[hit[0]]
-                self._absorb(survivor, conv)
-                return Reject(source=conv.source, stage=STAGE, reason="near_duplicate",
-                              detail=f"near-duplicate of {survivor} (jaccard≈{hit[1]:.2f})",
-                              record_id=conv.id)
+                return ("near_duplicate", f"near-duplicate of {survivor} (jaccard≈{hit[1]:.2f})",
+                        survivor)
             self.index.add(m)
-            self.ids.append(conv.id)
-        return conv
+            self.ids.append(record_id)
+        return None
 
 
 def dedup(records: Iterable[Conversation], spec: DedupSpec,
