@@ -371,7 +371,8 @@ class MinhashBandsSpec(Strict):
     hashes_per_bucket: int | None = Field(default=None, ge=1, le=64, description="MinHash values "
                                           "per band (none: the in-process index's, 5 at the "
                                           "defaults); a pair becomes a candidate with "
-                                          "probability 1-(1-J^hashes)^buckets")
+                                          "probability 1-(1-J^hashes)^buckets; buckets × hashes "
+                                          "must not exceed dedup.num_perm")
 
 
 class DatatroveSpec(Strict):

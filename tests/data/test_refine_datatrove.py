@@ -222,6 +222,13 @@ def test_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: 
         refine(load_config(_config(corpus, ray)), ws, registry)
     assert err.value.where == "refine.datatrove.executor"
     assert _tmp_entries(ws) == [] and list((ws.tenant_dir("default") / "datasets").iterdir()) == []
+    # a banding the signature cannot fill: 30 bands of 5 need 150 of its 128 values
+    wide = "  executor: datatrove\n  datatrove: {minhash: {num_buckets: 30}}\n"
+    with pytest.raises(StudioError, match=r"30 buckets × 5 hashes need 150 MinHash values.*128"
+                       ) as err:
+        refine(load_config(_config(corpus, wide)), ws, registry)
+    assert err.value.where == "refine.datatrove.minhash"
+    assert _tmp_entries(ws) == [] and list((ws.tenant_dir("default") / "datasets").iterdir()) == []
 
 
 def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
