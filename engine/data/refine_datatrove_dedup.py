@@ -56,6 +56,7 @@ from engine.data.refine_datatrove_minhash import (
 )
 from engine.data.stages import pii
 from engine.data.stages.dedup import STAGE, content_key, signer_for
+from engine.errors import StudioError
 from engine.records import Conversation, Reject
 
 from engine import offline  # noqa: E402
@@ -240,6 +241,7 @@ class _TaskDecisions:
     """One task's decisions/NNNNN.jsonl, read forward as its records arrive."""
 
     def __init__(self, path: Path):
+        self.path = path
         self._file = open(path, encoding="utf-8") if path.exists() else None
         self._next = self._read()
 
@@ -249,8 +251,9 @@ class _TaskDecisions:
 
     def lookup(self, number: int) -> dict[str, Any] | None:
         if self._next is not None and self._next["n"] < number:
-            raise ValueError(f"the dedup decision for record {self._next['n']} of "
-                             f"{self._file.name if self._file else '?'} matches no record")
+            raise StudioError(f"the dedup decision for record {self._next['n']} matches no "
+                              "record of its task", where=str(self.path),
+                              hint="rerun with refine.datatrove.skip_completed: false")
         if self._next is None or self._next["n"] != number:
             return None
         found, self._next = self._next, self._read()

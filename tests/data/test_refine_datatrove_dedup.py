@@ -26,6 +26,7 @@ from engine.data import refine_datatrove_minhash as minhash  # noqa: E402
 from engine.data.refine import refine  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.stages.dedup import content_key, dedup, signer_for  # noqa: E402
+from engine.errors import StudioError  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
@@ -231,6 +232,14 @@ def test_inside_a_cluster_the_in_process_rule_decides(tmp_path: Path) -> None:
     assert [o.reason if isinstance(o, Reject) else o.id for o in got] == [
         "r0", "r1", "near_duplicate", "r3", "exact_duplicate", "r5"]
     assert absorbed == want_absorbed == {"r0": ["r2"], "r2": ["r4"]}
+
+    # a decision no record claims (a stale or foreign file) stops the refine, naming the file
+    reader = refine_datatrove_dedup.DecisionReader(tmp_path / "decisions", 2)
+    for conv, (rank, number) in zip(convs[:2], [(0, 0), (0, 3)]):
+        reader.expect(rank, number, conv.id)
+    with pytest.raises(StudioError, match="decision for record 1 matches no record") as err:
+        list(reader(convs[:2], DedupSpec()))
+    assert err.value.where.endswith("decisions/00000.jsonl")
 
 
 def test_verified_links_join_exactly_the_pairs_at_the_threshold() -> None:
