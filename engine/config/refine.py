@@ -402,8 +402,13 @@ class DatatroveSpec(Strict):
     minhash: MinhashBandsSpec = Field(default_factory=MinhashBandsSpec)
     decontam: Literal["datatrove", "driver"] = Field(
         default="datatrove", description="datatrove: the train/val records are checked against "
-        "the eval index by datatrove tasks (the index pickled into the work directory, loaded "
-        "by each task); driver: checked in the driver, as in-process")
+        "the eval index by datatrove tasks (the index built and pickled in shards into the work "
+        "directory, each task loading one); driver: checked in the driver, as in-process")
+    decontam_shard_items: int = Field(
+        default=20_000, ge=1, le=10_000_000, description="eval items per shard of the "
+        "decontamination index (datatrove.decontam: datatrove): the driver builds one shard at a "
+        "time, each task loads one (about 10 KB per item), and the phase has tasks × shards "
+        "tasks")
     randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
                                           "starts after a random delay up to this")
     # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)

@@ -151,6 +151,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
             run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
             if job.decontam_on:
                 run.decontam_runner = job.decontam
+                run.eval_index_factory = job.eval_index
         try:
             run.run(inputs)
         finally:

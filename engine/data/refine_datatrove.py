@@ -16,7 +16,7 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
   dedup   with `datatrove.dedup: datatrove`, MinHash signatures on the tasks, then bucket,
           cluster and decision phases; the driver reads the decisions (refine_datatrove_dedup.py)
   decontam with `datatrove.decontam: datatrove`, one more phase checks the spooled train/val
-          records against the pickled eval index (refine_datatrove_decontam.py)
+          records against the eval index, pickled in shards (refine_datatrove_decontam.py)
   slurm   every phase as a Slurm job array that this process submits and waits for
           (refine_datatrove_slurm.py)
 
@@ -54,7 +54,7 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
-from engine.data.refine_datatrove_decontam import DecontamCheck, save_index, verdict  # noqa: E402
+from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, combine  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     DecisionReader,
@@ -80,7 +80,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter  # noqa: E402
 from datatrove.utils.typeshelper import StatHints  # noqa: E402
 
 if TYPE_CHECKING:
-    from engine.config import RefineSpec, StudioConfig
+    from engine.config import DecontamSpec, DedupSpec, RefineSpec, StudioConfig
     from engine.data.refine_passes import InputFile
     from engine.workspace import Workspace
 
@@ -180,6 +180,18 @@ class ShardReader(BaseDiskReader):
                 yield doc
 
 
+class FannedReader(ShardReader):
+    """ShardReader for a phase of tasks × fan tasks: task t reads shard t // fan."""
+
+    def __init__(self, data_folder: Any, fan: int):
+        super().__init__(data_folder)
+        self.fan = fan
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1
+            ) -> DocumentsPipeline:
+        return super().run(data, rank // self.fan, world_size // self.fan)
+
+
 class RecordStagesStep(PipelineStep):
     """record_workers.process on every record line; ingest rejects pass through unchanged."""
 
@@ -250,7 +262,7 @@ class DatatroveJob:
             "format": FORMAT, "tenant": cfg.tenant, "seed": cfg.seed, "tasks": self.options.tasks,
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
             "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
-            "decontam": self.options.decontam,
+            "decontam": [self.options.decontam, self.options.decontam_shard_items],
             "inputs": [(i.label, i.sha256) for i in inputs]})
         base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
@@ -396,56 +408,66 @@ class DatatroveJob:
     def merged(self) -> Iterator[Outcome | Reject]:
         """The task outputs in input order, each line checked against its input line."""
         signed = [0] * self.options.tasks  # per task: records that passed quality (signed)
-        for r, src, out in self._round_robin(self.input_dir, self.output_dir):
+        for r, src, (out,) in self._round_robin(self.input_dir, self.output_dir):
             item = self._checked(r, json.loads(src), out)
             if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
                 self.decider.expect(r, signed[r], item.conv.id)
                 signed[r] += 1
             yield item
 
-    def _round_robin(self, inputs: Path, outputs: Path) -> Iterator[tuple[int, bytes, bytes]]:
-        """(task, input line, output line or b"" if missing) in input order (the inverse of
-        _deal); an output file with more lines than its input is an error."""
+    def _round_robin(self, inputs: Path, outputs: Path, fan: int = 1
+                     ) -> Iterator[tuple[int, bytes, list[bytes]]]:
+        """(shard, input line, its `fan` output lines, b"" where missing) in input order (the
+        inverse of _deal); shard r's output lines are in files r·fan … r·fan+fan-1. An output
+        file with more lines than its input is an error."""
         tasks = self.options.tasks
-        read_in, read_out = [0] * tasks, [0] * tasks  # byte offsets per shard
+        read_in, read_out = [0] * tasks, [0] * (tasks * fan)  # byte offsets per file
         number = 0
         while True:
             r = number % tasks
             sources = _lines(inputs / f"{r:05d}.jsonl", read_in, r, BLOCK)
-            results = _lines(outputs / f"{r:05d}.jsonl", read_out, r, len(sources))
-            results += [b""] * (len(sources) - len(results))
-            for src, out in zip(sources, results):
-                yield r, src, out
+            results = []
+            for t in range(r * fan, r * fan + fan):
+                got = _lines(outputs / f"{t:05d}.jsonl", read_out, t, len(sources))
+                results.append(got + [b""] * (len(sources) - len(got)))
+            for i, src in enumerate(sources):
+                yield r, src, [result[i] for result in results]
             if len(sources) < BLOCK:
                 break
             number += 1
-        for r in range(tasks):
-            path = outputs / f"{r:05d}.jsonl"
-            if path.exists() and path.stat().st_size > read_out[r]:
-                raise self._mismatch(r, "has more lines than its input shard", path)
+        for t in range(tasks * fan):
+            path = outputs / f"{t:05d}.jsonl"
+            if path.exists() and path.stat().st_size > read_out[t]:
+                raise self._mismatch(t, "has more lines than its input shard", path)
 
-    def decontam(self, spool: Path, stream: Iterable[Conversation], index: Any
+    def eval_index(self, spec: "DecontamSpec", dedup: "DedupSpec") -> EvalShards:
+        """RefineRun's eval index: shards of `decontam_shard_items` items, pickled as they fill."""
+        return EvalShards(spec, dedup, self.work / "decontam" / "index",
+                          self.options.decontam_shard_items)
+
+    def decontam(self, spool: Path, stream: Iterable[Conversation], index: EvalShards
                  ) -> Iterator[Conversation | Reject]:
         """RefineRun's decontam_runner: the spooled train/val records (the lines of `spool`, in
-        the order `stream` yields them) checked against `index` by datatrove tasks; the verdicts
-        merged back in order, each checked against its record."""
+        the order `stream` yields them), each checked against every index shard by datatrove
+        tasks; the verdicts combined and merged back in order, each checked against its
+        record."""
         work = self.work / "decontam"
-        work.mkdir(exist_ok=True, mode=0o700)
-        save_index(index, work / "index.pkl")
+        fan = index.finish()
         with open(spool, "rb") as f:
             self._deal(f, work / "input")
-        self._run_phases([([ShardReader(str(work / "input")),
-                            DecontamCheck(str(work / "index.pkl")),
+        self._run_phases([([FannedReader(str(work / "input"), fan),
+                            DecontamCheck(str(work / "index"), fan),
                             OutcomeWriter(str(work / "output")), PeakMemory()],
-                           self.options.tasks, self.logs / "decontam", "decontam")])
-        verdicts = self._round_robin(work / "input", work / "output")
+                           self.options.tasks * fan, self.logs / "decontam", "decontam")])
+        verdicts = self._round_robin(work / "input", work / "output", fan)
         for conv in stream:
-            r, _src, out = next(verdicts, (0, b"", b""))
-            path = work / "output" / f"{r:05d}.jsonl"
-            line = json.loads(out) if out else None
-            if line is None or line.get("id") != conv.id:
-                raise self._mismatch(r, "does not match the spooled records", path)
-            yield verdict(conv, line)
+            r, _src, outs = next(verdicts, (0, b"", [b""]))
+            lines = [json.loads(out) if out else None for out in outs]
+            for k, line in enumerate(lines):
+                if line is None or line.get("id") != conv.id:
+                    path = work / "output" / f"{r * fan + k:05d}.jsonl"
+                    raise self._mismatch(r * fan + k, "does not match the spooled records", path)
+            yield combine(conv, lines)  # type: ignore[arg-type]
         if next(verdicts, None) is not None:
             raise self._mismatch(0, "has more verdicts than records", work / "output")
 

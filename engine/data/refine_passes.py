@@ -128,7 +128,7 @@ class RefineRun:
         self.examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.lengths = array("I")
         self.splits: Counter = Counter()
-        self.decontam_index: EvalIndex | None = None
+        self.decontam_index: Any = None  # an EvalIndex (or what eval_index_factory makes)
         self.llm: dict[str, Counter] = defaultdict(Counter)
         self._recent: OrderedDict[str, Conversation] = OrderedDict()  # for reject examples
         self._file_of_label: dict[str, str] = {}
@@ -140,8 +140,10 @@ class RefineRun:
         # what decides the dedup: None → stages/dedup.py's in-process index; datatrove's MinHash
         # clusters (engine/data/refine_datatrove_dedup.py) with `refine.datatrove.dedup`
         self.dedup_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
-        # and the decontamination of pass 2: None → here; datatrove tasks (refine_datatrove.py)
+        # and the decontamination of pass 2: None → here; datatrove tasks (refine_datatrove.py),
+        # which take the eval items into index shards on disk (eval_index_factory)
         self.decontam_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
+        self.eval_index_factory: Callable[..., Any] = EvalIndex
         self._length_of: Callable[[Conversation], int] | None = None
         self.length_unit = "characters"
 
@@ -268,7 +270,7 @@ class RefineRun:
         spec = self.spec
         self._setup_lengths()
         if spec.decontam.enabled:
-            self.decontam_index = EvalIndex(spec.decontam, spec.dedup)
+            self.decontam_index = self.eval_index_factory(spec.decontam, spec.dedup)
             if spec.decontam.against:  # the customer's own eval files: read (and checked) first
                 paths = [self.cfg.resolve_path(p) for p in spec.decontam.against]
                 self.events["decontam.against_items"] += self.decontam_index.add_all(

@@ -26,14 +26,19 @@ pytest.importorskip("datatrove", reason="datatrove (the optional 'distributed' e
 
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
 
-from engine.config import load_config, parse_config  # noqa: E402
+from datatrove.data import Document  # noqa: E402
+
+from engine.config import DecontamSpec, DedupSpec, load_config, parse_config  # noqa: E402
 from engine.config import refine as refine_config  # noqa: E402
 from engine.data import refine_datatrove  # noqa: E402
 from engine.data.refine import refine  # noqa: E402
+from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, combine  # noqa: E402
+from engine.data.stages.decontam import EvalIndex  # noqa: E402
 from engine.errors import ConfigError, StudioError  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
+from tests.data.fixtures.dedup.support_pairs import near_dup_pairs, templated_pairs  # noqa: E402
 from tests.helpers import noisy_corpus, studio, studio_popen, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +103,8 @@ def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path, 
     ws, registry = _workspace(tmp_path)
     logs = tmp_path / "datatrove-logs"  # kept: the phases that ran
     result = refine(load_config(_config(corpus, DATATROVE.replace(
-        "workers: 2}", f"workers: 2, dedup: {dedup}, decontam: {dedup}, logging_dir: {logs}}}"))),
-        ws, registry)
+        "workers: 2}", f"workers: 2, dedup: {dedup}, decontam: {dedup}, logging_dir: {logs}, "
+        "decontam_shard_items: 4}"))), ws, registry)
 
     _assert_same_version(result.path, local)
     phases = sorted(p.parent.name for p in logs.rglob("completions"))
@@ -108,9 +113,15 @@ def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path, 
                       if dedup == "datatrove" else ["datatrove-logs"])
     if dedup == "datatrove":  # the decontam tasks found the leaked eval items, not the driver
         stats = json.loads((logs / "decontam" / "stats.json").read_text())
-        found = sum(s["stats"].get("contaminated", 0) for s in stats if "Eval overlap" in s["name"])
+        hits = [s["stats"] for s in stats if "Eval overlap" in s["name"]][0]
         rejects = (local / "rejects.jsonl").read_text().splitlines()
-        assert found == sum('"stage":"decontam"' in r for r in rejects) > 0
+        found = hits.get("overlap_hit", 0) + hits.get("near_hit", 0)
+        assert found >= sum('"stage":"decontam"' in r for r in rejects) > 0
+        # the eval index went to shards of 4 items; each record was checked against every one
+        decontam = json.loads((result.path / "card.json").read_text())["stages"]["decontam"]
+        shards = -(-decontam["eval_items_indexed"] // 4)
+        assert shards >= 3 and len(list((logs / "decontam" / "completions").iterdir())) == 3 * shards
+        assert hits["total"] == shards * decontam["in"]
     ran = json.loads((result.path / "card.json").read_text())["refine_config"]
     assert (ran["executor"], ran["datatrove"]["tasks"], ran["datatrove"]["workers"]) == ("datatrove", 3, 2)
     assert registry.get_dataset("default", "brightwave-support", 1) is not None
@@ -323,12 +334,12 @@ class CheckFailsOnce(refine_datatrove.DecontamCheck):
     """Test fault: the decontam task of rank 1 raises on its first run; every run is noted."""
 
     def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
-        runs = Path(self.index_path).parents[3] / "decontam-runs.txt"  # the tenant's dir
+        runs = Path(self.index_dir).parents[3] / "decontam-runs.txt"  # the tenant's dir
         with open(runs, "a", encoding="utf-8") as f:
             f.write(f"{rank}\n")
         marker = runs.with_suffix(".failed")
         if rank == 1 and not marker.exists():  # after the other tasks completed
-            done = Path(self.index_path).parents[1] / "logs" / "decontam" / "completions"
+            done = Path(self.index_dir).parents[1] / "logs" / "decontam" / "completions"
             deadline = time.monotonic() + 60
             while not all((done / f"{r:05d}").exists() for r in (0, 2)) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -347,10 +358,41 @@ def test_a_failed_decontam_task_resumes_alone(corpus: Path, local: Path, tmp_pat
     (work,) = [ws.tmp_dir("default") / n for n in _tmp_entries(ws)]
     runs = ws.tenant_dir("default") / "decontam-runs.txt"
     assert sorted(runs.read_text().split()) == ["0", "1", "2"]
-    assert (work / "decontam" / "index.pkl").exists()  # the eval index: hashes, never text
-    assert b"messages" not in (work / "decontam" / "index.pkl").read_bytes()
+    (index,) = (work / "decontam" / "index").iterdir()  # the eval index: hashes, never text
+    assert index.name == "index-00000.pkl" and b"messages" not in index.read_bytes()
 
     result = refine(load_config(config), ws, registry)
     assert sorted(runs.read_text().split()) == ["0", "1", "1", "2"]  # only task 1 ran again
     _assert_same_version(result.path, local)
     assert _tmp_entries(ws) == []
+
+
+@pytest.mark.parametrize("per_shard", [1, 3, 50])
+def test_a_sharded_eval_index_gives_the_whole_index_verdicts(tmp_path: Path, per_shard: int) -> None:
+    """EvalShards, DecontamCheck per shard and `combine` against EvalIndex.check on the same
+    items: the same verdict and wording for every probe, ties (an eval item twice, in two
+    shards) going to the first item, as in one index."""
+    items = [a for a, _b, _ in near_dup_pairs(20, seed=51)] + [a for a, _ in templated_pairs(10, seed=52)]
+    items += items[:6]  # the same eval items again, later: ties
+    probes = ([b for _a, b, _ in near_dup_pairs(20, seed=51)] + [b for _a, b in templated_pairs(10, seed=52)]
+              + items[:6] + [a for a, _ in templated_pairs(10, seed=53)])
+    conv = lambda i, m, tag: Conversation(id=f"{tag}{i}", source=SourceRef("x", i), messages=m)  # noqa: E731
+    spec, dedup = DecontamSpec(), DedupSpec()
+    whole = EvalIndex(spec, dedup)
+    shards = EvalShards(spec, dedup, tmp_path, per_shard)
+    for i, m in enumerate(items):
+        whole.add(conv(i, m, "e"))
+        shards.add(conv(i, m, "e"))
+    fan = shards.finish()
+    assert fan == -(-len(items) // per_shard) and len(shards) == len(items)
+    docs = [conv(i, m, "p") for i, m in enumerate(probes)]
+    lines = [list(DecontamCheck(str(tmp_path), fan).run(
+        [Document(text="", id=c.id, metadata={"record": c.to_dict()}) for c in docs], k, fan))
+        for k in range(fan)]
+    got, hits = [], 0
+    for j, c in enumerate(docs):
+        verdict = combine(c, [shard[j].metadata for shard in lines])
+        got.append((verdict.reason, verdict.detail) if isinstance(verdict, Reject) else None)
+        hits += verdict is not c
+    assert got == [whole.check(c) for c in docs]
+    assert hits >= 26 and "with eval item e0" in str(got)  # hits, ties to the first copy

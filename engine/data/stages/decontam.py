@@ -156,16 +156,28 @@ class EvalIndex:
 
     def check(self, conv: Conversation) -> tuple[str, str] | None:
         """(reason, detail) when `conv` overlaps an eval item, else None. Details hold ids only."""
+        hit = self.overlap_hit(conv) or self.near_hit(conv)
+        return (hit[2], hit[3]) if hit is not None else None
+
+    def overlap_hit(self, conv: Conversation) -> tuple[int, float, str, str] | None:
+        """(item number, share, reason, detail) of the eval item whose n-grams `conv` shares
+        most, at or above max_overlap (ties: the first item), else None."""
         hit = self._overlap(conv)
-        if hit is not None:
-            item, share = hit
-            size = self.gram_sizes[item][0]
-            return ("eval_ngram_overlap",
-                    f"{share:.0%} of {size}-grams shared with eval item {self.ids[item]}")
+        if hit is None:
+            return None
+        item, share = hit
+        size = self.gram_sizes[item][0]
+        return (item, share, "eval_ngram_overlap",
+                f"{share:.0%} of {size}-grams shared with eval item {self.ids[item]}")
+
+    def near_hit(self, conv: Conversation) -> tuple[int, float, str, str] | None:
+        """(item number, jaccard, reason, detail) of the most similar eval item by MinHash, at
+        or above near_threshold (ties: the first item), else None."""
         near = self.near.best(self.signer.sign(conv))
-        if near is not None:
-            return ("eval_near_duplicate", f"jaccard≈{near[1]:.2f} with eval item {self.ids[near[0]]}")
-        return None
+        if near is None:
+            return None
+        return (near[0], near[1], "eval_near_duplicate",
+                f"jaccard≈{near[1]:.2f} with eval item {self.ids[near[0]]}")
 
 
 # ----------------------------------------------------------------------------- against files
