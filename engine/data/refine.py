@@ -148,6 +148,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
                         progress=progress)
         if job is not None:
             run.record_runner = job.open().outcomes
+            run.runner_ingests, job.note = True, run.note_ingested  # ingest runs on the tasks
             run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
             if job.decontam_on:
                 run.decontam_runner = job.decontam

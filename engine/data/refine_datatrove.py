@@ -41,8 +41,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -55,6 +56,13 @@ from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
 from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, combine  # noqa: E402
+from engine.data.refine_datatrove_ingest import (  # noqa: E402
+    BlockReader,
+    IngestStep,
+    dumps,
+    ingest_error,
+    ingested_lines,
+)
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     DecisionReader,
@@ -123,22 +131,9 @@ def ipc_tempdir() -> Iterator[None]:
             config["tempdir"] = before
 
 
-def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
 def reject_from_dict(data: dict[str, Any]) -> Reject:
     return Reject(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
                   detail=data.get("detail", ""), record_id=data.get("record_id"))
-
-
-def encode_input(item: Conversation | Reject) -> dict[str, Any]:
-    if isinstance(item, Reject):
-        return {"reject": item.to_dict()}
-    line: dict[str, Any] = {"record": item.to_dict()}
-    if item.hints:
-        line["hints"] = item.hints
-    return line
 
 
 def decode_conversation(line: dict[str, Any]) -> Conversation:
@@ -227,7 +222,7 @@ class OutcomeWriter(DiskWriter):
         return document.metadata
 
     def _write(self, document: dict[str, Any], file_handler: IO[bytes], _filename: str) -> None:
-        file_handler.write(_dumps(document))
+        file_handler.write(dumps(document))
 
 
 def _lines(path: Path, offsets: list[int], rank: int, n: int) -> list[bytes]:
@@ -267,7 +262,9 @@ class DatatroveJob:
         base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
         self.work = base / f"refine-{key[:20]}"
-        self.input_dir, self.output_dir = self.work / "input", self.work / "output"
+        self.inputs = inputs
+        self.ingested, self.output_dir = self.work / "ingested", self.work / "output"
+        self.note: Callable[[Conversation | Reject, str], None] = lambda item, label: None
         self.minhash = minhash_config(*self._bands(spec))
         self.decider = (DecisionReader(self.work / "dedup" / "decisions", self.options.tasks)
                         if self.dedup_on else None)
@@ -323,18 +320,15 @@ class DatatroveJob:
 
     # -- the three phases -------------------------------------------------------------------
     def pipeline(self) -> list[Any]:
-        steps = [ShardReader(str(self.input_dir)), RecordStagesStep(self.spec),
+        steps = [BlockReader(str(self.ingested), len(self.inputs), BLOCK),
+                 RecordStagesStep(self.spec),
                  OutcomeWriter(str(self.output_dir))]
         if self.dedup_on:
             dedup = self.work / "dedup"
-            steps += [DedupFeatures(self.spec.dedup, self.spec.pii, self.options.tasks, BLOCK),
+            steps += [DedupFeatures(self.spec.dedup, self.spec.pii),
                       Signature(str(dedup / "signatures"), str(dedup / "records"), self.minhash,
                                 self.spec.dedup)]
         return [*steps, PeakMemory()]
-
-    def write_shards(self, stream: Iterable[Conversation | Reject]) -> None:
-        """Ingest → input/NNNNN.jsonl (see _deal)."""
-        self._deal((_dumps(encode_input(item)) for item in stream), self.input_dir)
 
     def _deal(self, lines: Iterable[bytes], target: Path) -> None:
         """Lines → target/NNNNN.jsonl in blocks of BLOCK, round robin (all `tasks` files, empty
@@ -369,11 +363,14 @@ class DatatroveJob:
             randomize_start_duration=o.randomize_start_duration)
 
     def execute(self) -> None:
-        """Phase 1: the per-record stages (and the dedup signatures); with datatrove's dedup,
-        phase 2 (one task per band) and 3 (one task) find the clusters, and 4 (one task)
-        decides inside them. Each phase has its own logs and completion markers, so a rerun
-        resumes at the phase that failed."""
-        phases = [(self.pipeline(), self.options.tasks, self.logs, "records")]
+        """Phase 0: ingest, a task per input file; phase 1: the per-record stages (and the dedup
+        signatures); with datatrove's dedup, phase 2 (one task per band) and 3 (one task) find
+        the clusters, and 4 (one task) decides inside them. Each phase has its own logs and
+        completion markers, so a rerun resumes at the phase that failed. A bad input stops the
+        refine with its DataError (file, line and field), as the local refine does."""
+        phases = [([IngestStep(self.inputs, str(self.ingested)), PeakMemory()], len(self.inputs),
+                   self.logs / "ingest", "ingest"),
+                  (self.pipeline(), self.options.tasks, self.logs, "records")]
         if self.dedup_on:
             dedup, tasks = self.work / "dedup", self.options.tasks
             phases += [
@@ -382,7 +379,13 @@ class DatatroveJob:
                 (phase_three(dedup, self.minhash), 1, self.logs / "minhash-clusters", "clusters"),
                 (phase_four(dedup, self.spec.dedup, tasks), 1, self.logs / "dedup-decisions",
                  "decisions")]
-        self._run_phases(phases)
+        try:
+            self._run_phases(phases)
+        except Exception:
+            err = ingest_error(self.ingested, len(self.inputs))
+            if err is not None:
+                raise err from None
+            raise
 
     def _run_phases(self, phases: list[tuple[list[Any], int, Path, str]]) -> None:
         """Run (pipeline, tasks, logging dir, name) phases one after the other: here, or as
@@ -399,33 +402,38 @@ class DatatroveJob:
             for pipeline, tasks, logs, _name in phases:
                 self._executor(pipeline, tasks, logs).run()
 
-    def outcomes(self, stream: Iterable[Conversation | Reject]) -> Iterator[Outcome | Reject]:
-        """RefineRun's record_runner: shard, run the tasks, then merge back in input order."""
-        self.write_shards(stream)
+    def outcomes(self, inputs: list["InputFile"]) -> Iterator[Outcome | Reject]:
+        """RefineRun's record_runner (it ingests too): run the tasks, then merge back in input
+        order. `note` gets every item with its input's label, as RefineRun.ingest counts them."""
+        assert inputs == self.inputs
         self.execute()
         yield from self.merged()
 
     def merged(self) -> Iterator[Outcome | Reject]:
-        """The task outputs in input order, each line checked against its input line."""
+        """The task outputs in input order, each line checked against its ingested line."""
         signed = [0] * self.options.tasks  # per task: records that passed quality (signed)
-        for r, src, (out,) in self._round_robin(self.input_dir, self.output_dir):
+        source = ingested_lines(self.ingested, len(self.inputs))
+        for r, (f, src), (out,) in self._round_robin(lambda r, n: list(islice(source, n)),
+                                                     self.output_dir):
             item = self._checked(r, json.loads(src), out)
+            self.note(item.conv if isinstance(item, Outcome) else item, self.inputs[f].label)
             if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
                 self.decider.expect(r, signed[r], item.conv.id)
                 signed[r] += 1
             yield item
 
-    def _round_robin(self, inputs: Path, outputs: Path, fan: int = 1
-                     ) -> Iterator[tuple[int, bytes, list[bytes]]]:
-        """(shard, input line, its `fan` output lines, b"" where missing) in input order (the
-        inverse of _deal); shard r's output lines are in files r·fan … r·fan+fan-1. An output
-        file with more lines than its input is an error."""
+    def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path, fan: int = 1
+                     ) -> Iterator[tuple[int, Any, list[bytes]]]:
+        """(shard, input, its `fan` output lines, b"" where missing) in input order (the inverse
+        of the round robin): `take(r, n)` gives the next n inputs, dealt to shard r; shard r's
+        output lines are in files r·fan … r·fan+fan-1. An output file with more lines than its
+        inputs is an error."""
         tasks = self.options.tasks
-        read_in, read_out = [0] * tasks, [0] * (tasks * fan)  # byte offsets per file
+        read_out = [0] * (tasks * fan)  # byte offsets per file
         number = 0
         while True:
             r = number % tasks
-            sources = _lines(inputs / f"{r:05d}.jsonl", read_in, r, BLOCK)
+            sources = take(r, BLOCK)
             results = []
             for t in range(r * fan, r * fan + fan):
                 got = _lines(outputs / f"{t:05d}.jsonl", read_out, t, len(sources))
@@ -459,7 +467,10 @@ class DatatroveJob:
                             DecontamCheck(str(work / "index"), fan),
                             OutcomeWriter(str(work / "output")), PeakMemory()],
                            self.options.tasks * fan, self.logs / "decontam", "decontam")])
-        verdicts = self._round_robin(work / "input", work / "output", fan)
+        read_in = [0] * self.options.tasks
+        verdicts = self._round_robin(
+            lambda r, n: _lines(work / "input" / f"{r:05d}.jsonl", read_in, r, n),
+            work / "output", fan)
         for conv in stream:
             r, _src, outs = next(verdicts, (0, b"", [b""]))
             lines = [json.loads(out) if out else None for out in outs]

@@ -137,9 +137,9 @@ class DedupFeatures(PipelineStep):
     type = "🫂 - DEDUP"
     name = "🧬 Dedup features"
 
-    def __init__(self, dedup: "DedupSpec", spec: "PiiSpec", tasks: int, block: int):
+    def __init__(self, dedup: "DedupSpec", spec: "PiiSpec"):
         super().__init__()
-        self.dedup, self.pii, self.tasks, self.block = dedup, spec, tasks, block
+        self.dedup, self.pii = dedup, spec
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data or ():
@@ -149,10 +149,8 @@ class DedupFeatures(PipelineStep):
             with self.track_time():
                 conv = Conversation.from_dict(out["record"])
                 findings = [pii.Finding(*f) for f in out["findings"]]
-                line = int(doc.id.rsplit(":", 1)[1]) - 1  # ShardReader: "<file>:<line, from 1>"
-                block, within = divmod(line, self.block)  # the inverse of the round robin
                 doc.metadata = {"id": conv.id, "key": keyed_content_key(conv, findings, self.pii),
-                                "seq": (block * self.tasks + rank) * self.block + within}
+                                "seq": int(doc.id)}  # BlockReader: the place in input order
                 doc.text = feature_text(conv, findings, self.dedup, self.pii)
             self.stat_update("signed")
             yield doc

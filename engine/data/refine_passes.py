@@ -135,8 +135,9 @@ class RefineRun:
         self._backend: Any = None
         # what runs the per-record stages: None → record_workers.run (this machine, refine.workers
         # processes); `refine.executor: datatrove` puts engine/data/refine_datatrove.py's here
-        self.record_runner: Callable[[Iterable[Conversation | Reject]],
-                                     Iterable[record_workers.Outcome | Reject]] | None = None
+        self.record_runner: Callable[[Any], Iterable[record_workers.Outcome | Reject]] | None = None
+        # True: record_runner gets the InputFiles and ingests them itself (calling note_ingested)
+        self.runner_ingests = False
         # what decides the dedup: None → stages/dedup.py's in-process index; datatrove's MinHash
         # clusters (engine/data/refine_datatrove_dedup.py) with `refine.datatrove.dedup`
         self.dedup_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
@@ -215,17 +216,24 @@ class RefineRun:
                     if self.progress is not None else None)
             advance = _Advancer(self.progress, task)
             for item in read_input(inp.path, inp.spec, label=inp.label, advance=advance):
-                self._file_of_label.setdefault(item.source.file, inp.label)
-                if isinstance(item, Conversation):
-                    self.per_file[inp.label]["records"] += 1
-                    self.stage_counts["ingest"]["out"] += 1
+                self.note_ingested(item, inp.label)
                 yield item  # rejects too: written in input order, after the records before them
             advance.flush()
             if self.progress is not None and task is not None:
                 self.progress.update(task, completed=inp.lines)
 
-    def record_stages(self, stream: Iterable[Conversation | Reject]) -> Iterator[Conversation]:
+    def note_ingested(self, item: Conversation | Reject, label: str) -> None:
+        """Count one ingested item of the input `label` (a record runner that ingests on its
+        own, `runner_ingests`, calls this for each)."""
+        self._file_of_label.setdefault(item.source.file, label)
+        if isinstance(item, Conversation):
+            self.per_file[label]["records"] += 1
+            self.stage_counts["ingest"]["out"] += 1
+
+    def record_stages(self, stream: Iterable[Conversation | Reject] | list[InputFile]
+                      ) -> Iterator[Conversation]:
         """system_prompt → normalize → turns → quality → PII (detection possibly in workers).
+        `stream` is the ingested items, or the inputs themselves for a `runner_ingests` runner.
 
         Ingest rejects travel through the workers' queue unchanged, so rejects.jsonl keeps
         input order whatever the number of workers."""
@@ -276,7 +284,8 @@ class RefineRun:
                 self.events["decontam.against_items"] += self.decontam_index.add_all(
                     load_against(paths))
 
-        stream: Iterable[Conversation] = self.record_stages(self.ingest(inputs))
+        stream: Iterable[Conversation] = self.record_stages(
+            inputs if self.runner_ingests else self.ingest(inputs))
         stream = self.route("dedup", (self.dedup_runner or dedup)(stream, spec.dedup,
                                                                    self.clusters))
         judge_file = None

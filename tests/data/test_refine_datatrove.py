@@ -31,10 +31,10 @@ from datatrove.data import Document  # noqa: E402
 from engine.config import DecontamSpec, DedupSpec, load_config, parse_config  # noqa: E402
 from engine.config import refine as refine_config  # noqa: E402
 from engine.data import refine_datatrove  # noqa: E402
-from engine.data.refine import refine  # noqa: E402
+from engine.data.refine import prepare_inputs, refine  # noqa: E402
 from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, combine  # noqa: E402
 from engine.data.stages.decontam import EvalIndex  # noqa: E402
-from engine.errors import ConfigError, StudioError  # noqa: E402
+from engine.errors import ConfigError, DataError, StudioError  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
@@ -108,9 +108,9 @@ def test_datatrove_refine_is_byte_identical_to_local(corpus: Path, local: Path, 
 
     _assert_same_version(result.path, local)
     phases = sorted(p.parent.name for p in logs.rglob("completions"))
-    assert phases == (["datatrove-logs", "decontam", "dedup-decisions", "minhash-buckets",
-                       "minhash-clusters"]
-                      if dedup == "datatrove" else ["datatrove-logs"])
+    assert phases == (["datatrove-logs", "decontam", "dedup-decisions", "ingest",
+                       "minhash-buckets", "minhash-clusters"]
+                      if dedup == "datatrove" else ["datatrove-logs", "ingest"])
     if dedup == "datatrove":  # the decontam tasks found the leaked eval items, not the driver
         stats = json.loads((logs / "decontam" / "stats.json").read_text())
         hits = [s["stats"] for s in stats if "Eval overlap" in s["name"]][0]
@@ -286,33 +286,73 @@ def test_sigterm_mid_run_leaves_no_version_and_the_rerun_resumes(
 
 
 def test_the_merge_refuses_a_missing_an_extra_or_a_foreign_line(corpus: Path, tmp_path: Path) -> None:
-    cfg = load_config(_config(corpus, "  executor: datatrove\n  datatrove: {tasks: 3, workers: 1}\n"))
-    ws, _ = _workspace(tmp_path)
-    job = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, []).open()
-    items: list[Any] = [Conversation(id=f"c{i}", source=SourceRef("chats.jsonl", i), messages=[
+    """Two input files ingested by their own tasks (one line of bad JSON among them), dealt to 3
+    tasks in blocks of 5: the merge gives every line back in input order, the ingest reject in
+    its place; a task file with an extra, a missing or a swapped line is refused, naming it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [json.dumps({"messages": [
         {"role": "user", "content": f"My order {i} has not arrived, can you check?"},
-        {"role": "assistant", "content": "Sorry about that! I will check the tracking now."}])
+        {"role": "assistant", "content": "Sorry about that! I will check the tracking now."}]})
         for i in range(31)]
-    items[7] = Reject(source=SourceRef("chats.jsonl", 7), stage="ingest", reason="bad_json")
-    job.write_shards(items)
-    assert [len((job.input_dir / f"0000{r}.jsonl").read_text().splitlines()) for r in range(3)] == [
-        11, 10, 10]  # blocks of 5, dealt round robin
+    lines[7] = '{"messages": [oops'
+    (data / "a.jsonl").write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")
+    (data / "b.jsonl").write_text("\n".join(lines[20:]) + "\n", encoding="utf-8")
+    config = data / "refine.yaml"
+    config.write_text("kind: refine\nrefine:\n  dataset: d\n  inputs:\n"
+                      "  - {path: a.jsonl, format: openai_jsonl}\n"
+                      "  - {path: b.jsonl, format: openai_jsonl}\n"
+                      "  executor: datatrove\n  datatrove: {tasks: 3, workers: 1}\n",
+                      encoding="utf-8")
+    cfg = load_config(config)
+    ws, _ = _workspace(tmp_path)
+    inputs = prepare_inputs(cfg, cfg.refine)
+    job = refine_datatrove.DatatroveJob(cfg, cfg.refine, ws, inputs).open()
+    noted: list[tuple[str, str]] = []
+    job.note = lambda item, label: noted.append((type(item).__name__, label))
     job.execute()
+    shards = sorted((job.work / "output").iterdir())
+    assert [len(p.read_text().splitlines()) for p in shards] == [11, 10, 10]  # blocks of 5
     merged = list(job.merged())
-    assert [m.reason if isinstance(m, Reject) else m.conv.id for m in merged] == [
-        "bad_json" if i == 7 else f"c{i}" for i in range(31)]
+    assert [(m.reason, m.source.line) if isinstance(m, Reject) else m.conv.source.line
+            for m in merged] == [("bad_json", 8) if i == 7 else 1 + i % 20 for i in range(31)]
+    assert noted == [("Reject" if i == 7 else "Conversation", "a.jsonl" if i < 20 else "b.jsonl")
+                     for i in range(31)]
 
     shard = job.output_dir / "00001.jsonl"
     good = shard.read_bytes()
-    lines = good.splitlines(keepends=True)
-    for bad, what in ((good + lines[0], "more lines"), (b"".join(lines[:-1]), "missing lines"),
-                      (b"".join([lines[1], lines[0], *lines[2:]]), "does not match")):
+    lines_out = good.splitlines(keepends=True)
+    for bad, what in ((good + lines_out[0], "more lines"), (b"".join(lines_out[:-1]), "missing lines"),
+                      (b"".join([lines_out[1], lines_out[0], *lines_out[2:]]), "does not match")):
         shard.write_bytes(bad)
         with pytest.raises(StudioError, match=what) as err:
             list(job.merged())
         assert err.value.where == str(shard)
     job.close(succeeded=True)
     assert _tmp_entries(ws) == []
+
+
+def test_a_bad_input_stops_the_refine_with_its_file_line_and_field(tmp_path: Path) -> None:
+    """A DataError of a format reader, raised on an ingest task, reaches the user as the local
+    refine would raise it (file, line, field; exit 2), with no version and nothing half-written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    # past the 64 KiB that the up-front check reads, no line decodes: the reader finds out
+    (data / "chats.jsonl").write_bytes(b"\n" * 70_000 + b"\xff\xfe{bad}\n" * 3)
+    body = "kind: refine\nrefine:\n  dataset: d\n  inputs: [{path: chats.jsonl, format: openai_jsonl}]\n"
+    (data / "local.yaml").write_text(body, encoding="utf-8")
+    (data / "dt.yaml").write_text(body + "  executor: datatrove\n  datatrove: {tasks: 2, "
+                                  "workers: 1}\n", encoding="utf-8")
+    ws, registry = _workspace(tmp_path / "ws")
+    with pytest.raises(DataError) as local_err:
+        refine(load_config(data / "local.yaml"), ws, registry)
+    with pytest.raises(DataError) as err:
+        refine(load_config(data / "dt.yaml"), ws, registry)
+    assert str(err.value) == str(local_err.value) and "none of its 3 lines decode" in str(err.value)
+    assert err.value.exit_code == 2
+    (work,) = [ws.tmp_dir("default") / n for n in _tmp_entries(ws)]  # kept, as after any failure
+    assert json.loads((work / "ingested" / "00000.error.json").read_text())["what"] == err.value.what
+    assert registry.get_dataset("default", "d") is None
 
 
 def test_a_second_refine_of_the_same_config_is_refused_and_touches_nothing(corpus: Path,

@@ -308,7 +308,7 @@ def test_a_failed_clustering_phase_resumes_there(hard_pairs: Path, tmp_path: Pat
     (work,) = ws.tmp_dir("default").iterdir()
     done = {p.parent.parent.name + "/" + p.name
             for p in (work / "logs").rglob("completions/*")}
-    assert len(done) == 3 + 25  # phase 1 (3 tasks) and 2 (25 bands) completed, 3 did not
+    assert len(done) == 1 + 3 + 25  # ingest (1 input), phase 1 (3 tasks), 2 (25 bands); not 3
     assert sorted(map(int, runs.read_text().split())) == list(range(25))
 
     result = refine(load_config(config), ws, registry)

@@ -147,12 +147,12 @@ def test_a_slurm_refine_submits_chained_arrays_waits_and_writes_the_local_versio
         assert (result.path / name).read_bytes() == (_local(corpus) / name).read_bytes(), name
     arrays = [j for j in _jobs(fake_slurm) if j["pipeline"]]  # not datatrove's merge_stats jobs
     assert [(j["name"], j["array"]) for j in arrays] == [
-        ("studio-refine-records", "0-2"), ("studio-refine-buckets", "0-4"),
-        ("studio-refine-clusters", "0-0"), ("studio-refine-decisions", "0-0"),
-        ("studio-refine-decontam", "0-2")]
-    assert arrays[1]["dependency"] == f"afterok:{arrays[0]['id']}"
-    assert arrays[2]["dependency"] == f"afterok:{arrays[1]['id']}"
-    assert arrays[3]["dependency"] == f"afterok:{arrays[2]['id']}"
+        ("studio-refine-ingest", "0-4"), ("studio-refine-records", "0-2"),  # 5 inputs, 3 tasks
+        ("studio-refine-buckets", "0-4"), ("studio-refine-clusters", "0-0"),
+        ("studio-refine-decisions", "0-0"), ("studio-refine-decontam", "0-2")]
+    assert arrays[0]["dependency"] == ""  # the first waits for nothing
+    for before, after in zip(arrays[:4], arrays[1:5]):  # each waits for the one before
+        assert after["dependency"] == f"afterok:{before['id']}"
     assert {(j["partition"], j["time"]) for j in arrays} == {("cpu", "00:30:00")}
     assert not (fake_slurm / "cancelled").exists()
     assert not any((corpus / "shared" / "work").iterdir())  # removed after the version landed
