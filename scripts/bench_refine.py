@@ -343,7 +343,7 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 
 
 # ---------------------------------------------------------------------------------- pipeline
-PHASES = {"records": "", "minhash-buckets": "minhash-buckets",
+PHASES = {"ingest": "ingest", "records": "", "minhash-buckets": "minhash-buckets",
           "minhash-clusters": "minhash-clusters", "dedup-decisions": "dedup-decisions",
           "decontam": "decontam"}
 

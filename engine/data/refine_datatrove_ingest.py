@@ -112,7 +112,14 @@ def ingest_error(folder: Path, files: int) -> DataError | None:
 
 
 def _offsets(folder: Path, files: int) -> list[np.ndarray]:
-    return [np.fromfile(_paths(folder, f)[1], dtype="<u8") for f in range(files)]
+    """Every input's line offsets, memory-mapped: a task pages in those of its blocks only."""
+    out = []
+    for f in range(files):
+        path = _paths(folder, f)[1]
+        if path.stat().st_size < 8:
+            raise ValueError(f"{path}: ingest did not finish (no end offset)")
+        out.append(np.memmap(path, dtype="<u8", mode="r"))
+    return out
 
 
 class BlockReader(PipelineStep):
