@@ -3,11 +3,13 @@
 Only engine/data/refine.py imports this module, and only for that executor (datatrove is the
 optional `distributed` extra; engine.data.distributed imports it). What runs where:
 
-  driver  ingest (RefineRun.ingest, streaming) writes input/NNNNN.jsonl: blocks of BLOCK lines
-          dealt round robin over `tasks` shards; ingest rejects stay in place as lines of their own
-  tasks   ShardReader → RecordStagesStep → OutcomeWriter: record_workers.process (system prompt,
-          normalize, turns, quality, PII detection), the very function of the in-process path,
-          one output line per input line, output/NNNNN.jsonl
+  ingest  a task per input file: the local format readers write ingested/NNNNN.jsonl and the
+          lines' offsets; ingest rejects stay in place as lines of their own
+          (refine_datatrove_ingest.py)
+  tasks   BlockReader → RecordStagesStep → OutcomeWriter: blocks of BLOCK ingested lines dealt
+          round robin over `tasks`; record_workers.process (system prompt, normalize, turns,
+          quality, PII detection), the very function of the in-process path, one output line
+          per input line, output/NNNNN.jsonl
   driver  `outcomes` deals the lines back in input order, checking every id against its input
           line (a missing or extra line is an error, never a silent gap), and RefineRun consumes
           them exactly as it consumes record_workers.run: PII surrogates numbered in input order,
@@ -21,7 +23,8 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
           (refine_datatrove_slurm.py)
 
 The work directory, <tenant>/tmp/refine-<key>/ (mode 0700, key: the refine section without its
-executor settings, the seed, the inputs' sha256 and `tasks`), holds input/, output/ and logs/
+executor settings, the seed, the inputs' sha256 and `tasks`), holds ingested/, output/, dedup/,
+decontam/ and logs/
 (datatrove's logs, stats and completion markers unless `datatrove.logging_dir` says otherwise).
 The output lines hold PII findings with their original values until the driver replaces them, so
 the directory is customer data: it stays inside the tenant and is removed when the version is
