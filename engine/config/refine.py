@@ -407,8 +407,7 @@ class DatatroveSpec(Strict):
     decontam_shard_items: int = Field(
         default=20_000, ge=1, le=10_000_000, description="eval items per shard of the "
         "decontamination index (datatrove.decontam: datatrove): the driver builds one shard at a "
-        "time, each task loads one (about 10 KB per item), and the phase has tasks × shards "
-        "tasks")
+        "time, and each task loads one at a time (about 10 KB per item)")
     randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
                                           "starts after a random delay up to this")
     # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)

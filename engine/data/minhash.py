@@ -185,6 +185,17 @@ class CompactLSH(MinHashLSH):
         self.keys = _NoKeys()  # type: ignore[assignment]
 
 
+class Sketch:
+    """Stored hash values standing in for a MinHash where NearIndex reads one (its values and its
+    length; no permutations to set up)."""
+
+    def __init__(self, values: np.ndarray):
+        self.hashvalues = values
+
+    def __len__(self) -> int:
+        return len(self.hashvalues)
+
+
 class NearIndex:
     """Signatures of indexed records plus their LSH; `best` finds the closest indexed record."""
 

@@ -58,7 +58,7 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
-from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, combine  # noqa: E402
+from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, verdict  # noqa: E402
 from engine.data.refine_datatrove_ingest import (  # noqa: E402
     BlockReader,
     IngestStep,
@@ -176,18 +176,6 @@ class ShardReader(BaseDiskReader):
                 with self.track_time():
                     doc = Document(text="", id=f"{filepath}:{number}", metadata=json.loads(raw))
                 yield doc
-
-
-class FannedReader(ShardReader):
-    """ShardReader for a phase of tasks × fan tasks: task t reads shard t // fan."""
-
-    def __init__(self, data_folder: Any, fan: int):
-        super().__init__(data_folder)
-        self.fan = fan
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1
-            ) -> DocumentsPipeline:
-        return super().run(data, rank // self.fan, world_size // self.fan)
 
 
 class RecordStagesStep(PipelineStep):
@@ -425,31 +413,28 @@ class DatatroveJob:
                 signed[r] += 1
             yield item
 
-    def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path, fan: int = 1
+    def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path
                      ) -> Iterator[tuple[int, Any, list[bytes]]]:
-        """(shard, input, its `fan` output lines, b"" where missing) in input order (the inverse
-        of the round robin): `take(r, n)` gives the next n inputs, dealt to shard r; shard r's
-        output lines are in files r·fan … r·fan+fan-1. An output file with more lines than its
-        inputs is an error."""
+        """(shard, input, [its output line, b"" if missing]) in input order (the inverse of the
+        round robin): `take(r, n)` gives the next n inputs, dealt to shard r, whose output lines
+        are in outputs/r. An output file with more lines than its inputs is an error."""
         tasks = self.options.tasks
-        read_out = [0] * (tasks * fan)  # byte offsets per file
+        read_out = [0] * tasks  # byte offsets per file
         number = 0
         while True:
             r = number % tasks
             sources = take(r, BLOCK)
-            results = []
-            for t in range(r * fan, r * fan + fan):
-                got = _lines(outputs / f"{t:05d}.jsonl", read_out, t, len(sources))
-                results.append(got + [b""] * (len(sources) - len(got)))
-            for i, src in enumerate(sources):
-                yield r, src, [result[i] for result in results]
+            results = _lines(outputs / f"{r:05d}.jsonl", read_out, r, len(sources))
+            results += [b""] * (len(sources) - len(results))
+            for src, out in zip(sources, results):
+                yield r, src, [out]
             if len(sources) < BLOCK:
                 break
             number += 1
-        for t in range(tasks * fan):
-            path = outputs / f"{t:05d}.jsonl"
-            if path.exists() and path.stat().st_size > read_out[t]:
-                raise self._mismatch(t, "has more lines than its input shard", path)
+        for r in range(tasks):
+            path = outputs / f"{r:05d}.jsonl"
+            if path.exists() and path.stat().st_size > read_out[r]:
+                raise self._mismatch(r, "has more lines than its input shard", path)
 
     def eval_index(self, spec: "DecontamSpec", dedup: "DedupSpec") -> EvalShards:
         """RefineRun's eval index: shards of `decontam_shard_items` items, pickled as they fill."""
@@ -459,29 +444,27 @@ class DatatroveJob:
     def decontam(self, spool: Path, stream: Iterable[Conversation], index: EvalShards
                  ) -> Iterator[Conversation | Reject]:
         """RefineRun's decontam_runner: the spooled train/val records (the lines of `spool`, in
-        the order `stream` yields them), each checked against every index shard by datatrove
-        tasks; the verdicts combined and merged back in order, each checked against its
-        record."""
+        the order `stream` yields them), checked against every index shard by datatrove tasks;
+        the verdicts merged back in order, each checked against its record."""
         work = self.work / "decontam"
-        fan = index.finish()
+        shards = index.finish()
         with open(spool, "rb") as f:
             self._deal(f, work / "input")
-        self._run_phases([([FannedReader(str(work / "input"), fan),
-                            DecontamCheck(str(work / "index"), fan),
+        self._run_phases([([ShardReader(str(work / "input")),
+                            DecontamCheck(str(work / "index"), shards, str(work / "scratch")),
                             OutcomeWriter(str(work / "output")), PeakMemory()],
-                           self.options.tasks * fan, self.logs / "decontam", "decontam")])
+                           self.options.tasks, self.logs / "decontam", "decontam")])
         read_in = [0] * self.options.tasks
         verdicts = self._round_robin(
             lambda r, n: _lines(work / "input" / f"{r:05d}.jsonl", read_in, r, n),
-            work / "output", fan)
+            work / "output")
         for conv in stream:
-            r, _src, outs = next(verdicts, (0, b"", [b""]))
-            lines = [json.loads(out) if out else None for out in outs]
-            for k, line in enumerate(lines):
-                if line is None or line.get("id") != conv.id:
-                    path = work / "output" / f"{r * fan + k:05d}.jsonl"
-                    raise self._mismatch(r * fan + k, "does not match the spooled records", path)
-            yield combine(conv, lines)  # type: ignore[arg-type]
+            r, _src, (out,) = next(verdicts, (0, b"", [b""]))
+            path = work / "output" / f"{r:05d}.jsonl"
+            line = json.loads(out) if out else None
+            if line is None or line.get("id") != conv.id:
+                raise self._mismatch(r, "does not match the spooled records", path)
+            yield verdict(conv, line)
         if next(verdicts, None) is not None:
             raise self._mismatch(0, "has more verdicts than records", work / "output")
 

@@ -9,33 +9,37 @@ checks every train/val record against it in its second pass. On datatrove:
            EvalIndex of at most `datatrove.decontam_shard_items` items; a full one is pickled to
            the work directory (n-gram hashes, MinHash signatures and ids, never texts) and the
            next begins. So the driver holds one shard, not the eval split.
-  tasks    the spooled train/val records are dealt to `tasks` shards; with K index shards the
-           phase has tasks × K datatrove tasks, task t checking record shard t // K against
-           index shard t % K (DecontamCheck): per record, the shard's best n-gram overlap and
-           its best MinHash match, each at its threshold, with the item's refine-wide number.
-  driver   `combine` takes, per record, the best of its K lines: an n-gram hit anywhere wins
-           (the highest share; ties: the first item), else the closest MinHash match (ties: the
-           first item). That is what EvalIndex.check computes over the whole index, as each
-           shard's best is the best of its items: the same rejects, worded the same, in the same
-           order.
+  tasks    the spooled train/val records are dealt to `tasks` shards. A task (DecontamCheck)
+           computes each record's user words and MinHash signature once, into a scratch file,
+           then loads the index shards one after the other and checks every record against
+           each: the best n-gram overlap so far and the best MinHash match so far (the higher
+           score; ties to the earlier item, as shards come in item order). An n-gram hit
+           anywhere wins, else the MinHash match: what EvalIndex.check computes over the whole
+           index, since each shard's best is the best of its items. One verdict line per record.
+  driver   reads the verdicts back in spool order, each checked against its record: the same
+           rejects, worded the same, in the same order.
 
-Memory: a task holds one index shard and one record; the driver one shard while it builds them.
+Memory: a task holds one index shard and a few numbers per record of its spool shard (the words
+and signatures wait on disk); the driver one index shard while it builds them.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine import offline
-from engine.data.stages.decontam import STAGE, EvalIndex
+from engine.data.stages.decontam import STAGE, EvalIndex, user_words
 from engine.records import Conversation, Reject
 
 offline.enforce()  # before datatrove: it imports huggingface_hub, which reads HF_HUB_OFFLINE once
 
-from datatrove.data import DocumentsPipeline  # noqa: E402
+from datatrove.data import Document, DocumentsPipeline  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
 from datatrove.utils.typeshelper import StatHints  # noqa: E402
 
@@ -95,44 +99,89 @@ class EvalShards:
 
 
 class DecontamCheck(PipelineStep):
-    """Each spool line (a train/val record) → {"id", "overlap", "near"}: this task's index
-    shard's best hits, [item, score, reason, detail] or null."""
+    """Task r: spool shard r's records against every index shard, loaded one at a time (see the
+    module docstring). Then one line per record: {"id", "hit": [reason, detail] or null}."""
 
     type = "🧽 - DECONTAM"
     name = "🧽 Eval overlap"
 
-    def __init__(self, index_dir: str, fan: int):
+    def __init__(self, index_dir: str, shards: int, scratch: str):
         super().__init__()
-        self.index_dir, self.fan = Path(index_dir), fan
+        self.index_dir, self.shards, self.scratch = Path(index_dir), shards, Path(scratch)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        index: EvalIndex | None = None
-        first = 0
-        for doc in data or ():
-            if index is None:  # loaded by the task that needs it, once
-                with open(shard_path(self.index_dir, rank % self.fan), "rb") as f:
-                    first, index = pickle.load(f)  # our own file, written by this job's driver
-            with self.track_time():
-                conv = Conversation.from_dict(doc.metadata["record"])
-                overlap, near = index.overlap_hit(conv), index.near_hit(conv)
-                doc.metadata = {"id": conv.id,
-                                "overlap": [first + overlap[0], *overlap[1:]] if overlap else None,
-                                "near": [first + near[0], *near[1:]] if near else None}
+        self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.scratch / f"{rank:05d}.features"
+        try:
+            first, index = _load(self.index_dir, 0)
+            ids = self._features(data or (), index, path)
+            overlap: list[list[Any] | None] = [None] * len(ids)  # per record: [item, score, …]
+            near: list[list[Any] | None] = [None] * len(ids)
+            for k in range(self.shards):
+                if k:
+                    del index
+                    first, index = _load(self.index_dir, k)
+                with self.track_time():
+                    for i, (words, signature) in enumerate(_read_features(path)):
+                        hit = index.overlap_hit_words(words)
+                        if hit is not None:
+                            overlap[i] = _better(overlap[i], first, hit)
+                        elif overlap[i] is None:  # an n-gram hit anywhere wins over MinHash
+                            found = index.near_hit_signature(signature)
+                            if found is not None:
+                                near[i] = _better(near[i], first, found)
+        finally:
+            path.unlink(missing_ok=True)
+        for record_id, o, n in zip(ids, overlap, near):
+            hit = o or n
             self.stat_update(StatHints.total)
-            self.stat_update("overlap_hit" if overlap else "near_hit" if near else "no_hit")
-            yield doc
+            self.stat_update("contaminated" if hit else StatHints.forwarded)
+            yield Document(text="", id=record_id,
+                           metadata={"id": record_id, "hit": hit[2:] if hit else None})
+
+    def _features(self, data: DocumentsPipeline, index: EvalIndex, path: Path) -> list[str]:
+        """Each record's user words and signature to the scratch file; the ids, in order."""
+        ids: list[str] = []
+        with open(path, "wb") as out, self.track_time():
+            for doc in data:
+                conv = Conversation.from_dict(doc.metadata["record"])
+                words = user_words(conv.messages)
+                signature = index.signer.sign(conv).hashvalues.astype("<u4")
+                out.write(_HEAD.pack(len(words), len(signature)))
+                out.write(words.astype("<u8").tobytes())
+                out.write(signature.tobytes())
+                ids.append(conv.id)
+        return ids
 
 
-def _best(hits: list[list[Any]]) -> list[Any] | None:
-    """The highest score; ties: the first item."""
-    return min(hits, key=lambda h: (-h[1], h[0])) if hits else None
+_HEAD = struct.Struct("<II")
 
 
-def combine(conv: Conversation, lines: list[dict[str, Any]]) -> Conversation | Reject:
-    """What `decontaminate` yields for `conv`, from its K verdict lines (one per index shard)."""
-    hit = (_best([line["overlap"] for line in lines if line["overlap"]])
-           or _best([line["near"] for line in lines if line["near"]]))
-    if hit is None:
+def _read_features(path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    with open(path, "rb") as f:
+        while head := f.read(_HEAD.size):
+            n, width = _HEAD.unpack(head)
+            words = np.frombuffer(f.read(8 * n), dtype="<u8").astype(np.uint64)
+            yield words, np.frombuffer(f.read(4 * width), dtype="<u4").astype(np.uint32)
+
+
+def _load(folder: Path, k: int) -> tuple[int, EvalIndex]:
+    with open(shard_path(folder, k), "rb") as f:
+        return pickle.load(f)  # our own file, written by this job's driver
+
+
+def _better(cur: list[Any] | None, first: int, hit: tuple[int, float, str, str]) -> list[Any]:
+    """The better of the best hit so far and a shard's (items numbered from `first`): the
+    higher score, ties to the earlier item (shards come in item order)."""
+    if cur is not None and cur[1] >= hit[1]:
+        return cur
+    return [first + hit[0], hit[1], hit[2], hit[3]]
+
+
+def verdict(conv: Conversation, line: dict[str, Any]) -> Conversation | Reject:
+    """What `decontaminate` yields for `conv`, from its task's verdict line."""
+    if line["hit"] is None:
         return conv
-    return Reject(source=conv.source, stage=STAGE, reason=hit[2], detail=hit[3],
+    reason, detail = line["hit"]
+    return Reject(source=conv.source, stage=STAGE, reason=reason, detail=detail,
                   record_id=conv.id)

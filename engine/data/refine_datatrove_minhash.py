@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.data.minhash import Sketch
 from engine.data.stages.dedup import Deduper, signer_for
 
 from engine import offline  # noqa: E402
@@ -191,16 +192,6 @@ def read_pairs(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<u4").reshape(-1, 2)
 
 
-class _Sketch:
-    """What NearIndex reads of a MinHash: its values and its length."""
-
-    def __init__(self, values: np.ndarray):
-        self.hashvalues = values
-
-    def __len__(self) -> int:
-        return len(self.hashvalues)
-
-
 class Decide(PipelineStep):
     """Phase 4, one task: every cluster of phase 3 decided with the in-process rule."""
 
@@ -248,7 +239,7 @@ class Decide(PipelineStep):
             t, d = int(task[i]), int(doc[i])
             row = tables[t][d]
             key = int.from_bytes(row["key"].tobytes(), "big") if self.spec.exact else None
-            sketch = _Sketch(np.array(row["sig"], dtype=np.uint32)) if self.spec.near else None
+            sketch = Sketch(np.array(row["sig"], dtype=np.uint32)) if self.spec.near else None
             hit = deduper.decide(f"{t}:{d}", key, sketch)  # type: ignore[arg-type]
             if hit is not None:
                 reason, detail, survivor = hit

@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.config import DecontamSpec, DedupSpec
 from engine.data.ingest.openai_jsonl import record_id
-from engine.data.minhash import NearIndex, Signer, normalize_side, window_hashes
+from engine.data.minhash import NearIndex, Signer, Sketch, normalize_side, window_hashes
 from engine.errors import DataError
 from engine.records import Conversation, Reject, SourceRef
 
@@ -126,11 +126,10 @@ class EvalIndex:
             cur = self.grams[g] = np.array(cur, dtype=np.int64)
         return cur
 
-    def _overlap(self, conv: Conversation) -> tuple[int, float] | None:
+    def _overlap(self, words: np.ndarray) -> tuple[int, float] | None:
         if not self.grams:
             return None
         item_size, item_count = self._item_arrays()
-        words = user_words(conv.messages)
         found: list[np.ndarray] = []
         for size in sorted(self.lengths):
             singles: list[int] = []
@@ -162,7 +161,11 @@ class EvalIndex:
     def overlap_hit(self, conv: Conversation) -> tuple[int, float, str, str] | None:
         """(item number, share, reason, detail) of the eval item whose n-grams `conv` shares
         most, at or above max_overlap (ties: the first item), else None."""
-        hit = self._overlap(conv)
+        return self.overlap_hit_words(user_words(conv.messages))
+
+    def overlap_hit_words(self, words: np.ndarray) -> tuple[int, float, str, str] | None:
+        """overlap_hit from the record's `user_words`."""
+        hit = self._overlap(words)
         if hit is None:
             return None
         item, share = hit
@@ -173,7 +176,11 @@ class EvalIndex:
     def near_hit(self, conv: Conversation) -> tuple[int, float, str, str] | None:
         """(item number, jaccard, reason, detail) of the most similar eval item by MinHash, at
         or above near_threshold (ties: the first item), else None."""
-        near = self.near.best(self.signer.sign(conv))
+        return self.near_hit_signature(self.signer.sign(conv).hashvalues)
+
+    def near_hit_signature(self, signature: np.ndarray) -> tuple[int, float, str, str] | None:
+        """near_hit from the record's MinHash hash values (this index's signer)."""
+        near = self.near.best(Sketch(signature))
         if near is None:
             return None
         return (near[0], near[1], "eval_near_duplicate",
