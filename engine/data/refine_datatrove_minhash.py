@@ -8,7 +8,7 @@ Only engine/data/refine_datatrove_dedup.py imports this module. On disk, in the 
                       refine's input order (`seq`), 128 bits of its content key (computed with
                       keyed PII placeholders: equal exactly when the driver's are), and its
                       in-process MinHash signature (engine/data/minhash.py; with `dedup.near:
-                      false`, the key's four 32-bit words). Read through np.memmap.
+                      false`, the key's four 32-bit words). Read a row at a time.
   records/NNNNN.ids   the record ids, one JSON string per line, in the same order.
   buckets/            phase 2, one VerifiedBuckets task per LSH band: the band values are the
                       in-process index's (bands × rows of the same signature), so two records
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,16 +70,32 @@ def signature_width(spec: "DedupSpec") -> int:
     return spec.num_perm if spec.near else 4
 
 
-def open_tables(folder: Path, tasks: int, width: int) -> list[np.ndarray]:
-    """Every task's record table, memory-mapped (an empty array for a task without records)."""
-    dtype, out = row_dtype(width), []
-    for rank in range(tasks):
-        path = folder / f"{rank:05d}.bin"
-        size = path.stat().st_size if path.exists() else 0
-        if size % dtype.itemsize:
-            raise ValueError(f"{path}: not a whole number of records")
-        out.append(np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype))
-    return out
+class RecordTables:
+    """Every task's record table, read a row at a time (os.pread): a task's resident memory stays
+    its own (a memory map would count every page of the tables it touched)."""
+
+    def __init__(self, folder: Path, tasks: int, width: int):
+        self.dtype = row_dtype(width)
+        self.fds: list[int | None] = []
+        for rank in range(tasks):
+            path = folder / f"{rank:05d}.bin"
+            size = path.stat().st_size if path.exists() else 0
+            if size % self.dtype.itemsize:
+                raise ValueError(f"{path}: not a whole number of records")
+            self.fds.append(os.open(path, os.O_RDONLY) if size else None)
+
+    def row(self, task: int, number: int) -> Any:
+        fd, size = self.fds[task], self.dtype.itemsize
+        data = os.pread(fd, size, number * size) if fd is not None else b""
+        if len(data) != size:
+            raise ValueError(f"record table of task {task} has no record {number}")
+        return np.frombuffer(data, dtype=self.dtype)[0]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd is not None:
+                os.close(fd)
+        self.fds = []
 
 
 class _Forest:
@@ -148,20 +165,23 @@ class VerifiedBuckets(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1
             ) -> DocumentsPipeline:
         assert data is None and world_size == self.config.num_buckets
-        tables = open_tables(self.records, self.tasks, self.width)
+        tables = RecordTables(self.records, self.tasks, self.width)
         files = self.sigs.list_files(subdirectory=f"bucket_{rank:03d}")
         readers = [read_sigs(f, i, self.config, lines_to_buffer=4096)
                    for i, f in enumerate(self.sigs.open_files(files, mode="rb"))]
         stems = [int(Path(name).name.removesuffix(".minhash.sig")) for name in files]
-        with self.track_time(), self.output.open(f"{rank:05d}_00.dups", mode="wb") as out:
-            for group in self._groups(readers):
-                self.stat_update("band_groups")
-                self.stat_update("band_group_size", value=len(group), unit="band_group")
-                members = [(stems[r], doc) for r, doc in group]
-                sigs = np.stack([tables[t][d]["sig"] for t, d in members])
-                for a, b in verified_links(sigs, self.threshold):
-                    out.write(_EDGE.pack(*members[a], *members[b]))
-                    self.stat_update("verified_pairs")
+        try:
+            with self.track_time(), self.output.open(f"{rank:05d}_00.dups", mode="wb") as out:
+                for group in self._groups(readers):
+                    self.stat_update("band_groups")
+                    self.stat_update("band_group_size", value=len(group), unit="band_group")
+                    members = [(stems[r], doc) for r, doc in group]
+                    sigs = np.stack([tables.row(t, d)["sig"] for t, d in members])
+                    for a, b in verified_links(sigs, self.threshold):
+                        out.write(_EDGE.pack(*members[a], *members[b]))
+                        self.stat_update("verified_pairs")
+        finally:
+            tables.close()
         yield from ()
 
     @staticmethod
@@ -207,13 +227,21 @@ class Decide(PipelineStep):
             ) -> DocumentsPipeline:
         assert data is None and world_size == 1
         spec = self.spec
-        tables = open_tables(self.records, self.tasks, signature_width(spec))
-        parts = [(np.full(len(p), t, dtype=np.uint32), p) for t, p in
-                 ((t, read_pairs(self.clusters / f"{t:06d}.clusters")) for t in range(self.tasks))]
-        task = np.concatenate([t for t, _ in parts])
-        doc = np.concatenate([p[:, 0] for _, p in parts])
-        cluster = np.concatenate([p[:, 1] for _, p in parts])
-        seq = np.concatenate([tables[t]["seq"][p[:, 0]] for t, (_, p) in enumerate(parts)])
+        tables = RecordTables(self.records, self.tasks, signature_width(spec))
+        try:
+            self._decide_all(tables)
+        finally:
+            tables.close()
+        yield from ()
+
+    def _decide_all(self, tables: RecordTables) -> None:
+        spec = self.spec
+        parts = [read_pairs(self.clusters / f"{t:06d}.clusters") for t in range(self.tasks)]
+        task = np.concatenate([np.full(len(p), t, dtype=np.uint32) for t, p in enumerate(parts)])
+        doc = np.concatenate([p[:, 0] for p in parts])
+        cluster = np.concatenate([p[:, 1] for p in parts])
+        seq = np.array([tables.row(int(t), int(d))["seq"] for t, d in zip(task, doc)],
+                       dtype=np.uint64)
         order = np.lexsort((seq, cluster))  # by cluster, then input order
         signer = signer_for(spec) if spec.near else None
         # per dropped record: (task, doc) → (reason, detail template, survivor (task, doc))
@@ -229,15 +257,14 @@ class Decide(PipelineStep):
                 self.stat_update("clusters")
                 start = end
             self._write(dropped)
-        yield from ()
 
     def _decide(self, members: np.ndarray, task: np.ndarray, doc: np.ndarray,
-                tables: list[np.ndarray], deduper: Deduper,
+                tables: RecordTables, deduper: Deduper,
                 dropped: dict[tuple[int, int], tuple[str, str, tuple[int, int]]]) -> None:
         """One cluster, in input order; ids in the Deduper are "task:doc" until written."""
         for i in members:
             t, d = int(task[i]), int(doc[i])
-            row = tables[t][d]
+            row = tables.row(t, d)
             key = int.from_bytes(row["key"].tobytes(), "big") if self.spec.exact else None
             sketch = Sketch(np.array(row["sig"], dtype=np.uint32)) if self.spec.near else None
             hit = deduper.decide(f"{t}:{d}", key, sketch)  # type: ignore[arg-type]
