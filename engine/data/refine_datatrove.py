@@ -96,7 +96,7 @@ if TYPE_CHECKING:
     from engine.workspace import Workspace
 
 BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
-FORMAT = 3  # of the shard lines and dedup files; part of the work directory's key
+FORMAT = 4  # of the shard lines and dedup files; part of the work directory's key
 SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
 SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
 _short_ipc_dir: list[str] = []
