@@ -80,7 +80,8 @@ SEP = "\x00"  # between the two sides in a Document's text for the signature ste
 
 
 def minhash_config(num_buckets: int, hashes_per_bucket: int) -> MinhashConfig:
-    """32-bit hash values (half the disk of 64); the seed is datatrove's, the same on all tasks."""
+    """datatrove's config for the bucket files: 32-bit values, as the in-process signature's
+    (datatrove's own hashing and seed go unused: Signature hands it the values)."""
     return MinhashConfig(num_buckets=num_buckets, hashes_per_bucket=hashes_per_bucket,
                          hash_config=HashConfig(precision=32, hash_fc="sha1"))
 
