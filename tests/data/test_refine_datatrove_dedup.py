@@ -313,7 +313,7 @@ def test_a_failed_clustering_phase_resumes_there(hard_pairs: Path, tmp_path: Pat
 
     result = refine(load_config(config), ws, registry)
     assert sorted(map(int, runs.read_text().split())) == list(range(25))  # bands not rerun
-    want = _refine(tmp_path / "clean", config)
+    want = _refine(tmp_path / "clean", _pairs_config(hard_pairs, "local", ""))  # in-process
     for name in ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl"):
         assert (result.path / name).read_bytes() == (want / name).read_bytes(), name
     assert list(ws.tmp_dir("default").iterdir()) == []
