@@ -1,7 +1,8 @@
 """`refine.executor: datatrove` (engine/data/refine_datatrove.py): the same version as the local
 refine, byte for byte, with the in-process dedup in the driver and with datatrove's MinHash dedup
-(the default: on this corpus every decision agrees; test_refine_datatrove_dedup.py measures the
-agreement on harder pairs); a killed task resumes from datatrove's completion markers; config
+and sharded decontam index (the defaults; test_refine_datatrove_dedup.py has the harder dedup
+pairs); ingest on the tasks (the merge, a bad input's error); a killed task resumes from
+datatrove's completion markers; a sharded eval index gives the whole index's verdicts; config
 errors.
 
 The corpus is scripts/make_noisy_data.py's (five formats, planted PII, duplicates, junk, leaked
