@@ -404,7 +404,7 @@ class DatatroveJob:
         """The task outputs in input order, each line checked against its ingested line."""
         signed = [0] * self.options.tasks  # per task: records that passed quality (signed)
         source = ingested_lines(self.ingested, len(self.inputs))
-        for r, (f, src), (out,) in self._round_robin(lambda r, n: list(islice(source, n)),
+        for r, (f, src), out in self._round_robin(lambda r, n: list(islice(source, n)),
                                                      self.output_dir):
             item = self._checked(r, json.loads(src), out)
             self.note(item.conv if isinstance(item, Outcome) else item, self.inputs[f].label)
@@ -414,8 +414,8 @@ class DatatroveJob:
             yield item
 
     def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path
-                     ) -> Iterator[tuple[int, Any, list[bytes]]]:
-        """(shard, input, [its output line, b"" if missing]) in input order (the inverse of the
+                     ) -> Iterator[tuple[int, Any, bytes]]:
+        """(shard, input, its output line or b"" if missing) in input order (the inverse of the
         round robin): `take(r, n)` gives the next n inputs, dealt to shard r, whose output lines
         are in outputs/r. An output file with more lines than its inputs is an error."""
         tasks = self.options.tasks
@@ -427,7 +427,7 @@ class DatatroveJob:
             results = _lines(outputs / f"{r:05d}.jsonl", read_out, r, len(sources))
             results += [b""] * (len(sources) - len(results))
             for src, out in zip(sources, results):
-                yield r, src, [out]
+                yield r, src, out
             if len(sources) < BLOCK:
                 break
             number += 1
@@ -459,7 +459,7 @@ class DatatroveJob:
             lambda r, n: _lines(work / "input" / f"{r:05d}.jsonl", read_in, r, n),
             work / "output")
         for conv in stream:
-            r, _src, (out,) = next(verdicts, (0, b"", [b""]))
+            r, _src, out = next(verdicts, (0, b"", b""))
             path = work / "output" / f"{r:05d}.jsonl"
             line = json.loads(out) if out else None
             if line is None or line.get("id") != conv.id:

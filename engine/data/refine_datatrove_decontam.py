@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,12 +78,7 @@ class EvalShards:
         self.current.add(conv)
         self.total += 1
 
-    def add_all(self, convs: Iterable[Conversation]) -> int:
-        n = 0
-        for conv in convs:
-            self.add(conv)
-            n += 1
-        return n
+    add_all = EvalIndex.add_all  # each through `add`, the count
 
     def _flush(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)

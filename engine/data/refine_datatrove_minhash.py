@@ -244,7 +244,7 @@ class Decide(PipelineStep):
                        dtype=np.uint64)
         order = np.lexsort((seq, cluster))  # by cluster, then input order
         signer = signer_for(spec) if spec.near else None
-        # per dropped record: (task, doc) → (reason, detail template, survivor (task, doc))
+        # per dropped record: (task, doc) → (reason, detail, survivor (task, doc))
         dropped: dict[tuple[int, int], tuple[str, str, tuple[int, int]]] = {}
         with self.track_time():
             start = 0
@@ -271,7 +271,7 @@ class Decide(PipelineStep):
             if hit is not None:
                 reason, detail, survivor = hit
                 st, sd = survivor.split(":")
-                dropped[(t, d)] = (reason, detail.replace(survivor, "{}", 1), (int(st), int(sd)))
+                dropped[(t, d)] = (reason, detail, (int(st), int(sd)))
             self.stat_update("decided")
 
     def _write(self, dropped: dict[tuple[int, int], tuple[str, str, tuple[int, int]]]) -> None:
@@ -289,7 +289,8 @@ class Decide(PipelineStep):
         by_task: dict[int, list[tuple[int, str, str, str]]] = {}
         for (t, d), (reason, detail, survivor) in dropped.items():
             name = names[survivor]
-            by_task.setdefault(t, []).append((d, reason, detail.format(name), name))
+            worded = detail.replace(f"{survivor[0]}:{survivor[1]}", name, 1)  # "task:doc" → id
+            by_task.setdefault(t, []).append((d, reason, worded, name))
         for t in range(self.tasks):
             with open(self.output / f"{t:05d}.jsonl", "w", encoding="utf-8") as f:
                 for d, reason, detail, name in sorted(by_task.get(t, [])):
