@@ -408,6 +408,10 @@ class DatatroveSpec(Strict):
         default=20_000, ge=1, le=10_000_000, description="eval items per shard of the "
         "decontamination index (datatrove.decontam: datatrove): the driver builds one shard at a "
         "time, and each task loads one at a time (about 10 KB per item)")
+    llm: Literal["datatrove", "driver"] = Field(
+        default="datatrove", description="datatrove: each LLM stage (judge, extract_qa, rewrite, "
+        "preferences) is a phase of tasks, each loading the model once; driver: the stages run "
+        "in the driver on one model, as in-process")
     randomize_start_duration: int = Field(default=0, ge=0, description="seconds; each task "
                                           "starts after a random delay up to this")
     # SlurmPipelineExecutor (cpus_per_task and mem_per_cpu_gb also RayPipelineExecutor)

@@ -136,7 +136,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         # lazy: datatrove is the optional `distributed` extra
         from engine.data.refine_datatrove import DatatroveJob
 
-        job = DatatroveJob(cfg, spec, ws, inputs)  # an executor not wired yet stops here
+        job = DatatroveJob(cfg, spec, ws, inputs, registry)  # an unwired executor stops here
 
     parent = ws.dataset_dir(tenant, name, 1).parent
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -153,6 +153,8 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
             if job.decontam_on:
                 run.decontam_runner = job.decontam
                 run.eval_index_factory = job.eval_index
+            if job.models:  # the LLM stages on the tasks, a model per worker
+                run.llm_runner = job.llm
         try:
             run.run(inputs)
         finally:

@@ -57,6 +57,7 @@ offline.enforce()  # before datatrove: it imports huggingface_hub, which reads H
 # engine.data.distributed raises the install hint when datatrove is missing
 from engine.data.distributed import STEP_TYPE  # noqa: E402
 from engine.data.minhash import lsh_params  # noqa: E402
+from engine.data.held_rejects import HeldRejects  # noqa: E402
 from engine.data.record_workers import Outcome, process  # noqa: E402
 from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, verdict  # noqa: E402
 from engine.data.refine_datatrove_ingest import (  # noqa: E402
@@ -66,6 +67,7 @@ from engine.data.refine_datatrove_ingest import (  # noqa: E402
     ingest_error,
     ingested_lines,
 )
+from engine.data.refine_datatrove_llm import LlmStageStep, llm_block, merge_group  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     DecisionReader,
@@ -77,9 +79,12 @@ from engine.data.refine_datatrove_dedup import (  # noqa: E402
     phase_three,
     phase_two,
 )
+from engine.data.stages.llm.dispatch import LLM_STAGES, stage_model, stage_on  # noqa: E402
 from engine.data.stages.pii import Finding  # noqa: E402
 from engine.errors import StudioError  # noqa: E402
+from engine.generation.transformers_backend import TransformersBackend  # noqa: E402
 from engine.hashing import sha256_json  # noqa: E402
+from engine.models.resolve import ModelRef, resolve_model  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 
 import multiprocess  # noqa: E402  (datatrove's multiprocessing)
@@ -93,10 +98,13 @@ from datatrove.utils.typeshelper import StatHints  # noqa: E402
 if TYPE_CHECKING:
     from engine.config import DecontamSpec, DedupSpec, RefineSpec, StudioConfig
     from engine.data.refine_passes import InputFile
+    from engine.registry import Registry
     from engine.workspace import Workspace
 
 BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, less balance)
 FORMAT = 4  # of the shard lines and dedup files; part of the work directory's key
+# what an LLM task generates with: (model dir, adapter dir or None, torch threads) → backend
+TASK_BACKEND: Any = TransformersBackend
 SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
 SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
 _short_ipc_dir: list[str] = []
@@ -235,7 +243,7 @@ class DatatroveJob:
     """One refine's per-record stages on datatrove: `outcomes` is RefineRun's record_runner."""
 
     def __init__(self, cfg: "StudioConfig", spec: "RefineSpec", ws: "Workspace",
-                 inputs: list["InputFile"]):
+                 inputs: list["InputFile"], registry: "Registry | None" = None):
         self.spec, self.options = spec, spec.datatrove
         if self.options.executor == "ray":
             raise StudioError("datatrove executor 'ray' is not wired yet",
@@ -244,11 +252,19 @@ class DatatroveJob:
         # datatrove's MinHash decides the dedup (refine_datatrove_dedup.py) unless told otherwise
         self.dedup_on = self.options.dedup == "datatrove" and (spec.dedup.exact or spec.dedup.near)
         self.decontam_on = self.options.decontam == "datatrove" and spec.decontam.enabled
+        # the LLM stages' models, resolved here (an unknown one stops the refine before any work)
+        self.models: dict[str, ModelRef] = {}
+        if self.options.llm == "datatrove" and registry is not None:
+            for stage in LLM_STAGES:
+                if stage_on(stage, spec.llm):
+                    self.models[stage] = resolve_model(registry, stage_model(stage, spec.llm) or "",
+                                                       cfg.tenant)
         key = sha256_json({
             "format": FORMAT, "tenant": cfg.tenant, "seed": cfg.seed, "tasks": self.options.tasks,
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
             "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
             "decontam": [self.options.decontam, self.options.decontam_shard_items],
+            "llm": {stage: [str(ref.model_dir), ref.weights] for stage, ref in self.models.items()},
             "inputs": [(i.label, i.sha256) for i in inputs]})
         base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
@@ -321,12 +337,12 @@ class DatatroveJob:
                                 self.spec.dedup)]
         return [*steps, PeakMemory()]
 
-    def _deal(self, lines: Iterable[bytes], target: Path) -> None:
+    def _deal(self, lines: Iterable[bytes], target: Path, block_size: int | None = None) -> None:
         """Lines → target/NNNNN.jsonl in blocks of BLOCK, round robin (all `tasks` files, empty
         ones too: datatrove deals sorted files to ranks), one block at a time, so a job of many
         tasks holds no file open. Written beside and renamed into place when complete: the same
         input and config give the same shards, so a resumed run's finished tasks stay valid."""
-        tasks = self.options.tasks
+        tasks, size = self.options.tasks, block_size or BLOCK
         staging = target.with_name(target.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700, parents=True)
@@ -336,7 +352,7 @@ class DatatroveJob:
         number = 0
         for line in lines:
             block.append(line)
-            if len(block) == BLOCK:
+            if len(block) == size:
                 with open(staging / f"{number % tasks:05d}.jsonl", "ab") as f:
                     f.writelines(block)
                 block, number = [], number + 1
@@ -413,22 +429,22 @@ class DatatroveJob:
                 signed[r] += 1
             yield item
 
-    def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path
-                     ) -> Iterator[tuple[int, Any, bytes]]:
+    def _round_robin(self, take: Callable[[int, int], list[Any]], outputs: Path,
+                     block_size: int | None = None) -> Iterator[tuple[int, Any, bytes]]:
         """(shard, input, its output line or b"" if missing) in input order (the inverse of the
         round robin): `take(r, n)` gives the next n inputs, dealt to shard r, whose output lines
         are in outputs/r. An output file with more lines than its inputs is an error."""
-        tasks = self.options.tasks
+        tasks, size = self.options.tasks, block_size or BLOCK
         read_out = [0] * tasks  # byte offsets per file
         number = 0
         while True:
             r = number % tasks
-            sources = take(r, BLOCK)
+            sources = take(r, size)
             results = _lines(outputs / f"{r:05d}.jsonl", read_out, r, len(sources))
             results += [b""] * (len(sources) - len(results))
             for src, out in zip(sources, results):
                 yield r, src, out
-            if len(sources) < BLOCK:
+            if len(sources) < size:
                 break
             number += 1
         for r in range(tasks):
@@ -467,6 +483,77 @@ class DatatroveJob:
             yield verdict(conv, line)
         if next(verdicts, None) is not None:
             raise self._mismatch(0, "has more verdicts than records", work / "output")
+
+    def llm_threads(self) -> int:
+        """torch threads per task of an LLM phase: the cores over the tasks running at once (on
+        Slurm, the cores each task is given)."""
+        o = self.options
+        if o.executor == "slurm":
+            return o.cpus_per_task
+        at_once = min(o.tasks, o.workers) if o.workers > 0 else o.tasks
+        return max(1, (os.cpu_count() or 1) // at_once)
+
+    def llm(self, stage: str, stream: Iterable[Conversation], *,
+            notes: list[dict[str, Any]] | None, writer: Callable[[str, dict[str, Any]], None] | None,
+            stats: Counter | None, remember: Callable[[Conversation], Any],
+            select: Callable[[Conversation], bool] | None,
+            hold: Callable[[], HeldRejects]) -> Iterator[Conversation | Reject]:
+        """RefineRun's llm_runner: LLM stage `stage` as a datatrove phase (refine_datatrove_llm.py).
+        The stream is spooled (every record, marked whether `select` picks it), the picked ones
+        dealt to the tasks in blocks of whole batches; then the spool is read back in order, a
+        picked record giving way to its group line (checked against its id). The rejects of the
+        stages before, which arrive while the stream is spooled, are held and released at the
+        batch boundaries, where the streaming stage would have let them through."""
+        work = self.work / f"llm-{stage}"
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        batch = self.spec.llm.batch_size
+        spool, block = work / "spool.jsonl", llm_block(BLOCK, batch)
+        held = hold()
+        with open(spool, "wb") as f:
+            def picked() -> Iterator[bytes]:
+                for conv in stream:
+                    line = dumps({"record": conv.to_dict()})
+                    chosen = select is None or select(conv)
+                    f.write((b"+" if chosen else b"-") + line)
+                    if chosen:
+                        held.position += 1  # rejects from here on come after this record
+                        yield line
+
+            self._deal(picked(), work / "input", block)
+        held.stop()
+        ref = self.models[stage]
+        step = LlmStageStep(stage, self.spec.llm, str(ref.model_dir),
+                            str(ref.adapter_dir) if ref.adapter_dir else None, self.llm_threads(),
+                            TASK_BACKEND)
+        self._run_phases([([ShardReader(str(work / "input")), step,
+                            OutcomeWriter(str(work / "output")), PeakMemory()],
+                           self.options.tasks, self.logs / f"llm-{stage}", f"llm-{stage}")])
+        read_in = [0] * self.options.tasks
+        groups = self._round_robin(
+            lambda r, n: _lines(work / "input" / f"{r:05d}.jsonl", read_in, r, n),
+            work / "output", block)
+        number = 0  # of the picked record
+        with open(spool, "rb") as f:
+            for raw in f:
+                conv = Conversation.from_dict(json.loads(raw[1:])["record"])
+                if raw[:1] == b"-":
+                    yield conv
+                    continue
+                r, _src, out = next(groups, (0, b"", b""))
+                group = json.loads(out) if out else None
+                if group is None or group.get("id") != conv.id:
+                    raise self._mismatch(r, "does not match its records",
+                                         work / "output" / f"{r:05d}.jsonl")
+                if number % batch == 0:  # the stage would pull this batch now
+                    held.release(number + batch)
+                number += 1
+                remember(conv)  # what the stage saw: the reject examples and the rewrite's diff
+                yield from merge_group(group, notes=notes, writer=writer, stats=stats)
+        if next(groups, None) is not None:
+            raise self._mismatch(0, "has more lines than records", work / "output")
+        held.release(None)
+        held.close()
+        spool.unlink()
 
     def _checked(self, rank: int, src: dict[str, Any], raw: bytes) -> Outcome | Reject:
         if not raw:

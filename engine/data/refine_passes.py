@@ -26,15 +26,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from engine.config import InputSpec, RefineSpec, StudioConfig
 from engine.data import record_workers
+from engine.data.held_rejects import HeldRejects
 from engine.data.ingest import read_input
 from engine.data.stages import pii
 from engine.data.stages.decontam import EvalIndex, decontaminate, load_against
 from engine.data.stages.dedup import dedup
 from engine.data.stages.llm.backend import open_backend
-from engine.data.stages.llm.extract_qa import extract_qa
-from engine.data.stages.llm.judge import judge
-from engine.data.stages.llm.preferences import preferences
-from engine.data.stages.llm.rewrite import rewrite
+from engine.data.stages.llm.dispatch import in_order, run_stage, stage_model, stage_on
 from engine.data.stages.pii_residual import Residuals
 from engine.data.stages.split import SPLITS, assign
 from engine.records import Conversation, Reject
@@ -132,7 +130,6 @@ class RefineRun:
         self.llm: dict[str, Counter] = defaultdict(Counter)
         self._recent: OrderedDict[str, Conversation] = OrderedDict()  # for reject examples
         self._file_of_label: dict[str, str] = {}
-        self._backend: Any = None
         # what runs the per-record stages: None → record_workers.run (this machine, refine.workers
         # processes); `refine.executor: datatrove` puts engine/data/refine_datatrove.py's here
         self.record_runner: Callable[[Any], Iterable[record_workers.Outcome | Reject]] | None = None
@@ -145,11 +142,19 @@ class RefineRun:
         # which take the eval items into index shards on disk (eval_index_factory)
         self.decontam_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
         self.eval_index_factory: Callable[..., Any] = EvalIndex
+        # and the LLM stages: None → here, on one backend per model; datatrove tasks with the
+        # model loaded per worker (refine_datatrove_llm.py), called as `_llm_stage` calls it
+        self.llm_runner: Callable[..., Iterable[Conversation | Reject]] | None = None
+        self._backends: dict[str, Any] = {}
+        self._holds: list[HeldRejects] = []  # holding now, innermost last
+        self._held: list[HeldRejects] = []  # every hold of the run (closed with it)
         self._length_of: Callable[[Conversation], int] | None = None
         self.length_unit = "characters"
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
+        for hold in self._held:
+            hold.close()
         for f in self.files.values():
             if not f.closed:
                 f.close()
@@ -182,15 +187,32 @@ class RefineRun:
                        "source": item.source.label(), "messages": messages})
 
     def reject(self, item: Reject, conv: Conversation | None = None) -> None:
-        self.files["rejects.jsonl"].write(_dumps(item.to_dict()))
         self.rejects_by_stage[item.stage][item.reason] += 1
         self.stage_counts[item.stage]["rejected"] += 1
         self.per_file[self._input_label(item.source.file)]["rejected"] += 1
         if conv is None and item.record_id is not None:
             conv = self._recent.get(item.record_id)
-        self._example(item, conv)
         if item.record_id is not None:
             self.changed_by.pop(item.record_id, None)
+        self._write_reject(item, conv)
+
+    def _write_reject(self, item: Reject, conv: Conversation | None) -> None:
+        """The reject's line and card example, now or (while a stage holds them) later."""
+        if self._holds:
+            self._holds[-1].add(item, conv)
+            return
+        self.files["rejects.jsonl"].write(_dumps(item.to_dict()))
+        self._example(item, conv)
+
+    def hold_rejects(self) -> HeldRejects:
+        """For an llm_runner that takes in its whole input first: the rejects that arrive until
+        its `stop` wait in the hold, which it releases where the streaming stage would have
+        written them (engine/data/held_rejects.py)."""
+        hold = HeldRejects(self.out_dir / f".held-{len(self._held)}.jsonl", self._write_reject,
+                           lambda reason: len(self.examples.get(reason, ())),
+                           EXAMPLES_PER_REASON, self._holds)
+        self._held.append(hold)
+        return hold
 
     def route(self, stage: str, stream: Iterable[Conversation | Reject]) -> Iterator[Conversation]:
         """Count what passes `stage`, write its rejects, pass conversations on."""
@@ -260,18 +282,33 @@ class RefineRun:
             self.stage_counts["pii"]["out"] += 1
             yield self._remember(conv)
 
-    def _llm_backend(self) -> Any:
-        if self._backend is None:
-            assert self.spec.llm.model is not None
-            self._backend = open_backend(self.spec.llm.model, self.registry, self.cfg.tenant,
-                                         threads=None)
-        return self._backend
+    def _llm_stage(self, stage: str, stream: Iterable[Conversation], *,
+                   notes: list[dict[str, Any]] | None = None, writer: Any = None,
+                   select: Callable[[Conversation], bool] | None = None
+                   ) -> Iterator[Conversation | Reject]:
+        """LLM stage `stage` over `stream`, its items in input order: here on the stage's model,
+        or on `llm_runner`. With `select` (a 1:1 stage), only the records it picks go through the
+        stage, batched among themselves; the others pass through in their place."""
+        stats = None if stage == "judge" else self.llm[stage]
+        if self.llm_runner is not None:
+            yield from self.llm_runner(stage, stream, notes=notes, writer=writer, stats=stats,
+                                       remember=self._remember, select=select,
+                                       hold=self.hold_rejects)
+            return
+        model = stage_model(stage, self.spec.llm)
+        assert model is not None
+        if model not in self._backends:  # opened when the stage first pulls, once per model
+            self._backends[model] = open_backend(model, self.registry, self.cfg.tenant)
+        backend = self._backends[model]
+
+        def run(records: Iterable[Conversation]) -> Iterator[Conversation | Reject]:
+            return run_stage(stage, records, self.spec.llm, backend, notes=notes, writer=writer,
+                             stats=stats, progress=self.progress)
+
+        yield from (run(stream) if select is None else in_order(stream, select, run))
 
     def _llm_on(self, name: str) -> bool:
-        llm = self.spec.llm
-        if name == "preferences":  # may run on its own model (normally the base being tuned)
-            return llm.preferences.enabled and bool(llm.preferences.model or llm.model)
-        return bool(llm.model) and getattr(llm, name).enabled
+        return stage_on(name, self.spec.llm)
 
     # -- the two passes ---------------------------------------------------------------------
     def run(self, inputs: list[InputFile]) -> None:
@@ -294,16 +331,15 @@ class RefineRun:
             judge_file = open(self.out_dir / "judge.jsonl", "w", encoding="utf-8", newline="\n")
             self.files["judge.jsonl"] = judge_file
 
-            def judged() -> Iterator[Conversation | Reject]:
-                for item in judge(stream, spec.llm, self._llm_backend(), progress=self.progress,
-                                  notes=notes):
+            def judged(deduped: Iterable[Conversation]) -> Iterator[Conversation | Reject]:
+                for item in self._llm_stage("judge", deduped, notes=notes):
                     for note in notes:
                         judge_file.write(_dumps(self._generated(note, "judge.jsonl", note["id"],
                                                                 [note])))
                     notes.clear()
                     yield item
 
-            stream = self.route("judge", judged())
+            stream = self.route("judge", judged(stream))  # bound now: `stream` is rebound here
         else:
             stream = self.through("judge", stream)
 
@@ -323,7 +359,6 @@ class RefineRun:
         self._pass_two()
 
     def _pass_two(self) -> None:
-        spec = self.spec
         splits: dict[str, tuple[str, int]] = {}  # id → (split, input position), while in flight
 
         def records() -> Iterator[Conversation]:
@@ -347,43 +382,29 @@ class RefineRun:
         else:
             stream = self.through("decontam", stream)
         if self._llm_on("extract_qa"):  # pairs follow their transcript, keeping its split
-            stream = self.route("extract_qa", self._inherit_split(splits, extract_qa(
-                stream, spec.llm, self._llm_backend(), progress=self.progress,
-                stats=self.llm["extract_qa"])))
+            stream = self.route("extract_qa", self._inherit_split(
+                splits, self._llm_stage("extract_qa", stream)))
         else:
             stream = self.through("extract_qa", stream)
         if self._llm_on("rewrite"):
-            stream = self.route("rewrite", self._mark_changed("rewrite", rewrite(
-                stream, spec.llm, self._llm_backend(), progress=self.progress,
-                stats=self.llm["rewrite"])))
+            stream = self.route("rewrite", self._mark_changed(
+                "rewrite", self._llm_stage("rewrite", stream)))
         else:
             stream = self.through("rewrite", stream)
         for name in ("train.jsonl", "val.jsonl"):
             self.files[name] = open(self.out_dir / name, "w", encoding="utf-8", newline="\n")
-        if self._llm_on("preferences"):
+        if self._llm_on("preferences"):  # train records only; the rest keep their place
             pref_file = open(self.out_dir / "preferences.jsonl", "w", encoding="utf-8", newline="\n")
             self.files["preferences.jsonl"] = pref_file
 
-            def only_train() -> Iterator[Conversation]:
-                for conv in stream:
-                    if splits[conv.id][0] == "train":
-                        yield conv
-                    else:
-                        self._keep(conv, *splits.pop(conv.id))
+            def write(conv_id: str, row: dict[str, Any]) -> None:
+                pref_file.write(_dumps(self._generated(row, "preferences.jsonl", conv_id,
+                                                       row["non_preferred_output"])))
 
-            if spec.llm.preferences.model and spec.llm.preferences.model != spec.llm.model:
-                backend = open_backend(spec.llm.preferences.model, self.registry, self.cfg.tenant)
-            else:
-                backend = self._llm_backend()
-            for conv in preferences(only_train(), spec.llm, backend,
-                                    lambda conv_id, row: pref_file.write(_dumps(self._generated(
-                                        row, "preferences.jsonl", conv_id,
-                                        row["non_preferred_output"]))),
-                                    progress=self.progress, stats=self.llm["preferences"]):
-                self._keep(conv, *splits.pop(conv.id))
-        else:
-            for conv in stream:
-                self._keep(conv, *splits.pop(conv.id))
+            stream = self._llm_stage("preferences", stream, writer=write,  # type: ignore[assignment]
+                                     select=lambda conv: splits[conv.id][0] == "train")
+        for conv in stream:
+            self._keep(conv, *splits.pop(conv.id))
         for conv_id in splits:  # rejected in pass 2 (decontam): no lineage entry
             self.changed_by.pop(conv_id, None)
             self.pii.per_record.pop(conv_id, None)
@@ -396,15 +417,16 @@ class RefineRun:
         comes just before its pairs; it may already be written when they arrive)."""
         recent: OrderedDict[str, tuple[str, int]] = OrderedDict()
         for item in stream:
-            if isinstance(item, Conversation):
-                if item.id in splits:
-                    recent[item.id] = splits[item.id]
-                    if len(recent) > 256:
-                        recent.popitem(last=False)
-                else:
-                    parent = item.meta.get("extracted_from")
-                    if parent in recent:
-                        splits[item.id] = recent[parent]
+            # a transcript replaced by its pairs (keep_source off) comes as its reject
+            source = item.record_id if isinstance(item, Reject) else item.id
+            if source is not None and source in splits:
+                recent[source] = splits[source]
+                if len(recent) > 256:
+                    recent.popitem(last=False)
+            elif isinstance(item, Conversation):
+                parent = item.meta.get("extracted_from")
+                if parent in recent:
+                    splits[item.id] = recent[parent]
             yield item
 
     def _mark_changed(self, stage: str, stream: Iterable[Conversation]) -> Iterator[Conversation]:
