@@ -147,7 +147,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
         run = RefineRun(cfg=cfg, spec=spec, ws=ws, registry=registry, out_dir=tmp,
                         progress=progress)
         if job is not None:
-            run.record_runner = job.open().outcomes
+            run.record_runner, job.progress = job.open().outcomes, progress
             run.runner_ingests, job.note = True, run.note_ingested  # ingest runs on the tasks
             run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
             if job.decontam_on:

@@ -19,12 +19,16 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
           cluster and decision phases; the driver reads the decisions (refine_datatrove_dedup.py)
   decontam with `datatrove.decontam: datatrove`, one more phase checks the spooled train/val
           records against the eval index, pickled in shards (refine_datatrove_decontam.py)
+  llm     with `datatrove.llm: datatrove`, each LLM stage (judge, extract_qa, rewrite,
+          preferences) is one more phase, a model per task, on whole batches; the driver merges
+          its group lines back in order, holding the earlier stages' rejects until the batch
+          boundaries (refine_datatrove_llm.py, held_rejects.py)
   slurm   every phase as a Slurm job array that this process submits and waits for
-          (refine_datatrove_slurm.py)
+          (refine_datatrove_slurm.py); a progress bar per phase (refine_datatrove_progress.py)
 
 The work directory, <tenant>/tmp/refine-<key>/ (mode 0700, key: the refine section without its
 executor settings, the seed, the inputs' sha256 and `tasks`), holds ingested/, output/, dedup/,
-decontam/ and logs/
+decontam/, llm-<stage>/ and logs/
 (datatrove's logs, stats and completion markers unless `datatrove.logging_dir` says otherwise).
 The output lines hold PII findings with their original values until the driver replaces them, so
 the directory is customer data: it stays inside the tenant and is removed when the version is
@@ -68,6 +72,7 @@ from engine.data.refine_datatrove_ingest import (  # noqa: E402
     ingested_lines,
 )
 from engine.data.refine_datatrove_llm import LlmStageStep, llm_block, merge_group  # noqa: E402
+from engine.data.refine_datatrove_progress import PhaseProgress  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
     DecisionReader,
@@ -96,6 +101,8 @@ from datatrove.pipeline.writers.disk_base import DiskWriter  # noqa: E402
 from datatrove.utils.typeshelper import StatHints  # noqa: E402
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from engine.config import DecontamSpec, DedupSpec, RefineSpec, StudioConfig
     from engine.data.refine_passes import InputFile
     from engine.registry import Registry
@@ -277,6 +284,7 @@ class DatatroveJob:
                         if self.dedup_on else None)
         self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
                      else self.work / "logs")
+        self.progress: "Progress | None" = None  # rich; set by the refine
         self._lock_fd: int | None = None
         self._lock = self.work.with_name(self.work.name + ".lock")
 
@@ -396,18 +404,20 @@ class DatatroveJob:
 
     def _run_phases(self, phases: list[tuple[list[Any], int, Path, str]]) -> None:
         """Run (pipeline, tasks, logging dir, name) phases one after the other: here, or as
-        chained Slurm job arrays that this process submits and waits for."""
-        if self.options.executor == "slurm":
-            chained: list[Any] = []
-            for pipeline, tasks, logs, name in phases:
-                depends = chained[-1][0] if chained else None
-                chained.append((slurm_executor(self.options, pipeline, tasks, logs, name,
-                                               depends), tasks, logs, name))
-            SlurmWait(chained).run()
-            return
-        with ipc_tempdir():
-            for pipeline, tasks, logs, _name in phases:
-                self._executor(pipeline, tasks, logs).run()
+        chained Slurm job arrays that this process submits and waits for. A progress bar per
+        phase counts its completed tasks."""
+        with PhaseProgress(self.progress, [(name, tasks, logs) for _, tasks, logs, name in phases]):
+            if self.options.executor == "slurm":
+                chained: list[Any] = []
+                for pipeline, tasks, logs, name in phases:
+                    depends = chained[-1][0] if chained else None
+                    chained.append((slurm_executor(self.options, pipeline, tasks, logs, name,
+                                                   depends), tasks, logs, name))
+                SlurmWait(chained).run()
+                return
+            with ipc_tempdir():
+                for pipeline, tasks, logs, _name in phases:
+                    self._executor(pipeline, tasks, logs).run()
 
     def outcomes(self, inputs: list["InputFile"]) -> Iterator[Outcome | Reject]:
         """RefineRun's record_runner (it ingests too): run the tasks, then merge back in input

@@ -4,7 +4,8 @@ local refine's version byte for byte (records, rejects, lineage, judge notes, pr
 card counts). Once on the real tiny model (random weights: judge scores and preference answers
 vary, rewrites and Q/A are refused by their guards), once on a scripted model that writes Q/A
 pairs and safe rewrites, so that a record's group of items (a transcript replaced by its pairs)
-crosses the merge. A failed LLM task resumes alone.
+crosses the merge. A failed LLM task resumes alone. The progress bars: one per phase, each
+reaching its tasks.
 
 The corpus is scripts/make_noisy_data.py's through configs/refine_noisy.yaml; BLOCK is lowered
 so that the shards are dealt in blocks of a few batches.
@@ -13,6 +14,7 @@ so that the shards are dealt in blocks of a few batches.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import shutil
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from rich.progress import Progress
 
 pytest.importorskip("datatrove", reason="datatrove (the optional 'distributed' extra) is not installed")
 
@@ -112,9 +116,16 @@ def test_llm_stages_on_tasks_are_byte_identical_to_local(corpus: Path, tmp_path:
     ws2, registry2 = _workspace(tmp_path / "dt", tiny_model_dir)
     logs = tmp_path / "logs"
     config = _config(corpus, DATATROVE.replace("workers: 2}", f"workers: 2, logging_dir: {logs}}}"))
-    got = refine(load_config(config), ws2, registry2).path
+    progress = Progress(console=Console(file=io.StringIO()), disable=True)
+    with progress:
+        got = refine(load_config(config), ws2, registry2, progress=progress).path
 
     _assert_same_version(got, local)
+    bars = {t.description: (t.completed, t.total) for t in progress.tasks}
+    assert {f"datatrove {p}" for p in ("ingest", "records", "decontam", "llm-judge",
+                                        "llm-preferences")} <= set(bars)
+    assert bars["datatrove ingest"] == (5, 5) and bars["datatrove llm-rewrite"] == (3, 3)
+    assert all(done == total for done, total in bars.values())  # every phase's bar completed
     for stage in STAGES:  # each stage ran as a phase of 3 tasks
         assert len(list((logs / f"llm-{stage}" / "completions").iterdir())) == 3, stage
     stages = json.loads((got / "card.json").read_text())["stages"]
