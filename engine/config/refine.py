@@ -408,6 +408,10 @@ class DatatroveSpec(Strict):
         default=20_000, ge=1, le=10_000_000, description="eval items per shard of the "
         "decontamination index (datatrove.decontam: datatrove): the driver builds one shard at a "
         "time, and each task loads one at a time (about 10 KB per item)")
+    ingest_part_mb: float = Field(
+        default=256, gt=0, description="a JSON Lines input (openai_jsonl; sharegpt, alpaca, "
+        "json_chat as lines) larger than this many MiB is ingested by several tasks, each a span "
+        "of its lines of about this size; other inputs are one ingest task per file")
     llm: Literal["datatrove", "driver"] = Field(
         default="datatrove", description="datatrove: each LLM stage (judge, extract_qa, rewrite, "
         "preferences) is a phase of tasks, each loading the model once; driver: the stages run "

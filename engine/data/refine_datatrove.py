@@ -68,8 +68,11 @@ from engine.data.refine_datatrove_ingest import (  # noqa: E402
     BlockReader,
     IngestStep,
     dumps,
+    Part,
     ingest_error,
+    ingest_parts,
     ingested_lines,
+    undecodable_input,
 )
 from engine.data.refine_datatrove_llm import LlmStageStep, llm_block, merge_group  # noqa: E402
 from engine.data.refine_datatrove_progress import PhaseProgress  # noqa: E402
@@ -271,12 +274,14 @@ class DatatroveJob:
             "refine": spec.model_dump(mode="json", exclude={"workers", "executor", "datatrove"}),
             "dedup": [self.options.dedup, self.options.minhash.model_dump(mode="json")],
             "decontam": [self.options.decontam, self.options.decontam_shard_items],
+            "ingest_part_mb": self.options.ingest_part_mb,
             "llm": {stage: [str(ref.model_dir), ref.weights] for stage, ref in self.models.items()},
             "inputs": [(i.label, i.sha256) for i in inputs]})
         base = (cfg.resolve_path(self.options.work_dir) if self.options.work_dir
                 else ws.tmp_dir(cfg.tenant))  # slurm: a filesystem every node shares
         self.work = base / f"refine-{key[:20]}"
         self.inputs = inputs
+        self.parts: list[Part] = [(n, None) for n in range(len(inputs))]  # set by execute
         self.ingested, self.output_dir = self.work / "ingested", self.work / "output"
         self.note: Callable[[Conversation | Reject, str], None] = lambda item, label: None
         self.minhash = minhash_config(*self._bands(spec))
@@ -335,7 +340,7 @@ class DatatroveJob:
 
     # -- the three phases -------------------------------------------------------------------
     def pipeline(self) -> list[Any]:
-        steps = [BlockReader(str(self.ingested), len(self.inputs), BLOCK),
+        steps = [BlockReader(str(self.ingested), len(self.parts), BLOCK),
                  RecordStagesStep(self.spec),
                  OutcomeWriter(str(self.output_dir))]
         if self.dedup_on:
@@ -383,7 +388,9 @@ class DatatroveJob:
         the clusters, and 4 (one task) decides inside them. Each phase has its own logs and
         completion markers, so a rerun resumes at the phase that failed. A bad input stops the
         refine with its DataError (file, line and field), as the local refine does."""
-        phases = [([IngestStep(self.inputs, str(self.ingested)), PeakMemory()], len(self.inputs),
+        self.parts = ingest_parts(self.inputs, self.options.ingest_part_mb)
+        phases = [([IngestStep(self.inputs, self.parts, str(self.ingested)), PeakMemory()],
+                   len(self.parts),
                    self.logs / "ingest", "ingest"),
                   (self.pipeline(), self.options.tasks, self.logs, "records")]
         if self.dedup_on:
@@ -397,10 +404,13 @@ class DatatroveJob:
         try:
             self._run_phases(phases)
         except Exception:
-            err = ingest_error(self.ingested, len(self.inputs))
+            err = ingest_error(self.ingested, len(self.parts))
             if err is not None:
                 raise err from None
             raise
+        err = undecodable_input(self.ingested, self.inputs, self.parts)
+        if err is not None:
+            raise err
 
     def _run_phases(self, phases: list[tuple[list[Any], int, Path, str]]) -> None:
         """Run (pipeline, tasks, logging dir, name) phases one after the other: here, or as
@@ -429,11 +439,12 @@ class DatatroveJob:
     def merged(self) -> Iterator[Outcome | Reject]:
         """The task outputs in input order, each line checked against its ingested line."""
         signed = [0] * self.options.tasks  # per task: records that passed quality (signed)
-        source = ingested_lines(self.ingested, len(self.inputs))
+        source = ingested_lines(self.ingested, len(self.parts))
         for r, (f, src), out in self._round_robin(lambda r, n: list(islice(source, n)),
                                                      self.output_dir):
             item = self._checked(r, json.loads(src), out)
-            self.note(item.conv if isinstance(item, Outcome) else item, self.inputs[f].label)
+            self.note(item.conv if isinstance(item, Outcome) else item,
+                      self.inputs[self.parts[f][0]].label)
             if self.decider is not None and isinstance(item, Outcome) and item.reject is None:
                 self.decider.expect(r, signed[r], item.conv.id)
                 signed[r] += 1

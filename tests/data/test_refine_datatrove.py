@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from engine.config import refine as refine_config  # noqa: E402
 from engine.data import refine_datatrove  # noqa: E402
 from engine.data.refine import prepare_inputs, refine  # noqa: E402
 from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards  # noqa: E402
+from engine.data.refine_datatrove_ingest import ingest_parts  # noqa: E402
 from engine.data.stages.decontam import EvalIndex  # noqa: E402
 from engine.errors import ConfigError, DataError, StudioError  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
@@ -331,17 +333,21 @@ def test_the_merge_refuses_a_missing_an_extra_or_a_foreign_line(corpus: Path, tm
     assert _tmp_entries(ws) == []
 
 
-def test_a_bad_input_stops_the_refine_with_its_file_line_and_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize("part_mb", [None, 0.01])
+def test_a_bad_input_stops_the_refine_with_its_file_line_and_field(tmp_path: Path,
+                                                                   part_mb: float | None) -> None:
     """A DataError of a format reader, raised on an ingest task, reaches the user as the local
-    refine would raise it (file, line, field; exit 2), with no version and nothing half-written."""
+    refine would raise it (file, line, field; exit 2), with no version and nothing half-written.
+    Read in spans of 10 KB (part_mb), no span alone can tell: the driver adds their counts up."""
     data = tmp_path / "data"
     data.mkdir()
     # past the 64 KiB that the up-front check reads, no line decodes: the reader finds out
     (data / "chats.jsonl").write_bytes(b"\n" * 70_000 + b"\xff\xfe{bad}\n" * 3)
     body = "kind: refine\nrefine:\n  dataset: d\n  inputs: [{path: chats.jsonl, format: openai_jsonl}]\n"
     (data / "local.yaml").write_text(body, encoding="utf-8")
+    parts = f", ingest_part_mb: {part_mb}" if part_mb else ""
     (data / "dt.yaml").write_text(body + "  executor: datatrove\n  datatrove: {tasks: 2, "
-                                  "workers: 1}\n", encoding="utf-8")
+                                  f"workers: 1{parts}}}\n", encoding="utf-8")
     ws, registry = _workspace(tmp_path / "ws")
     with pytest.raises(DataError) as local_err:
         refine(load_config(data / "local.yaml"), ws, registry)
@@ -350,8 +356,28 @@ def test_a_bad_input_stops_the_refine_with_its_file_line_and_field(tmp_path: Pat
     assert str(err.value) == str(local_err.value) and "none of its 3 lines decode" in str(err.value)
     assert err.value.exit_code == 2
     (work,) = [ws.tmp_dir("default") / n for n in _tmp_entries(ws)]  # kept, as after any failure
-    assert json.loads((work / "ingested" / "00000.error.json").read_text())["what"] == err.value.what
+    if part_mb is None:
+        assert json.loads((work / "ingested" / "00000.error.json").read_text())["what"] == err.value.what
+    else:  # 7 spans, the last with the 3 lines
+        counts = [json.loads(p.read_text()) for p in sorted((work / "ingested").glob("*.lines.json"))]
+        assert len(counts) == 7 and counts[-1] == {"decoded": 0, "undecodable": 3}
     assert registry.get_dataset("default", "d") is None
+
+
+def test_json_lines_inputs_ingest_in_spans_with_the_local_bytes(corpus: Path, local: Path,
+                                                                 tmp_path: Path) -> None:
+    """With `ingest_part_mb` small, the two JSON Lines exports ingest as spans of about 10 KB of
+    their lines on several tasks: the same version as the local refine (source lines, rejects, card counts)."""
+    ws, registry = _workspace(tmp_path)
+    logs = tmp_path / "logs"
+    cfg = load_config(_config(corpus, DATATROVE.replace(
+        "workers: 2}", f"workers: 2, ingest_part_mb: 0.01, logging_dir: {logs}}}")))
+    result = refine(cfg, ws, registry)
+    _assert_same_version(result.path, local)
+    parts = ingest_parts(prepare_inputs(cfg, cfg.refine), 0.01)  # type: ignore[arg-type]
+    cut = Counter(number for number, span in parts if span is not None)
+    assert sorted(cut) == [1, 4] and min(cut.values()) >= 3  # the two JSON Lines exports, cut
+    assert len(list((logs / "ingest" / "completions").iterdir())) == len(parts) == 3 + sum(cut.values())
 
 
 def test_a_second_refine_of_the_same_config_is_refused_and_touches_nothing(corpus: Path,

@@ -19,10 +19,12 @@ from pathlib import Path
 from engine.config import InputSpec
 from engine.data.ingest.alpaca import read_alpaca
 from engine.data.ingest.common import (
+    Span,
     check_json_lines_head,
     check_readable_utf8,
     check_text_head,
     first_char,
+    is_json_document,
 )
 from engine.data.ingest.csv_tickets import check_columns, read_csv_tickets
 from engine.data.ingest.email import check_email, email_files, read_email
@@ -86,19 +88,24 @@ def check_input(path: Path, spec: InputSpec) -> None:
 
 
 def read_input(path: Path, spec: InputSpec, *, label: str,
-               advance: Callable[[int], None] | None = None) -> Iterator[Conversation | Reject]:
-    """Stream the input's Conversations and Rejects in file order (see the format modules)."""
+               advance: Callable[[int], None] | None = None,
+               span: Span | None = None) -> Iterator[Conversation | Reject]:
+    """Stream the input's Conversations and Rejects in file order (see the format modules).
+    `span`: only that part of a JSON Lines input (see `line_spans`)."""
     fmt = spec.format
+    if span is not None and not json_lines_input(path, spec):
+        raise ValueError(f"{path}: a {fmt} input is read whole, not by byte ranges")
     if fmt == "openai_jsonl":
-        return read_openai_jsonl(path, label=label, advance=advance, speakers=spec.speakers)
+        return read_openai_jsonl(path, label=label, advance=advance, speakers=spec.speakers,
+                                 span=span)
     if fmt == "sharegpt":
-        return read_sharegpt(path, spec, label=label, advance=advance)
+        return read_sharegpt(path, spec, label=label, advance=advance, span=span)
     if fmt == "alpaca":
-        return read_alpaca(path, spec, label=label, advance=advance)
+        return read_alpaca(path, spec, label=label, advance=advance, span=span)
     if fmt == "csv_tickets":
         return read_csv_tickets(path, spec, label=label, advance=advance)
     if fmt == "json_chat":
-        return read_json_chat(path, spec, label=label, advance=advance)
+        return read_json_chat(path, spec, label=label, advance=advance, span=span)
     if fmt == "transcript":
         return read_transcript(path, spec, label=label, advance=advance)
     if fmt == "email":
@@ -106,4 +113,41 @@ def read_input(path: Path, spec: InputSpec, *, label: str,
     raise DataError(f"unknown input format {fmt!r}", where=str(path))  # pragma: no cover
 
 
-__all__ = ["DIRECTORY_FORMATS", "check_input", "input_files", "read_input"]
+def json_lines_input(path: Path, spec: InputSpec) -> bool:
+    """Whether the input is JSON Lines, one record per line: it can be read in parts."""
+    if spec.format == "openai_jsonl":
+        return True
+    if spec.format in ("sharegpt", "alpaca", "json_chat"):
+        return not is_json_document(path, spec.fields.records if spec.fields else None)
+    return False
+
+
+def line_spans(path: Path, parts: int) -> list[Span]:
+    """A JSON Lines file cut into up to `parts` spans of about equal bytes, each starting at a
+    line start, its lines numbered as in the file (one pass over the file, counting newlines)."""
+    size = path.stat().st_size
+    spans: list[Span] = []
+    start, first = 0, 1
+    pos, line, last = 0, 1, b"\n"  # `line`: the number of the line that byte `pos` is in
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            cut = size * k // parts
+            if cut <= pos:  # a long line took us past this cut already
+                continue
+            while pos < cut and (chunk := f.read(min(1 << 20, cut - pos))):
+                line += chunk.count(b"\n")
+                pos, last = pos + len(chunk), chunk[-1:]
+            if last != b"\n":  # the cut fell inside a line: the span ends after it
+                rest = f.readline()
+                line += rest.endswith(b"\n")
+                pos, last = pos + len(rest), b"\n"
+            if pos >= size:
+                break
+            spans.append((start, pos, first))
+            start, first = pos, line
+    spans.append((start, -1, first))
+    return spans
+
+
+__all__ = ["DIRECTORY_FORMATS", "check_input", "input_files", "json_lines_input", "line_spans",
+           "read_input"]

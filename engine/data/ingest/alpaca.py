@@ -18,6 +18,7 @@ from engine.data.ingest.common import (
     Advance,
     Bad,
     Parsed,
+    Span,
     conversations,
     json_records,
     source_id,
@@ -69,9 +70,11 @@ def parse_alpaca(obj: Any) -> Parsed | Bad:
 
 
 def read_alpaca(path: str | Path, spec: InputSpec, *, label: str | None = None,
-                advance: Advance | None = None) -> Iterator[Conversation | Reject]:
-    """Yield a Conversation per usable record and a Reject per unusable one, in file order."""
+                advance: Advance | None = None, span: Span | None = None
+                ) -> Iterator[Conversation | Reject]:
+    """Yield a Conversation per usable record and a Reject per unusable one, in file order
+    (JSON Lines: those of `span` only, when given)."""
     p = Path(path)
     file = label or p.name
     records = spec.fields.records if spec.fields else None
-    yield from conversations(file, json_records(p, file, records, advance, "alpaca"), parse_alpaca)
+    yield from conversations(file, json_records(p, file, records, advance, "alpaca", span), parse_alpaca)

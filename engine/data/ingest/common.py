@@ -214,13 +214,25 @@ def body_text(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ JSON Lines
-def json_lines(path: Path, file: str, advance: Advance | None) -> Iterator[tuple[int, Any] | Reject]:
+Span = tuple[int, int, int]  # part of a JSON Lines file: first byte, end byte, first line's number
+def json_lines(path: Path, file: str, advance: Advance | None, span: Span | None = None
+               ) -> Iterator[tuple[int, Any] | Reject]:
     """(line number, decoded value) per non-blank line; a `bad_encoding`/`bad_json` Reject per
-    line that is not UTF-8 or not JSON. DataError if the file cannot be read or no line decodes."""
+    line that is not UTF-8 or not JSON. DataError if the file cannot be read or no line decodes.
+
+    With `span` (first byte, end byte, number of the first line; both bytes at line starts), only
+    the lines starting in [first, end), numbered as in the whole file; then whether any line of
+    the file decodes is for the caller to judge (`not_utf8`)."""
     check_readable(path)
     decoded = undecodable = 0
+    start, end, line_no = span if span is not None else (0, -1, 1)
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        f.seek(start)
+        pos = start
+        for raw in f:
+            if pos == end:
+                break
+            pos += len(raw)
             if advance is not None:
                 advance(1)
             try:
@@ -229,11 +241,13 @@ def json_lines(path: Path, file: str, advance: Advance | None) -> Iterator[tuple
                 undecodable += 1
                 yield reject(file, line_no, "bad_encoding",
                              f"invalid UTF-8 byte at column {exc.start + 1}", identified=False)
+                line_no += 1
                 continue
             text = text.rstrip("\r\n")
             if line_no == 1:
                 text = text.removeprefix("\ufeff")
             if not text.strip():
+                line_no += 1
                 continue
             decoded += 1
             try:
@@ -241,14 +255,22 @@ def json_lines(path: Path, file: str, advance: Advance | None) -> Iterator[tuple
             except json.JSONDecodeError as exc:  # exc.msg is a fixed parser message, no data
                 yield reject(file, line_no, "bad_json", f"{exc.msg} at column {exc.colno}",
                              identified=False)
+                line_no += 1
                 continue
             except RecursionError:
                 yield reject(file, line_no, "bad_json", "nesting too deep", identified=False)
+                line_no += 1
                 continue
             yield line_no, obj
-    if undecodable and not decoded:
-        raise DataError(f"input file is not UTF-8 text (none of its {undecodable} lines decode)",
-                        where=str(path), hint="re-export the file as UTF-8")
+            line_no += 1
+    if span is None and undecodable and not decoded:
+        raise not_utf8(path, undecodable)
+
+
+def not_utf8(path: Path, undecodable: int) -> DataError:
+    """A JSON Lines input none of whose lines decode (it has `undecodable` lines)."""
+    return DataError(f"input file is not UTF-8 text (none of its {undecodable} lines decode)",
+                     where=str(path), hint="re-export the file as UTF-8")
 
 
 # ------------------------------------------------------------------------------ JSON documents
@@ -332,11 +354,18 @@ def json_document(path: Path, records: str | None, advance: Advance | None,
         advance(count_lines(text))
 
 
+def is_json_document(path: Path, records: str | None) -> bool:
+    """Whether a JSON input is one document (`records` set, or it starts with '['), not lines."""
+    return bool(records) or first_char(read_head(path)) == "["
+
+
 def json_records(path: Path, file: str, records: str | None, advance: Advance | None,
-                 fmt: str) -> Iterator[tuple[int, Any] | Reject]:
-    """JSON Lines, or one JSON document when `records` is set or the file starts with '['."""
-    head = read_head(path)
-    if records or first_char(head) == "[":
+                 fmt: str, span: Span | None = None) -> Iterator[tuple[int, Any] | Reject]:
+    """JSON Lines, or one JSON document when `records` is set or the file starts with '['
+    (a document is read whole: no `span`)."""
+    if is_json_document(path, records):
+        if span is not None:
+            raise ValueError(f"{path}: a JSON document cannot be read by byte ranges")
         yield from json_document(path, records, advance, fmt)
     else:
-        yield from json_lines(path, file, advance)
+        yield from json_lines(path, file, advance, span)

@@ -28,6 +28,7 @@ from engine.data.ingest.common import (
     Advance,
     Bad,
     Parsed,
+    Span,
     body_text,
     conversations,
     get_path,
@@ -116,10 +117,12 @@ def parse_chat(obj: Any, fields: FieldMap, speakers: SpeakerMap) -> Parsed | Bad
 
 
 def read_json_chat(path: str | Path, spec: InputSpec, *, label: str | None = None,
-                   advance: Advance | None = None) -> Iterator[Conversation | Reject]:
-    """Yield a Conversation per usable conversation and a Reject per unusable one, in file order."""
+                   advance: Advance | None = None, span: Span | None = None
+                   ) -> Iterator[Conversation | Reject]:
+    """Yield a Conversation per usable conversation and a Reject per unusable one, in file order
+    (JSON Lines: those of `span` only, when given)."""
     p = Path(path)
     file = label or p.name
     fields = spec.fields or FieldMap()
-    items = json_records(p, file, fields.records, advance, "json_chat")
+    items = json_records(p, file, fields.records, advance, "json_chat", span)
     yield from conversations(file, items, lambda obj: parse_chat(obj, fields, spec.speakers))

@@ -20,6 +20,7 @@ from engine.config import SpeakerMap
 from engine.data.ingest.common import (  # noqa: F401  (re-exported: older import paths)
     Advance,
     Bad,
+    Span,
     check_readable,
     check_readable_utf8,
     json_lines,
@@ -82,15 +83,17 @@ def parse_record(obj: Any, speakers: SpeakerMap | None = None
 
 
 def read_openai_jsonl(path: str | Path, *, label: str | None = None, advance: Advance | None = None,
-                      speakers: SpeakerMap | None = None) -> Iterator[Conversation | Reject]:
+                      speakers: SpeakerMap | None = None, span: Span | None = None
+                      ) -> Iterator[Conversation | Reject]:
     """Yield a Conversation per good line and a Reject per bad line, in file order.
 
     `label` is the file name recorded in SourceRef (default: the file's name); `advance(n)` is
-    called with the number of physical lines consumed, for progress bars.
+    called with the number of physical lines consumed, for progress bars; with `span` only
+    the lines of that part of the file are read (common.json_lines).
     """
     p = Path(path)
     file = label or p.name
-    for item in json_lines(p, file, advance):
+    for item in json_lines(p, file, advance, span):
         if isinstance(item, Reject):
             yield item
             continue

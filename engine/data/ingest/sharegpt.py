@@ -20,6 +20,7 @@ from engine.data.ingest.common import (
     Advance,
     Bad,
     Parsed,
+    Span,
     conversations,
     json_records,
     source_id,
@@ -81,10 +82,12 @@ def parse_sharegpt(obj: Any, speakers: SpeakerMap) -> Parsed | Bad:
 
 
 def read_sharegpt(path: str | Path, spec: InputSpec, *, label: str | None = None,
-                  advance: Advance | None = None) -> Iterator[Conversation | Reject]:
-    """Yield a Conversation per usable record and a Reject per unusable one, in file order."""
+                  advance: Advance | None = None, span: Span | None = None
+                  ) -> Iterator[Conversation | Reject]:
+    """Yield a Conversation per usable record and a Reject per unusable one, in file order
+    (JSON Lines: those of `span` only, when given)."""
     p = Path(path)
     file = label or p.name
     records = spec.fields.records if spec.fields else None
-    items = json_records(p, file, records, advance, "sharegpt")
+    items = json_records(p, file, records, advance, "sharegpt", span)
     yield from conversations(file, items, lambda obj: parse_sharegpt(obj, spec.speakers))
