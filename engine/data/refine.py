@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from engine.data.card import build_card, write_card
 from engine.data.ingest import check_input, input_files
 from engine.data.refine_passes import OUTPUT_FILES, STAGES, InputFile, RefineRun, scan_file
+from engine.data.stages import pii
 from engine.data.vault import load_key, vault_aad, write_vault
 from engine.errors import DiskFull, StudioError, disk_full
 from engine.hashing import file_manifest, sha256_file, sha256_json
@@ -148,6 +149,7 @@ def refine(cfg: "StudioConfig", ws: Workspace, registry: Registry,
                         progress=progress)
         if job is not None:
             run.record_runner, job.progress = job.open().outcomes, progress
+            run.surrogates = pii.Surrogates.for_spec(spec.pii, ids=job.surrogate_ids)  # on disk
             run.runner_ingests, job.note = True, run.note_ingested  # ingest runs on the tasks
             run.dedup_runner = job.decider  # None: the in-process dedup (datatrove.dedup: driver)
             if job.decontam_on:

@@ -12,7 +12,8 @@ optional `distributed` extra; engine.data.distributed imports it). What runs whe
           per input line, output/NNNNN.jsonl
   driver  `outcomes` deals the lines back in input order, checking every id against its input
           line (a missing or extra line is an error, never a silent gap), and RefineRun consumes
-          them exactly as it consumes record_workers.run: PII surrogates numbered in input order,
+          them exactly as it consumes record_workers.run: PII surrogates numbered in input order
+          (the numbering kept on disk, surrogate_store.py),
           exact and near dedup, split, decontam, LLM stages, files, card and lineage. So the
           version is byte-identical to `executor: local`.
   dedup   with `datatrove.dedup: datatrove`, MinHash signatures on the tasks, then bucket,
@@ -41,15 +42,12 @@ config off one directory.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -75,6 +73,7 @@ from engine.data.refine_datatrove_ingest import (  # noqa: E402
     undecodable_input,
 )
 from engine.data.refine_datatrove_llm import LlmStageStep, llm_block, merge_group  # noqa: E402
+from engine.data.refine_datatrove_ipc import ipc_tempdir  # noqa: E402
 from engine.data.refine_datatrove_progress import PhaseProgress  # noqa: E402
 from engine.data.refine_datatrove_slurm import SlurmWait, slurm_executor  # noqa: E402
 from engine.data.refine_datatrove_dedup import (  # noqa: E402
@@ -87,6 +86,7 @@ from engine.data.refine_datatrove_dedup import (  # noqa: E402
     phase_three,
     phase_two,
 )
+from engine.data.surrogate_store import DiskIds  # noqa: E402
 from engine.data.stages.llm.dispatch import LLM_STAGES, stage_model, stage_on  # noqa: E402
 from engine.data.stages.pii import Finding  # noqa: E402
 from engine.errors import StudioError  # noqa: E402
@@ -95,7 +95,6 @@ from engine.hashing import sha256_json  # noqa: E402
 from engine.models.resolve import ModelRef, resolve_model  # noqa: E402
 from engine.records import Conversation, Reject, SourceRef  # noqa: E402
 
-import multiprocess  # noqa: E402  (datatrove's multiprocessing)
 from datatrove.data import Document, DocumentsPipeline  # noqa: E402
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
@@ -115,43 +114,6 @@ BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, 
 FORMAT = 4  # of the shard lines and dedup files; part of the work directory's key
 # what an LLM task generates with: (model dir, adapter dir or None, torch threads) → backend
 TASK_BACKEND: Any = TransformersBackend
-SOCKET_PATH_MAX = 107  # bytes of a unix socket's path (sun_path less its NUL)
-SOCKET_NAME_ROOM = 48  # what multiprocess adds under its temp dir: /pymp-…/listener-…
-_short_ipc_dir: list[str] = []
-
-
-@contextmanager
-def ipc_tempdir() -> Iterator[None]:
-    """The local executor's Manager and forkserver bind unix sockets in multiprocess's temp dir,
-    and a socket path has at most 107 bytes: the job's temp dir, deep inside a workspace, is often
-    longer (bind fails and the executor dies with an EOFError). Then, for the run, multiprocess
-    gets a private directory (0700) in the system's temp dir instead. It only ever holds socket
-    files, never data, and is removed when this process exits."""
-    if len(tempfile.gettempdir()) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX:
-        yield
-        return
-    if not _short_ipc_dir:
-        saved_env = {k: os.environ.pop(k) for k in ("TMPDIR", "TEMP", "TMP") if k in os.environ}
-        saved, tempfile.tempdir = tempfile.tempdir, None
-        try:
-            base = tempfile.gettempdir()  # the system's, without the job's confinement
-        finally:
-            tempfile.tempdir = saved
-            os.environ.update(saved_env)
-        _short_ipc_dir.append(tempfile.mkdtemp(prefix="studio-ipc-", dir=base))
-        atexit.register(shutil.rmtree, _short_ipc_dir[0], True)
-    config = multiprocess.current_process()._config
-    before = config.get("tempdir")
-    config["tempdir"] = _short_ipc_dir[0]
-    try:
-        yield
-    finally:
-        if before is None:
-            config.pop("tempdir", None)
-        else:
-            config["tempdir"] = before
-
-
 def reject_from_dict(data: dict[str, Any]) -> Reject:
     return Reject(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
                   detail=data.get("detail", ""), record_id=data.get("record_id"))
@@ -290,6 +252,7 @@ class DatatroveJob:
         self.logs = (cfg.resolve_path(self.options.logging_dir) if self.options.logging_dir
                      else self.work / "logs")
         self.progress: "Progress | None" = None  # rich; set by the refine
+        self.surrogate_ids: DiskIds | None = None  # the PII numbering on disk, made by `open`
         self._lock_fd: int | None = None
         self._lock = self.work.with_name(self.work.name + ".lock")
 
@@ -325,6 +288,7 @@ class DatatroveJob:
         if not self.options.skip_completed:
             shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(exist_ok=True, mode=0o700)
+        self.surrogate_ids = DiskIds(self.work / "surrogates.sqlite")
         return self
 
     def close(self, succeeded: bool) -> None:
@@ -332,6 +296,9 @@ class DatatroveJob:
         the lock. A job that never got the lock touches nothing."""
         if self._lock_fd is None:
             return
+        if self.surrogate_ids is not None:
+            self.surrogate_ids.close()
+            self.surrogate_ids = None
         if succeeded or not self.options.skip_completed:  # a configured logging_dir is kept
             shutil.rmtree(self.work, ignore_errors=True)
         self._lock.unlink(missing_ok=True)

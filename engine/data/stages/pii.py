@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from engine.config import PiiSpec
 from engine.data.stages.pii_detect import _scan, iban_ok, luhn_ok
@@ -101,6 +102,14 @@ def detect(conv: Conversation, spec: PiiSpec) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------ surrogates
+class IdStore(Protocol):
+    """Where Surrogates keeps (type, canonical value) → placeholder."""
+
+    def get(self, key: tuple[str, str]) -> str | None: ...
+
+    def __setitem__(self, key: tuple[str, str], placeholder: str) -> None: ...
+
+
 class Surrogates:
     """Consistent placeholders for the whole refine: same (type, canonical value) → same placeholder.
 
@@ -109,16 +118,18 @@ class Surrogates:
     is true — it is what the encrypted vault stores.
     """
 
-    def __init__(self, numbered: bool = True, keep_originals: bool = True):
+    def __init__(self, numbered: bool = True, keep_originals: bool = True,
+                 ids: "IdStore | None" = None):
         self.numbered = numbered
         self.keep_originals = keep_originals
         self.mapping: dict[str, list[str]] = {}
-        self._ids: dict[tuple[str, str], str] = {}
+        # (type, value) → placeholder: a dict, or a store on disk (engine/data/surrogate_store.py)
+        self._ids: IdStore = ids if ids is not None else {}
         self._next: Counter[str] = Counter()
 
     @classmethod
-    def for_spec(cls, spec: PiiSpec) -> "Surrogates":
-        return cls(numbered=spec.surrogates, keep_originals=spec.vault == "encrypted")
+    def for_spec(cls, spec: PiiSpec, ids: "IdStore | None" = None) -> "Surrogates":
+        return cls(numbered=spec.surrogates, keep_originals=spec.vault == "encrypted", ids=ids)
 
     def placeholder(self, kind: str, value: str) -> str:
         if not self.numbered:
