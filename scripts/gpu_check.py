@@ -17,6 +17,8 @@ Checks (each: status pass | fail | skipped, with the reason, its seconds and wha
                prompt-logprob requests on each, lm-eval `local-completions` vs lm-eval `hf`
   vllm_bench   gateway vs vLLM's own server: tokens/s ratio and TTFT p50 overhead
   vllm_export  the merged export loaded and served by vLLM
+  refine_llm   the refine's LLM judge and preference stages on SmolLM2 in the driver and as
+               datatrove tasks (a model per task on the GPU): the time of each, same bytes (CUDA)
 Without CUDA the GPU-only checks are skipped (and say so); the vLLM checks run on CUDA, or on
 CPU with --vllm (slow: three vLLM starts). Exit 0 when no check failed, 1 otherwise.
 
@@ -28,6 +30,7 @@ CPU with --vllm (slow: three vLLM starts). Exit 0 when no check failed, 1 otherw
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -48,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from engine import offline  # noqa: E402
 
 CHECKS = ("env", "lora_sft", "qlora_sft", "dpo", "mfu", "reproduce", "export", "vllm_serve",
-          "vllm_bench", "vllm_export")
+          "vllm_bench", "vllm_export", "refine_llm")
 # dense bf16 peak FLOP/s by device-name fragment (vendor data sheets; SXM parts)
 PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12),
              ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12))
@@ -275,6 +278,46 @@ def check_export(ctx: Ctx) -> dict[str, Any]:
     return {k: result.get(k) for k in ("path", "dtype", "base_dtype", "merge_dtype") if k in result}
 
 
+def check_refine_llm(ctx: Ctx) -> dict[str, Any]:
+    """The refine's LLM stages (judge, preferences; SmolLM2) in the driver and as datatrove tasks,
+    a model per task on the device: the time of each, and whether the versions are the same."""
+    if not ctx.cuda:
+        raise Skip("no CUDA: on CPU tests/data/test_refine_datatrove_llm.py checks the same")
+    if importlib.util.find_spec("datatrove") is None:
+        raise Skip("datatrove (the 'distributed' extra) is not installed")
+    raw, out = ctx.work / "raw", {}
+    files = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl",
+             "judge.jsonl", "preferences.jsonl")
+    for name, executor in (("local", ""),
+                           ("datatrove", "  executor: datatrove\n  datatrove: {tasks: 2, workers: 2}\n")):
+        cfg = ctx.config(f"refine_llm_{name}", f"""kind: refine
+tenant: default
+seed: 42
+refine:
+  dataset: llm-{name}
+{executor}  inputs:
+    - {{path: {raw / 'chat_export.jsonl'}, format: openai_jsonl}}
+  dedup: {{exact: true}}
+  llm:
+    model: smollm2
+    batch_size: 16
+    max_new_tokens: 32
+    judge: {{enabled: true, threshold: 1.5}}
+    preferences: {{enabled: true}}
+""")
+        started = time.monotonic()
+        result = ctx.studio("refine", cfg, timeout=600)
+        path = Path(result["path"])
+        out[name] = {"seconds": round(time.monotonic() - started, 1), "counts": result["counts"],
+                     "sha256": {f: hashlib.sha256((path / f).read_bytes()).hexdigest()
+                                for f in files}}
+    if out["local"]["sha256"] != out["datatrove"]["sha256"]:
+        raise RuntimeError("the datatrove refine's files differ from the local refine's: "
+                           + json.dumps({k: v["sha256"] for k, v in out.items()})[:600])
+    return {"local_s": out["local"]["seconds"], "datatrove_s": out["datatrove"]["seconds"],
+            "counts": out["local"]["counts"], "same_bytes": True}
+
+
 def _need(ctx: Ctx, name: str) -> str:
     if name not in ctx.runs:
         raise Skip(f"needs the {name} run, which did not finish")
@@ -483,7 +526,8 @@ def check_vllm_export(ctx: Ctx) -> dict[str, Any]:
 RUNNERS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "env": check_env, "lora_sft": check_lora_sft, "qlora_sft": check_qlora_sft, "dpo": check_dpo,
     "mfu": check_mfu, "reproduce": check_reproduce, "export": check_export,
-    "vllm_serve": check_vllm_serve, "vllm_bench": check_vllm_bench, "vllm_export": check_vllm_export}
+    "vllm_serve": check_vllm_serve, "vllm_bench": check_vllm_bench, "vllm_export": check_vllm_export,
+    "refine_llm": check_refine_llm}
 
 
 def run_checks(ctx: Ctx, only: set[str]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU acceptance check (scripts/gpu_check.py): QLoRA, bf16 LoRA with packing and flash/sdpa
 # attention, DPO, MFU, `studio reproduce`, merged export, vLLM (CUDA) serving the base + two LoRAs
-# through the gateway vs vLLM direct, lm-eval on vLLM, export -> vLLM load. About 10 minutes on one
+# through the gateway vs vLLM direct, lm-eval on vLLM, export -> vLLM load, the refine's LLM stages
+# as datatrove tasks vs in the driver. About 10 minutes on one
 # GPU; ends with ONE JSON line on stdout. Without a GPU the GPU parts are skipped, and say so.
 # Sets up .venv if needed and, on a machine with an NVIDIA GPU, vLLM's own venv
 # (STUDIO_SKIP_VLLM=1 skips that; the vLLM checks then say why they were skipped).

@@ -27,7 +27,7 @@ def test_gpu_check_runs_on_cpu_and_says_what_it_skipped(tmp_path: Path) -> None:
     checks = report["checks"]
     assert proc.returncode == 0 and report["gpu_check"] == "pass", json.dumps(checks)[:3000]
     assert report["cuda"] is False and report["failed"] == []
-    for name in ("qlora_sft", "mfu", "vllm_serve", "vllm_bench", "vllm_export"):
+    for name in ("qlora_sft", "mfu", "vllm_serve", "vllm_bench", "vllm_export", "refine_llm"):
         assert checks[name]["status"] == "skipped" and checks[name]["why"], name
     assert "CUDA" in checks["qlora_sft"]["why"] and "GPU" in checks["mfu"]["why"]
     for name in ("env", "lora_sft", "dpo", "reproduce", "export"):
@@ -37,5 +37,6 @@ def test_gpu_check_runs_on_cpu_and_says_what_it_skipped(tmp_path: Path) -> None:
     assert checks["dpo"]["steps"] == 2
     assert checks["reproduce"]["passed"] is True
     assert checks["export"]["dtype"] in ("float32", "bfloat16", "float16")
-    assert sorted(report["skipped"]) == ["mfu", "qlora_sft", "vllm_bench", "vllm_export", "vllm_serve"]
+    assert sorted(report["skipped"]) == ["mfu", "qlora_sft", "refine_llm", "vllm_bench",
+                                         "vllm_export", "vllm_serve"]
     assert not list(tmp_path.glob("studio-gpu-check-*")), "the temporary workspace is removed"
