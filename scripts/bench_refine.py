@@ -18,7 +18,11 @@ five raw formats, junk, duplicates, near-duplicates, PII, eval contamination):
    once) and the report gives its time over the local run's (same size, same run) and whether
    the two wrote the same bytes (sha256 of train/val/eval/rejects/lineage), file by file, the
    share of records with the same dedup decision, and each datatrove phase's worker peak RSS
-   (the `peak_rss_mb` stat of its tasks).
+   (the `peak_rss_mb` stat of its tasks). With --llm MODEL (a `studio models import` reference,
+   e.g. builtin:smollm2-135m-instruct), every refine also runs the LLM judge and preference
+   stages on that model (judge.jsonl and preferences.jsonl join the compared files): with
+   --executor datatrove, a model per task against one in the driver. Then only the largest size
+   runs (N = 10·M), without the memory check at M.
 3. minhash  — the dedup stage's signatures (engine.data.stages.dedup.minhash_signatures) against
    two references on the same conversations in the same process: datasketch used the textbook
    way (one MinHash per text, `update()` per shingle, the same character 5-shingles with the
@@ -32,6 +36,8 @@ offline, no network. A benchmark, never part of the test suite. The last line is
     python scripts/bench_refine.py --quick          # N = 5000, a smoke run
     python scripts/bench_refine.py --conversations 20000 --rss-base 2000
     python scripts/bench_refine.py --conversations 20000 --executor datatrove --tasks 4 --skip-stages
+    python scripts/bench_refine.py --conversations 300 --rss-base 30 --skip-stages \
+        --executor datatrove --tasks 4 --workers 2 --llm builtin:smollm2-135m-instruct
 """
 
 from __future__ import annotations
@@ -77,10 +83,17 @@ def load_generator() -> Any:
     return module
 
 
+LLM_MODEL = "bench-llm"  # the store name --llm's model is imported under
+LLM_STAGES = {"model": LLM_MODEL, "batch_size": 8, "max_new_tokens": 32,
+              "judge": {"enabled": True, "threshold": 1.5}, "preferences": {"enabled": True}}
+
+
 def refine_config(data: Path, conversations: int, workers: int = 1, executor: str = "local",
-                  tasks: int = 1, logging_dir: Path | None = None) -> dict[str, Any]:
+                  tasks: int = 1, logging_dir: Path | None = None,
+                  llm: bool = False) -> dict[str, Any]:
     """The refine config (as YAML data) for a corpus written by make_noisy_data into `data`;
-    datatrove's logs (and the per-worker peak RSS in their stats) go to `logging_dir`."""
+    datatrove's logs (and the per-worker peak RSS in their stats) go to `logging_dir`; with
+    `llm`, the LLM judge and preference stages on LLM_MODEL."""
     speakers = {"user": ["customer", "visitor"], "assistant": ["agent"], "bot": ["bot"],
                 "tool": ["tool"]}
     run: dict[str, Any] = {"workers": workers}
@@ -108,6 +121,7 @@ def refine_config(data: Path, conversations: int, workers: int = 1, executor: st
         ],
         "quality": {"languages": ["en"]},
         "decontam": {"against": [str(data / "eval_items.jsonl")]},
+        **({"llm": LLM_STAGES} if llm else {}),
     }}
 
 
@@ -403,7 +417,8 @@ def sha256_of(path: Path) -> str:
 def child_main(cfg_file: str, workspace: str) -> None:
     """Run one refine (the `studio refine` code path) and print its numbers as JSON."""
     from engine.config import load_config
-    from engine.data.refine import OUTPUT_FILES, refine
+    from engine.data.refine import refine
+    from engine.data.refine_passes import OPTIONAL_FILES, OUTPUT_FILES
     from engine.hashing import sha256_file, sha256_json
     from engine.registry import Registry
     from engine.workspace import Workspace
@@ -416,7 +431,8 @@ def child_main(cfg_file: str, workspace: str) -> None:
         res = refine(cfg, ws, Registry(ws.registry_path))
     took = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    outputs = {name: sha256_file(res.path / name) for name in OUTPUT_FILES}
+    outputs = {name: sha256_file(res.path / name)
+               for name in (*OUTPUT_FILES, *OPTIONAL_FILES) if (res.path / name).exists()}
     workers = (cfg.refine.datatrove.workers if cfg.refine.executor == "datatrove"
                else cfg.refine.workers)
     logs = cfg.refine.datatrove.logging_dir
@@ -429,14 +445,14 @@ def child_main(cfg_file: str, workspace: str) -> None:
 
 
 def run_pipeline(gen: Any, tmp: Path, n: int, seed: int, workers: int = 1,
-                 executor: str = "local", tasks: int = 1) -> dict[str, Any]:
+                 executor: str = "local", tasks: int = 1, llm: bool = False) -> dict[str, Any]:
     import yaml
 
     data = tmp / f"data-{n}"
     gen.generate(data, n, seed, scale=True)
     cfg_file = tmp / f"refine-{n}-w{workers}-{executor}{tasks}.yaml"
     logs = tmp / f"datatrove-logs-{n}-{tasks}" if executor == "datatrove" else None
-    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers, executor, tasks, logs),
+    cfg_file.write_text(yaml.safe_dump(refine_config(data, n, workers, executor, tasks, logs, llm),
                                        sort_keys=False), encoding="utf-8")
     proc = subprocess.run([sys.executable, __file__, "--child", str(cfg_file), str(tmp / "ws")],
                           capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
@@ -471,6 +487,8 @@ def main() -> None:
     ap.add_argument("--executor", choices=("local", "datatrove"), default="local",
                     help="datatrove: also run the largest size with refine.executor: datatrove")
     ap.add_argument("--tasks", type=int, default=4, help="datatrove tasks (shards)")
+    ap.add_argument("--llm", metavar="MODEL", help="also run the LLM judge and preference stages "
+                    "on this model (a `studio models import` reference)")
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "WORKSPACE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -508,13 +526,23 @@ def main() -> None:
             run.sample.clear()
         shutil.rmtree(data, ignore_errors=True)
         if not args.skip_pipeline:
-            result["pipeline"] = [run_pipeline(gen, tmp, size, args.seed) for size in (base, base * 10)]
+            llm = bool(args.llm)
+            if llm:  # into the workspace the refines share
+                from engine.models.store import import_model
+                from engine.registry import Registry
+                from engine.workspace import Workspace
+
+                ws = Workspace(tmp / "ws").ensure()
+                import_model(ws, Registry(ws.registry_path), args.llm, LLM_MODEL)
+            sizes = (base * 10,) if llm else (base, base * 10)  # the LLM stages: one size
+            result["pipeline"] = [run_pipeline(gen, tmp, size, args.seed, llm=llm) for size in sizes]
             if args.workers > 1:  # the largest size again, the per-record stages in workers
-                result["pipeline"].append(run_pipeline(gen, tmp, base * 10, args.seed, args.workers))
+                result["pipeline"].append(run_pipeline(gen, tmp, base * 10, args.seed, args.workers,
+                                                       llm=llm))
             if args.executor == "datatrove":  # and again as datatrove tasks: ratio to local
-                local = result["pipeline"][1]
+                local = result["pipeline"][len(sizes) - 1]
                 dt = run_pipeline(gen, tmp, base * 10, args.seed, args.workers, "datatrove",
-                                  args.tasks)
+                                  args.tasks, llm)
                 result["pipeline"].append(dt)
                 if "error" not in dt and "error" not in local:
                     result["datatrove_vs_local"] = {

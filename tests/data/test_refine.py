@@ -14,6 +14,7 @@ from rich.progress import Progress
 
 import engine.data.refine as pipeline
 import engine.data.record_workers as record_workers
+from engine.data import refine_passes
 from engine.config import StudioConfig, load_config
 from engine.data.ingest.openai_jsonl import record_id
 from engine.data.refine import refine
@@ -22,6 +23,7 @@ from engine.errors import DataError, StudioError
 from engine.hashing import file_manifest, sha256_file, sha256_json
 from engine.registry import Registry
 from engine.workspace import Workspace
+from tests.scripted_model import ScriptedModel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SYSTEM = "You are Acme's support assistant."
@@ -343,3 +345,50 @@ def test_resolve_dataset(tmp_path: Path, workspace: Workspace, registry: Registr
     assert "'tickets'" in str(err.value) and "support" in err.value.hint  # type: ignore[operator]
     with pytest.raises(StudioError):
         resolve_dataset(registry, "other-tenant", "support")
+
+
+# ------------------------------------------------------------------------------ LLM stages
+LLM_STAGES = """\
+  llm:
+    model: scripted
+    batch_size: 3
+    judge: {enabled: true, threshold: 2.95}
+    extract_qa: {enabled: true, min_turns: 2, keep_source: false}
+    rewrite: {enabled: true}
+    preferences: {enabled: true}
+"""
+
+
+def test_all_llm_stages_run_through_a_whole_refine(tmp_path: Path, workspace: Workspace,
+                                                   registry: Registry,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The four LLM stages in one in-process refine (a scripted model: see tests/scripted_model):
+    judge rejects and notes, transcripts replaced by their Q/A pairs (which keep the transcript's
+    split), rewrites marked in the lineage, preference rows for train records only, and a
+    lineage still in input order although preferences takes the train records alone."""
+    monkeypatch.setattr(refine_passes, "open_backend", lambda *a, **k: ScriptedModel())
+    result = refine(make_config(tmp_path, CONFIG + LLM_STAGES), workspace, registry)
+    card = json.loads((result.path / "card.json").read_text(encoding="utf-8"))
+    stages = card["stages"]
+    assert stages["judge"]["rejected"] > 0 and stages["judge"]["out"] > 0
+    assert len(read_jsonl(result.path / "judge.jsonl")) == stages["judge"]["in"]
+    assert stages["extract_qa"]["rejected"] > 0 and stages["extract_qa"]["pairs"] > 0
+    assert stages["rewrite"]["rewritten"] > 0
+    written = {split: read_jsonl(result.path / f"{split}.jsonl") for split in ("train", "val", "eval")}
+    pairs = [r for split in ("train", "val") for r in written[split] if "extracted_from" in r["meta"]]
+    assert len(pairs) == stages["extract_qa"]["pairs"]
+    replaced = {r["record_id"] for r in read_jsonl(result.path / "rejects.jsonl")
+                if r["reason"] == "replaced_by_qa"}
+    assert {p["meta"]["extracted_from"] for p in pairs} == replaced
+    lineage = read_jsonl(result.path / "lineage.jsonl")
+    by_id = {e["id"]: e for e in lineage}
+    train_ids = {r["id"] for r in written["train"]}
+    for pair in pairs:  # a pair has its own lineage entry, in its transcript's split
+        assert by_id[pair["id"]]["split"] == ("train" if pair["id"] in train_ids else "val")
+    assert any("rewrite" in by_id[r["id"]]["changed_by"] for split in ("train", "val")
+               for r in written[split] if r["meta"].get("rewritten"))
+    rows = read_jsonl(result.path / "preferences.jsonl")
+    assert len(rows) == stages["preferences"]["pairs"] > 0
+    files = ["support_tickets.jsonl", "tickets.csv", "pairs.tsv"]
+    order = [(files.index(e["source"]["file"]), e["source"]["line"]) for e in lineage]
+    assert order == sorted(order) and len(order) == sum(len(v) for v in written.values())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -32,13 +31,11 @@ from engine.config import load_config  # noqa: E402
 from engine.data import refine_datatrove, refine_passes  # noqa: E402
 from engine.data.refine import refine  # noqa: E402
 from engine.data.refine_datatrove_llm import LlmStageStep  # noqa: E402
-from engine.data.stages.llm.extract_qa import SYSTEM as EXTRACT_SYSTEM  # noqa: E402
-from engine.data.stages.llm.rewrite import SYSTEM as REWRITE_SYSTEM  # noqa: E402
-from engine.grading.rubric import WHY  # noqa: E402
 from engine.models.store import import_model  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 from tests.helpers import noisy_corpus  # noqa: E402
+from tests.scripted_model import ScriptedModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("train.jsonl", "val.jsonl", "eval.jsonl", "rejects.jsonl", "lineage.jsonl",
@@ -138,49 +135,6 @@ def test_llm_stages_on_tasks_are_byte_identical_to_local(corpus: Path, tmp_path:
     assert stages["preferences"]["empty"] == len(_lines(got / "train.jsonl")) > 0
     _assert_lineage_in_input_order(got, config)
     assert list(ws2.tmp_dir("default").iterdir()) == []
-
-
-class ScriptedModel:
-    """A deterministic model for the pair and rewrite paths: it answers each prompt from the
-    prompt alone (never from its batch), as a task and the driver both construct it."""
-
-    def __init__(self, model_dir: Any = None, adapter_dir: Any = None, threads: int = 1):
-        pass
-
-    @staticmethod
-    def _h(prompt: list[dict[str, str]]) -> int:
-        return int(hashlib.sha256(json.dumps(prompt).encode()).hexdigest()[:8], 16)
-
-    def generate(self, prompts: list, max_new_tokens: int, batch_size: int, progress: Any = None,
-                 label: str = "generate") -> list[str]:
-        return [self._answer(p) for p in prompts]
-
-    def _answer(self, prompt: list[dict[str, str]]) -> str:
-        h, text = self._h(prompt), prompt[-1]["content"]
-        if prompt[0]["content"] == EXTRACT_SYSTEM:
-            words = text.split("Transcript:\n", 1)[1].split("\n\nWrite up to", 1)[0].split()
-            if h % 3 == 0:
-                return "NONE"
-            answer = " ".join(w for w in words[-12:] if ":" not in w)
-            return (f"Q: How does the support desk handle case {h % 7}?\nA: {answer}\n\n"
-                    f"Q: What else should a customer know here?\nA: {' '.join(words[-6:])}")
-        if prompt[0]["content"] == REWRITE_SYSTEM:
-            reply = text.split("Agent's reply to rewrite:\n", 1)[1]
-            reply = reply.rsplit("\n\nWrite only the rewritten reply.", 1)[0]
-            return "" if h % 4 == 0 else f"Hello, {reply}"
-        if text == WHY:
-            return f"Reason {h % 5}."
-        return f"My own answer {h % 11}."  # preferences: the model's answer to the prompt
-
-    def choice_logprobs(self, prompts: list, choices: Any, batch_size: int = 8,
-                        **_: Any) -> list[list[float]]:
-        out = []
-        for p in prompts:
-            h = self._h(p)
-            weights = [1.0 + ((h >> (4 * k)) % 13) for k in range(5)]
-            total = sum(weights)
-            out.append([math.log(w / total) for w in weights])
-        return out
 
 
 def test_pairs_and_rewrites_cross_the_merge_in_their_place(corpus: Path, tmp_path: Path,
