@@ -427,6 +427,9 @@ class DatatroveSpec(Strict):
     qos: str = "normal"
     venv_path: str | None = Field(default=None, description="virtualenv activated on the nodes")
     sbatch_args: dict[str, str] = Field(default_factory=dict)
+    llm_sbatch_args: dict[str, str] = Field(
+        default_factory=dict, description="Slurm: sbatch options of the LLM phases only, over "
+        "sbatch_args (for example {gres: 'gpu:1'}: a GPU per task)")
 
     @field_validator("workers")
     @classmethod

@@ -45,6 +45,8 @@ def slurm_executor(options: "DatatroveSpec", pipeline: list[Any], tasks: int, lo
     assert options.partition is not None and options.time is not None  # checked at config load
     gb = options.mem_per_cpu_gb
     sbatch_args = dict(options.sbatch_args)
+    if phase.startswith("llm-"):  # the LLM stages' phases: a GPU each, say
+        sbatch_args.update(options.llm_sbatch_args)
     if not float(gb).is_integer():  # sbatch takes whole units: "4.0G" is refused, "1536M" is not
         sbatch_args.setdefault("mem-per-cpu", f"{round(gb * 1024)}M")
     return SlurmPipelineExecutor(

@@ -194,7 +194,11 @@ def test_the_example_cluster_config_reaches_sbatch_as_written(tmp_path: Path) ->
                  "#SBATCH --account=data-team", "#SBATCH --job-name=studio-refine-records",
                  "source /shared/expert-studio/.venv/bin/activate"):
         assert line in script.splitlines() or line in script, line
-    assert "mail-user" not in script
+    assert "mail-user" not in script and "gres" not in script
+    llm = refine_datatrove_slurm.slurm_executor(options, [], 8, tmp_path / "logs-llm", "llm-judge",
+                                                None)  # the LLM phases also get llm_sbatch_args
+    script = llm.get_launch_file_contents(llm.get_sbatch_args(8), "run")
+    assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --account=data-team" in script
     half = options.model_copy(update={"mem_per_cpu_gb": 1.5})  # sbatch takes whole units only
     executor = refine_datatrove_slurm.slurm_executor(half, [], 2, tmp_path / "logs2", "records",
                                                      None)
