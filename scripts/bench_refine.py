@@ -359,7 +359,8 @@ def bench_minhash(sample: list[Any], dedup_spec: Any, tmp: Path) -> list[dict[st
 # ---------------------------------------------------------------------------------- pipeline
 PHASES = {"ingest": "ingest", "records": "", "minhash-buckets": "minhash-buckets",
           "minhash-clusters": "minhash-clusters", "dedup-decisions": "dedup-decisions",
-          "decontam": "decontam"}
+          "decontam": "decontam", "llm-judge": "llm-judge", "llm-extract_qa": "llm-extract_qa",
+          "llm-rewrite": "llm-rewrite", "llm-preferences": "llm-preferences"}
 
 
 def worker_peak_rss(logging_dir: Path) -> dict[str, dict[str, Any]]:
@@ -527,13 +528,11 @@ def main() -> None:
         shutil.rmtree(data, ignore_errors=True)
         if not args.skip_pipeline:
             llm = bool(args.llm)
-            if llm:  # into the workspace the refines share
-                from engine.models.store import import_model
-                from engine.registry import Registry
-                from engine.workspace import Workspace
-
-                ws = Workspace(tmp / "ws").ensure()
-                import_model(ws, Registry(ws.registry_path), args.llm, LLM_MODEL)
+            if llm:  # into the workspace the refines share, in a process of its own: a
+                # child's peak RSS counts its parent's (Linux keeps maxrss across fork and exec)
+                subprocess.run([sys.executable, "-m", "engine", "-w", str(tmp / "ws"), "models",
+                                "import", args.llm, "--name", LLM_MODEL], check=True, cwd=ROOT,
+                               capture_output=True, env={**os.environ, "TMPDIR": str(tmp)})
             sizes = (base * 10,) if llm else (base, base * 10)  # the LLM stages: one size
             result["pipeline"] = [run_pipeline(gen, tmp, size, args.seed, llm=llm) for size in sizes]
             if args.workers > 1:  # the largest size again, the per-record stages in workers
