@@ -60,6 +60,11 @@ class Reject:
         return {"record_id": self.record_id, "stage": self.stage, "reason": self.reason,
                 "detail": self.detail, "source": asdict(self.source)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Reject":
+        return cls(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
+                   detail=data.get("detail", ""), record_id=data.get("record_id"))
+
 
 def message_text(content: Any) -> str:
     """Message content — a string or multimodal parts (their text parts) — as plain text."""

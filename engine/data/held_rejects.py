@@ -19,12 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.records import Conversation, Reject, SourceRef
-
-
-def _reject(data: dict[str, Any]) -> Reject:
-    return Reject(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
-                  detail=data.get("detail", ""), record_id=data.get("record_id"))
+from engine.records import Conversation, Reject
 
 
 class HeldRejects:
@@ -47,7 +42,7 @@ class HeldRejects:
         if keep:
             self.kept[item.reason] += 1
         self.file.write(json.dumps({"at": self.position, "reject": item.to_dict(),
-                                    "record": conv.to_dict() if keep and conv else None},
+                                    "record": conv.to_dict() if keep and conv is not None else None},
                                    ensure_ascii=False) + "\n")
 
     def stop(self) -> None:
@@ -67,7 +62,7 @@ class HeldRejects:
                 return
             held, self._next = self._next, None
             record = held["record"]
-            self.write(_reject(held["reject"]),
+            self.write(Reject.from_dict(held["reject"]),
                        Conversation.from_dict(record) if record is not None else None)
 
     def close(self) -> None:

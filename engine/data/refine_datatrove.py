@@ -65,8 +65,8 @@ from engine.data.refine_datatrove_decontam import DecontamCheck, EvalShards, ver
 from engine.data.refine_datatrove_ingest import (  # noqa: E402
     BlockReader,
     IngestStep,
-    dumps,
     Part,
+    dumps,
     ingest_error,
     ingest_parts,
     ingested_lines,
@@ -93,7 +93,7 @@ from engine.errors import StudioError  # noqa: E402
 from engine.generation.transformers_backend import TransformersBackend  # noqa: E402
 from engine.hashing import sha256_json  # noqa: E402
 from engine.models.resolve import ModelRef, resolve_model  # noqa: E402
-from engine.records import Conversation, Reject, SourceRef  # noqa: E402
+from engine.records import Conversation, Reject  # noqa: E402
 
 from datatrove.data import Document, DocumentsPipeline  # noqa: E402
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
@@ -114,9 +114,7 @@ BLOCK = 64  # input lines per block of the round robin (bigger: fewer switches, 
 FORMAT = 4  # of the shard lines and dedup files; part of the work directory's key
 # what an LLM task generates with: (model dir, adapter dir or None, torch threads) → backend
 TASK_BACKEND: Any = TransformersBackend
-def reject_from_dict(data: dict[str, Any]) -> Reject:
-    return Reject(source=SourceRef(**data["source"]), stage=data["stage"], reason=data["reason"],
-                  detail=data.get("detail", ""), record_id=data.get("record_id"))
+
 
 
 def decode_conversation(line: dict[str, Any]) -> Conversation:
@@ -136,7 +134,7 @@ def encode_outcome(out: Outcome) -> dict[str, Any]:
 def decode_outcome(data: dict[str, Any]) -> Outcome:
     return Outcome(conv=decode_conversation(data), changed_by=list(data["changed_by"]),
                    events=Counter(data["events"]),
-                   reject=reject_from_dict(data["reject"]) if data["reject"] else None,
+                   reject=Reject.from_dict(data["reject"]) if data["reject"] else None,
                    findings=[Finding(*f) for f in data["findings"]])
 
 
@@ -550,7 +548,7 @@ class DatatroveJob:
         if "reject" in src:
             if line != src:
                 raise self._mismatch(rank, "does not match its input shard")
-            return reject_from_dict(src["reject"])
+            return Reject.from_dict(src["reject"])
         if "outcome" not in line or line["outcome"]["record"]["id"] != src["record"]["id"]:
             raise self._mismatch(rank, "does not match its input shard")
         return decode_outcome(line["outcome"])

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import offline
 from engine.data.stages.llm.dispatch import ONE_TO_ONE, run_stage
-from engine.generation.transformers_backend import TransformersBackend
-from engine.records import Conversation, Reject, SourceRef
+from engine.records import Conversation, Reject
 
 offline.enforce()  # before datatrove: it imports huggingface_hub, which reads HF_HUB_OFFLINE once
 
@@ -72,9 +71,7 @@ def encode_item(item: Conversation | Reject) -> dict[str, Any]:
 
 def decode_item(data: dict[str, Any]) -> Conversation | Reject:
     if "reject" in data:
-        r = data["reject"]
-        return Reject(source=SourceRef(**r["source"]), stage=r["stage"], reason=r["reason"],
-                      detail=r.get("detail", ""), record_id=r.get("record_id"))
+        return Reject.from_dict(data["reject"])
     return Conversation.from_dict(data["record"])
 
 
@@ -85,7 +82,7 @@ class LlmStageStep(PipelineStep):
     name = "🤖 LLM stage"
 
     def __init__(self, stage: str, spec: "LlmStagesSpec", model_dir: str, adapter_dir: str | None,
-                 threads: int, backend: BackendFactory = TransformersBackend):
+                 threads: int, backend: BackendFactory):
         super().__init__()
         self.stage, self.spec, self.threads, self.backend = stage, spec, threads, backend
         self.model_dir, self.adapter_dir = model_dir, adapter_dir

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from engine.data.refine_datatrove_llm import LlmStageStep  # noqa: E402
 from engine.models.store import import_model  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from tests.helpers import noisy_corpus  # noqa: E402
+from tests.helpers import noisy_corpus, wait_until  # noqa: E402
 from tests.scripted_model import ScriptedModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,9 +172,7 @@ class FailsOnce(LlmStageStep):
         marker = base / "rewrite.failed"
         if self.stage == "rewrite" and rank == 1 and not marker.exists():
             done = base / "logs" / "llm-rewrite" / "completions"
-            deadline = time.monotonic() + 60
-            while not all((done / f"{r:05d}").exists() for r in (0, 2)) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: all((done / f"{r:05d}").exists() for r in (0, 2)), timeout=60)
             marker.touch()
             raise RuntimeError("injected LLM task failure")
         yield from super().run(data, rank, world_size)
